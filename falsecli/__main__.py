@@ -1,0 +1,5 @@
+"""``python -m falsecli`` (and ``torchrun -m falsecli``)."""
+
+from falsecli.cli import main
+
+main()

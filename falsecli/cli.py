@@ -1,0 +1,351 @@
+"""Command-line interface: parses options, builds the config, calls one stage function.
+
+Nothing here computes: each command maps its flags onto config keys and calls the stage's
+API function, which returns a summary dict (printed as text, or as JSON with ``--json``).
+Heavy modules (torch) are imported inside the commands so that ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from falsecli import __version__, config, console
+from falsecli.errors import FalseCliError
+from falsecli.workdir import default_workdir
+
+app = typer.Typer(
+    name="falsecli",
+    help="Explain a seismic facies segmentation network through its forgetting events, "
+    "and repair its weak classes (Benkert, Aribido & AlRegib, ICIP 2021).\n\n"
+    "Stages: train -> heatmap -> rank -> transfer -> retrain -> report (or: run, demo).",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+class Aug(str, Enum):
+    none = "none"
+    flip = "flip"
+    rotate = "rotate"
+
+
+class RetrainAug(str, Enum):
+    none = "none"
+    flip = "flip"
+    rotate = "rotate"
+    transfer = "transfer"
+
+
+class NeverLearned(str, Enum):
+    zero = "zero"
+    max = "max"
+
+
+class RankBy(str, Enum):
+    forgetting = "forgetting"
+    switch = "switch"
+
+
+class Format(str, Enum):
+    npy = "npy"
+    segy = "segy"
+
+
+@dataclass
+class Context:
+    """What every command receives: the common options, resolved."""
+
+    workdir: Path
+    config_file: Optional[Path]
+    sets: list[str]
+    device: Optional[str]
+    seed: Optional[int]
+    force: bool
+    json: bool
+
+    def config(self, flags: dict[str, Any] | None = None,
+               base: config.Config | None = None) -> config.Config:
+        """Resolved config: defaults (or ``base``) < file < --set < explicit flags."""
+        explicit = {"train.device": self.device, "train.seed": self.seed, **(flags or {})}
+        return config.resolve(self.config_file, self.sets, explicit, base=base)
+
+    def emit(self, summary: dict[str, Any], text: Callable[[dict[str, Any]], None] | None = None
+             ) -> None:
+        """Print a stage's result on stdout: JSON for scripts, else text."""
+        if self.json:
+            print(json.dumps(summary, indent=2, default=str))
+        elif text is not None:
+            text(summary)
+        else:
+            _print_outputs(summary)
+
+
+def _print_outputs(summary: dict[str, Any]) -> None:
+    for line in summary.get("lines", []):
+        console.stdout.print(line)
+    for path in summary.get("outputs", []):
+        print(path)
+
+
+_DEFAULTS = config.load_defaults()
+
+
+def _h(text: str, key: str) -> str:
+    """Help text with the default read from the defaults file (escaped for rich markup)."""
+    return f"{text} \\[default: {config.get(_DEFAULTS, key)!r} ({key})]"
+
+
+_COMMON = [
+    inspect.Parameter("workdir", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[Path], typer.Option("-w", "--workdir", envvar="FALSECLI_WORKDIR",
+                                     help="Working directory \\[default: ./falsecli-work]")]),
+    inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[Optional[Path], typer.Option(
+                          "-c", "--config", help="YAML config file (see example.yaml).")]),
+    inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[list[str]], typer.Option(
+            "--set", help="Override a config key, value parsed as YAML: --set train.epochs=5")]),
+    inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[str], typer.Option("--device", help=_h("auto | cpu | cuda | cuda:N", "train.device"))]),
+    inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[int], typer.Option("--seed", help=_h("Random seed", "train.seed"))]),
+    inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+        bool, typer.Option("--force", help="Redo a stage that is already complete.")]),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+        bool, typer.Option("-q", "--quiet", help="No progress bars or logs on stderr.")]),
+    inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=Annotated[bool, typer.Option(
+                          "--json", help="Machine-readable summary on stdout.")]),
+    inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=Annotated[bool, typer.Option(
+                          "--verbose", help="Show the traceback of an error.")]),
+]
+_COMMON_NAMES = [p.name for p in _COMMON]
+
+
+def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``fn(ctx, **own_options)`` as a command that also takes the common options.
+
+    The one place where a :class:`FalseCliError` becomes one line on stderr and exit code 1.
+    """
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+
+        def wrapper(**kwargs: Any) -> None:
+            common = {k: kwargs.pop(k) for k in _COMMON_NAMES}
+            console.set_quiet(common["quiet"])
+            ctx = Context(
+                workdir=common["workdir"] or default_workdir(), config_file=common["config_file"],
+                sets=common["sets"] or [], device=common["device"], seed=common["seed"],
+                force=common["force"], json=common["as_json"],
+            )
+            try:
+                fn(ctx, **kwargs)
+            except FalseCliError as exc:
+                if common["verbose"]:
+                    console.stderr.print_exception()
+                print(f"falsecli {name}: {exc}" if not str(exc).startswith(name) else str(exc),
+                      file=sys.stderr)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt:
+                print(f"falsecli {name}: interrupted", file=sys.stderr)
+                raise typer.Exit(130) from None
+
+        wrapper.__signature__ = inspect.Signature(own + _COMMON)  # type: ignore[attr-defined]
+        wrapper.__doc__ = fn.__doc__
+        app.command(name)(wrapper)
+        return fn
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"falsecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """falsecli: forgetting events of a seismic facies segmentation network."""
+
+
+# ---------------------------------------------------------------- data
+
+
+@command("synth")
+def synth_cmd(
+    ctx: Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the F3-layout volumes to.")],
+    fmt: Annotated[Format, typer.Option("--format", help="Seismic file format.")] = Format.npy,
+) -> None:
+    """Write the synthetic F3-like volumes in the F3 benchmark layout (train/, test_once/)."""
+    from falsecli.synthetic import write_f3_layout
+
+    ctx.emit(write_f3_layout(ctx.config(), out, fmt.value, force=ctx.force))
+
+
+@command("inspect")
+def inspect_cmd(ctx: Context) -> None:
+    """Load and validate the configured data; print shapes, value range, classes, sections."""
+    from falsecli.data import inspect_data, print_inspection
+
+    ctx.emit(inspect_data(ctx.config()), print_inspection)
+
+
+# ---------------------------------------------------------------- stages 1-3
+
+
+@command("train")
+def train_cmd(
+    ctx: Context,
+    epochs: Annotated[Optional[int], typer.Option(help=_h("Epochs", "train.epochs"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=_h("Sections per step", "train.batch_size"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_h("Adam learning rate", "train.lr"))
+                  ] = None,
+    aug: Annotated[Optional[Aug], typer.Option(help=_h("Augmentation", "train.aug"))] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last "
+                                         "checkpoint.")] = False,
+) -> None:
+    """Stage 1: train DeepLabv3/ResNet-18, tracking every tracked pixel after every epoch."""
+    from falsecli.train import train
+
+    cfg = ctx.config({"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
+                      "train.aug": aug and aug.value})
+    ctx.emit(train(cfg, ctx.workdir, force=ctx.force, resume=resume))
+
+
+@command("heatmap")
+def heatmap_cmd(
+    ctx: Context,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Use the first T recorded epochs \\[default: all]")] = None,
+    never_learned: Annotated[Optional[NeverLearned], typer.Option(
+        help=_h("Events given to never-learned pixels", "heatmap.never_learned"))] = None,
+    run: Annotated[Optional[str], typer.Option(
+        help="Training run: train or retrain/<aug>/seed<k> \\[default: train]")] = None,
+    sections: Annotated[Optional[list[str]], typer.Option(
+        "--sections", help="Sections to draw (repeatable) \\[default: the most forgotten]")
+    ] = None,
+) -> None:
+    """Stage 2: forgetting and switch heat maps from the recorded history (paper eq. 1-3)."""
+    from falsecli.heatmap import heatmap
+
+    cfg = ctx.config({"heatmap.epochs": epochs, "heatmap.run": run, "heatmap.sections": sections,
+                      "heatmap.never_learned": never_learned and never_learned.value})
+    ctx.emit(heatmap(cfg, ctx.workdir, force=ctx.force))
+
+
+@command("rank")
+def rank_cmd(
+    ctx: Context,
+    class_: Annotated[Optional[str], typer.Option(
+        "--class", help=_h("Class name or id", "rank.class"))] = None,
+    top: Annotated[Optional[int], typer.Option(help=_h("Rows to print", "rank.top"))] = None,
+    by: Annotated[Optional[RankBy], typer.Option(help=_h("Event kind", "rank.by"))] = None,
+    min_pixels: Annotated[Optional[int], typer.Option(
+        help=_h("Least pixels of the class in a ranked section", "rank.min_pixels"))] = None,
+) -> None:
+    """Stage 3: rank every tracked section by the class's forgetting (or switch) density."""
+    from falsecli.rank import print_ranking, rank
+
+    cfg = ctx.config({"rank.class": class_, "rank.top": top, "rank.by": by and by.value,
+                      "rank.min_pixels": min_pixels})
+    ctx.emit(rank(cfg, ctx.workdir, force=ctx.force), print_ranking)
+
+
+# ---------------------------------------------------------------- stages 4-6
+
+
+@command("transfer")
+def transfer_cmd(
+    ctx: Context,
+    class_: Annotated[Optional[str], typer.Option(
+        "--class", help=_h("Class whose style is transferred", "transfer.class"))] = None,
+    sources: Annotated[Optional[int], typer.Option(
+        help=_h("Top-ranked sections used as style sources", "transfer.sources"))] = None,
+    per_source: Annotated[Optional[int], typer.Option(
+        help=_h("Samples generated per source", "transfer.per_source"))] = None,
+    iterations: Annotated[Optional[int], typer.Option(
+        help=_h("Generator training steps", "transfer.iterations"))] = None,
+) -> None:
+    """Stage 4: train the SEAN-style generator, transfer the class's style from the
+    most-forgotten sections into random training sections."""
+    from falsecli.transfer import transfer
+
+    cfg = ctx.config({"transfer.class": class_, "transfer.sources": sources,
+                      "transfer.per_source": per_source, "transfer.iterations": iterations})
+    ctx.emit(transfer(cfg, ctx.workdir, force=ctx.force))
+
+
+def _int_list(text: Optional[str], what: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise FalseCliError(f"{what} '{text}': expected integers separated by commas, "
+                            "e.g. 0,1,2") from None
+
+
+@command("retrain")
+def retrain_cmd(
+    ctx: Context,
+    aug: Annotated[Optional[list[RetrainAug]], typer.Option(
+        help=_h("Method(s) to train from scratch, repeatable", "retrain.augs"))] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help=_h("Comma-separated seeds, e.g. 0,1,2", "retrain.seeds"))] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Epochs \\[default: retrain.epochs, else train.epochs]")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue interrupted runs.")] = True,
+) -> None:
+    """Stage 5: train from scratch per method and seed into retrain/<aug>/seed<k>/."""
+    from falsecli.retrain import retrain
+
+    cfg = ctx.config({"retrain.augs": aug and [a.value for a in aug],
+                      "retrain.seeds": _int_list(seeds, "--seeds"), "retrain.epochs": epochs})
+    ctx.emit(retrain(cfg, ctx.workdir, force=ctx.force, resume=resume))
+
+
+@command("report")
+def report_cmd(ctx: Context) -> None:
+    """Stage 6: Table 1, Fig. 5, forgetting statistics and curves as report.md and report.html."""
+    from falsecli.report import report
+
+    ctx.emit(report(ctx.config(), ctx.workdir, force=ctx.force))
+
+
+@command("run")
+def run_cmd(ctx: Context) -> None:
+    """All six stages in order from the config, skipping the complete ones."""
+    from falsecli.pipeline import run
+
+    ctx.emit(run(ctx.config(), ctx.workdir, force=ctx.force))
+
+
+@command("demo")
+def demo_cmd(ctx: Context) -> None:
+    """The whole workflow on the built-in synthetic volume with a small CPU profile."""
+    from falsecli.pipeline import demo_config, run
+
+    ctx.emit(run(ctx.config(base=demo_config()), ctx.workdir, force=ctx.force))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,181 @@
+"""Volumes and sections: the user's data turned into validated inline/crossline sections.
+
+A volume is inline x crossline x depth. Section ``inline_i`` is ``volume[i, :, :].T`` and
+``crossline_j`` is ``volume[:, j, :].T`` (depth down, as an interpreter looks at it). Large
+volumes stay memory-mapped: a section is read and cast to float32 only when asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from falsecli.config import Config
+from falsecli.errors import FalseCliError
+
+AXES = ("inline", "crossline")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One 2-D section of a volume. ``split`` is train, val, or a test volume's name."""
+
+    name: str
+    split: str
+    volume: str
+    axis: str
+    index: int
+    shape: tuple[int, int]  # (depth, width)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "split": self.split, "axis": self.axis,
+                "index": self.index, "shape": list(self.shape)}
+
+
+@dataclass
+class Volume:
+    """A seismic volume (float, possibly memory-mapped) and its labels (uint8 or None)."""
+
+    name: str
+    seismic: np.ndarray
+    labels: np.ndarray | None
+    source: str = ""  # where it came from, for messages
+
+    def section(self, array: np.ndarray, axis: str, index: int) -> np.ndarray:
+        """Section ``index`` of ``array`` along ``axis`` as [depth, width]."""
+        return (array[index, :, :] if axis == "inline" else array[:, index, :]).T
+
+
+@dataclass
+class Dataset:
+    """The training volume, the test volumes, the classes and the normalisation."""
+
+    train: Volume
+    tests: list[Volume]
+    classes: list[str]
+    ignore_index: int
+    val_every: int
+    _stats: tuple[float, float] | None = field(default=None, repr=False)
+
+    @property
+    def volumes(self) -> dict[str, Volume]:
+        return {v.name: v for v in [self.train, *self.tests]}
+
+    # ------------------------------------------------------------ sections
+
+    def _axis_sections(self, vol: Volume, split: str, keep: Any, prefix: str = ""
+                       ) -> list[Section]:
+        n_il, n_xl, depth = vol.seismic.shape
+        out = []
+        for axis, count, width in (("inline", n_il, n_xl), ("crossline", n_xl, n_il)):
+            out += [Section(f"{prefix}{axis}_{i:04d}", split, vol.name, axis, i, (depth, width))
+                    for i in range(count) if keep(i)]
+        return out
+
+    def sections(self, split: str) -> list[Section]:
+        """Sections of a split, inlines first.
+
+        ``train``: inlines and crosslines with ``index % val_every != 0``; ``val``: the others
+        (the tracked validation set of the paper); a test volume's name: its every
+        ``val_every``-th inline and crossline (tracked like val); ``<name>:all``: every inline
+        of a test volume (each voxel once, for test metrics).
+        """
+        every = self.val_every
+        if split == "train":
+            return self._axis_sections(self.train, "train", lambda i: i % every != 0)
+        if split == "val":
+            return self._axis_sections(self.train, "val", lambda i: i % every == 0)
+        name, _, scope = split.partition(":")
+        vol = self.volumes.get(name)
+        if vol is None or vol is self.train:
+            valid = ", ".join(["train", "val", *(v.name for v in self.tests)])
+            raise FalseCliError(f"unknown split '{split}'; the splits are {valid}")
+        if scope == "all":
+            return [s for s in self._axis_sections(vol, name, lambda i: True, f"{name}_")
+                    if s.axis == "inline"]
+        return self._axis_sections(vol, name, lambda i: i % every == 0, f"{name}_")
+
+    def tracked(self, splits: Iterable[str]) -> list[Section]:
+        """The tracked sections of ``train.track`` (val and/or test names), in a fixed order."""
+        out: list[Section] = []
+        for split in splits:
+            out += self.sections(split)
+        return out
+
+    # ------------------------------------------------------------ pixels
+
+    def raw(self, section: Section) -> np.ndarray:
+        vol = self.volumes[section.volume]
+        return vol.section(vol.seismic, section.axis, section.index)
+
+    def image(self, section: Section) -> np.ndarray:
+        """Normalised float32 image [depth, width] (statistics of the training sections)."""
+        mean, std = self.stats
+        img = np.asarray(self.raw(section), dtype=np.float32)
+        return (img - np.float32(mean)) / np.float32(std)
+
+    def label(self, section: Section) -> np.ndarray:
+        """uint8 labels [depth, width]; raises if the volume has none."""
+        vol = self.volumes[section.volume]
+        if vol.labels is None:
+            raise FalseCliError(f"volume '{vol.name}' ({vol.source}) has no labels")
+        return np.ascontiguousarray(vol.section(vol.labels, section.axis, section.index),
+                                    dtype=np.uint8)
+
+    def stack(self, sections: list[Section]) -> tuple[np.ndarray, np.ndarray]:
+        """Images (N, depth, width) float32 and labels (N, depth, width) uint8 of same-shape
+        sections."""
+        images = np.stack([self.image(s) for s in sections])
+        labels = np.stack([self.label(s) for s in sections])
+        return images, labels
+
+    @property
+    def stats(self) -> tuple[float, float]:
+        """Mean and standard deviation over the voxels of the training sections only.
+
+        A voxel is in a training section unless both its inline and its crossline index are
+        multiples of ``val_every``. Computed inline by inline (memory-mapped friendly).
+        """
+        if self._stats is None:
+            seis = self.train.seismic
+            keep_xl = np.arange(seis.shape[1]) % self.val_every != 0
+            total = total_sq = 0.0
+            count = 0
+            for i in range(seis.shape[0]):
+                plane = np.asarray(seis[i], dtype=np.float64)
+                if i % self.val_every == 0:
+                    plane = plane[keep_xl]
+                total += plane.sum()
+                total_sq += np.square(plane).sum()
+                count += plane.size
+            if count == 0:
+                raise FalseCliError("the training volume has no training sections "
+                                    f"(every section is a multiple of val_every={self.val_every})")
+            mean = total / count
+            std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0))) or 1.0
+            self._stats = (float(mean), std)
+        return self._stats
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        """Pixels per class over the sections of ``split`` (ignored pixels not counted)."""
+        counts = np.zeros(len(self.classes), dtype=np.int64)
+        for s in self.sections(split):
+            counts += np.bincount(self.label(s).ravel(), minlength=256)[: len(self.classes)]
+        return counts
+
+
+def load_dataset(cfg: Config) -> Dataset:
+    """Load and validate the data described by ``cfg['data']`` (synthetic, f3 or files)."""
+    from falsecli import volumes
+
+    d = cfg["data"]
+    train, tests = volumes.load(d)
+    ds = Dataset(train, tests, list(d["classes"]), int(d["ignore_index"]), int(d["val_every"]))
+    for vol in [train, *tests]:
+        volumes.validate(vol, ds.classes, ds.ignore_index)
+    return ds
+

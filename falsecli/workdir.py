@@ -1,0 +1,261 @@
+"""The working directory: fixed stage paths, atomic writes, locks and manifests.
+
+Every stage writes only below ``<workdir>/<stage>/`` and writes ``manifest.json`` last, so a
+stage directory without a complete manifest is never mistaken for a result, whatever killed
+the process that wrote it. Scripts can predict every path from the stage name alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from falsecli import __version__
+from falsecli.errors import FalseCliError
+
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+#: the command that produces each top-level stage, for "run X first" hints
+PRODUCER = {"train": "train", "heatmap": "heatmap", "rank": "rank", "transfer": "transfer",
+            "report": "report"}
+
+
+def default_workdir() -> Path:
+    """``$FALSECLI_WORKDIR``, else ``./falsecli-work``."""
+    return Path(os.environ.get("FALSECLI_WORKDIR") or "falsecli-work")
+
+
+def retrain_name(aug: str, seed: int) -> str:
+    """Stage name of one retraining run: ``retrain/<aug>/seed<k>``."""
+    return f"retrain/{aug}/seed{seed}"
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+def save_npz(path: Path, compressed: bool = True, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+
+
+def save_with(path: Path, writer: Callable[[Path], None]) -> None:
+    """Atomic write through any ``writer(tmp_path)`` (``torch.save``, ``fig.savefig``...)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FalseCliError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise FalseCliError(f"{path}: unreadable or not JSON ({exc})") from None
+
+
+# ---------------------------------------------------------------- stages
+
+
+def versions() -> dict[str, str | None]:
+    """Versions recorded in every manifest (imports are local: only stages need them)."""
+    import numpy
+    import segyio
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "segyio": getattr(segyio, "__version__", None), "cuda": torch.version.cuda}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Stage:
+    """One stage directory: ``train``, ``heatmap``, ..., or ``retrain/<aug>/seed<k>``."""
+
+    workdir: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.workdir) / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest if the stage is complete, else None."""
+        if not self.manifest_path.is_file():
+            return None
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if data.get("status") == "complete" else None
+
+    def is_complete(self) -> bool:
+        return self.manifest() is not None
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.manifest_path.read_bytes()).hexdigest()
+
+    def require(self, for_stage: str) -> dict[str, Any]:
+        """The manifest of this upstream stage, or an error saying which command to run."""
+        manifest = self.manifest()
+        if manifest is None:
+            top = self.name.split("/")[0]
+            what = "training run" if top in ("train", "retrain") else f"complete {top} stage"
+            cmd = PRODUCER.get(top, top)
+            if top == "retrain":
+                _, aug, seed = self.name.split("/")
+                cmd = f"retrain --aug {aug} --seeds {seed.removeprefix('seed')}"
+            raise FalseCliError(
+                f"{for_stage}: no {what} in {self.path} — run "
+                f"'falsecli {cmd} -w {self.workdir}' first"
+            )
+        return manifest
+
+
+@dataclass
+class StageRun:
+    """A stage being written: collects outputs, writes the manifest last on success."""
+
+    stage: Stage
+    config: dict[str, Any]
+    inputs: dict[str, str]
+    seed: int | None = None
+    device: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    started: str = field(default_factory=_now)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def path(self) -> Path:
+        return self.stage.path
+
+    def out(self, relpath: str) -> Path:
+        """Register ``relpath`` as an output and return its absolute path (parents created)."""
+        if relpath not in self.outputs:
+            self.outputs.append(relpath)
+        path = self.path / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def finish(self) -> dict[str, Any]:
+        manifest = {
+            "stage": self.stage.name, "status": "complete", "falsecli_version": __version__,
+            "config": self.config, "inputs": self.inputs, "outputs": sorted(self.outputs),
+            "seed": self.seed, "device": self.device, "versions": versions(),
+            "started": self.started, "finished": _now(),
+            "wall_seconds": round(time.perf_counter() - self._t0, 3), **self.extra,
+        }
+        write_json(self.stage.manifest_path, manifest)
+        return manifest
+
+
+class StageComplete(FalseCliError):
+    """Raised when a complete stage would be redone without ``--force``."""
+
+
+@contextlib.contextmanager
+def lock(path: Path, what: str) -> Iterator[None]:
+    """An exclusive advisory lock on ``path/.lock``; released when the process dies."""
+    path.mkdir(parents=True, exist_ok=True)
+    fh = open(path / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FalseCliError(
+                f"{what}: another falsecli process is writing {path} — wait for it to finish"
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
+def stage_run(
+    workdir: Path,
+    name: str,
+    config: dict[str, Any],
+    *,
+    upstream: list[Stage] = (),  # type: ignore[assignment]
+    force: bool = False,
+    keep: bool = False,
+    seed: int | None = None,
+    device: str | None = None,
+) -> Iterator[StageRun]:
+    """Open stage ``name`` for writing.
+
+    Refuses when an upstream stage is incomplete, when another process holds the stage, or
+    when the stage is complete and ``force`` is false. With ``force`` the old manifest goes
+    first (so a killed redo cannot look complete) and, unless ``keep``, the old files too.
+    ``keep`` leaves existing files in place: training uses it to resume from a checkpoint.
+    """
+    stage = Stage(Path(workdir), name)
+    inputs = {up.name: (up.require(name), up.digest())[1] for up in upstream}
+    with lock(stage.path, name):
+        if stage.is_complete() and not force:
+            raise StageComplete(
+                f"{name}: already complete in {stage.path} — use --force to redo it"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            stage.manifest_path.unlink()
+        if not keep:
+            for child in stage.path.iterdir():
+                if child.name == LOCK:
+                    continue
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        run = StageRun(stage, config, inputs, seed=seed, device=device)
+        yield run
+        run.finish()

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny synthetic profile and the real CLI through typer's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from falsecli import config
+from falsecli.cli import app
+
+#: ../shared beside the repository (CI has it there too)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+F3_CROP = SHARED / "data" / "f3-crop.sgy"
+
+#: a profile that trains in seconds on 2 CPU cores
+TINY = [
+    "data.synthetic.shape=[16,24,32]",
+    "data.synthetic.test_shape=[8,24,32]",
+    "model.aspp_channels=32",
+    "train.epochs=3",
+    "train.batch_size=4",
+    "train.eval_batch_size=8",
+    "train.device=cpu",
+    "rank.min_pixels=5",
+    "transfer.iterations=4",
+    "transfer.crop=[32,24]",
+    "transfer.batch_size=2",
+    "transfer.channels=16",
+    "transfer.style_dim=8",
+    "transfer.sources=2",
+    "transfer.per_source=3",
+    "retrain.seeds=[0,1]",
+    "retrain.epochs=2",
+]
+
+
+def sets_args(sets: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]``."""
+    return [arg for item in sets for arg in ("--set", item)]
+
+
+@pytest.fixture
+def tiny_cfg() -> config.Config:
+    return config.resolve(sets=TINY)
+
+
+@pytest.fixture
+def cli():
+    """Invoke the real CLI: ``cli("train", "-w", str(path), ...)`` -> click Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
