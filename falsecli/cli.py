@@ -194,17 +194,19 @@ def synth_cmd(
     fmt: Annotated[Format, typer.Option("--format", help="Seismic file format.")] = Format.npy,
 ) -> None:
     """Write the synthetic F3-like volumes in the F3 benchmark layout (train/, test_once/)."""
+    cfg = ctx.config()
     from falsecli.synthetic import write_f3_layout
 
-    ctx.emit(write_f3_layout(ctx.config(), out, fmt.value, force=ctx.force))
+    ctx.emit(write_f3_layout(cfg, out, fmt.value, force=ctx.force))
 
 
 @command("inspect")
 def inspect_cmd(ctx: Context) -> None:
     """Load and validate the configured data; print shapes, value range, classes, sections."""
+    cfg = ctx.config()
     from falsecli.data import inspect_data, print_inspection
 
-    ctx.emit(inspect_data(ctx.config()), print_inspection)
+    ctx.emit(inspect_data(cfg), print_inspection)
 
 
 # ---------------------------------------------------------------- stages 1-3
@@ -223,10 +225,9 @@ def train_cmd(
                                          "checkpoint.")] = False,
 ) -> None:
     """Stage 1: train DeepLabv3/ResNet-18, tracking every tracked pixel after every epoch."""
-    from falsecli.train import train
-
     cfg = ctx.config({"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
                       "train.aug": aug and aug.value})
+    from falsecli.train import train
     ctx.emit(train(cfg, ctx.workdir, force=ctx.force, resume=resume))
 
 
@@ -244,10 +245,9 @@ def heatmap_cmd(
     ] = None,
 ) -> None:
     """Stage 2: forgetting and switch heat maps from the recorded history (paper eq. 1-3)."""
-    from falsecli.heatmap import heatmap
-
     cfg = ctx.config({"heatmap.epochs": epochs, "heatmap.run": run, "heatmap.sections": sections,
                       "heatmap.never_learned": never_learned and never_learned.value})
+    from falsecli.heatmap import heatmap
     ctx.emit(heatmap(cfg, ctx.workdir, force=ctx.force))
 
 
@@ -262,10 +262,9 @@ def rank_cmd(
         help=_h("Least pixels of the class in a ranked section", "rank.min_pixels"))] = None,
 ) -> None:
     """Stage 3: rank every tracked section by the class's forgetting (or switch) density."""
-    from falsecli.rank import print_ranking, rank
-
     cfg = ctx.config({"rank.class": class_, "rank.top": top, "rank.by": by and by.value,
                       "rank.min_pixels": min_pixels})
+    from falsecli.rank import print_ranking, rank
     ctx.emit(rank(cfg, ctx.workdir, force=ctx.force), print_ranking)
 
 
@@ -286,10 +285,9 @@ def transfer_cmd(
 ) -> None:
     """Stage 4: train the SEAN-style generator, transfer the class's style from the
     most-forgotten sections into random training sections."""
-    from falsecli.transfer import transfer
-
     cfg = ctx.config({"transfer.class": class_, "transfer.sources": sources,
                       "transfer.per_source": per_source, "transfer.iterations": iterations})
+    from falsecli.transfer import transfer
     ctx.emit(transfer(cfg, ctx.workdir, force=ctx.force))
 
 
@@ -315,27 +313,28 @@ def retrain_cmd(
     resume: Annotated[bool, typer.Option(help="Continue interrupted runs.")] = True,
 ) -> None:
     """Stage 5: train from scratch per method and seed into retrain/<aug>/seed<k>/."""
-    from falsecli.retrain import retrain
-
     cfg = ctx.config({"retrain.augs": aug and [a.value for a in aug],
                       "retrain.seeds": _int_list(seeds, "--seeds"), "retrain.epochs": epochs})
+    from falsecli.retrain import retrain
     ctx.emit(retrain(cfg, ctx.workdir, force=ctx.force, resume=resume))
 
 
 @command("report")
 def report_cmd(ctx: Context) -> None:
     """Stage 6: Table 1, Fig. 5, forgetting statistics and curves as report.md and report.html."""
+    cfg = ctx.config()
     from falsecli.report import report
 
-    ctx.emit(report(ctx.config(), ctx.workdir, force=ctx.force))
+    ctx.emit(report(cfg, ctx.workdir, force=ctx.force))
 
 
 @command("run")
 def run_cmd(ctx: Context) -> None:
     """All six stages in order from the config, skipping the complete ones."""
+    cfg = ctx.config()
     from falsecli.pipeline import run
 
-    ctx.emit(run(ctx.config(), ctx.workdir, force=ctx.force))
+    ctx.emit(run(cfg, ctx.workdir, force=ctx.force))
 
 
 @command("demo")
@@ -343,7 +342,8 @@ def demo_cmd(ctx: Context) -> None:
     """The whole workflow on the built-in synthetic volume with a small CPU profile."""
     from falsecli.pipeline import demo_config, run
 
-    ctx.emit(run(ctx.config(base=demo_config()), ctx.workdir, force=ctx.force))
+    cfg = ctx.config(base=demo_config())
+    ctx.emit(run(cfg, ctx.workdir, force=ctx.force))
 
 
 def main() -> None:

@@ -1,0 +1,58 @@
+"""The command-line contract: help, version, one-line errors, exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from falsecli import __version__
+
+COMMANDS = ["synth", "inspect", "train", "heatmap", "rank", "transfer", "retrain", "report",
+            "run", "demo"]
+
+
+def test_help_does_not_import_torch() -> None:
+    code = ("import sys; from typer.testing import CliRunner; from falsecli.cli import app;"
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
+            "[CliRunner().invoke(app, [c, '--help']) for c in %r];"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'" % COMMANDS)
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_common_options(cli, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    for option in ("--workdir", "--config", "--set", "--device", "--seed", "--force", "--quiet",
+                   "--json"):
+        assert option in result.stdout
+
+
+def test_version_and_module_entry_point() -> None:
+    out = subprocess.run([sys.executable, "-m", "falsecli", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == f"falsecli {__version__}"
+
+
+def test_unknown_key_is_one_line_exit_1(cli, tmp_path) -> None:
+    result = cli("inspect", "-w", tmp_path, "--set", "train.epoch=3")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean 'train.epochs'" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_bad_usage_is_exit_2(cli) -> None:
+    assert cli("train", "--aug", "mixup").exit_code == 2
+    assert cli("no-such-command").exit_code == 2
+
+
+def test_bad_seed_list(cli, tmp_path) -> None:
+    result = cli("retrain", "-w", tmp_path, "--seeds", "0,x")
+    assert result.exit_code == 1 and "--seeds '0,x'" in result.stderr
+
+
+def test_missing_upstream_says_what_to_run(cli, tmp_path) -> None:
+    result = cli("rank", "-w", tmp_path)
+    assert result.exit_code == 1
+    assert f"run 'falsecli heatmap -w {tmp_path}' first" in result.stderr

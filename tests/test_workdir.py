@@ -1,0 +1,114 @@
+"""Stage directories: manifests last, atomic writes, locks, --force."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from falsecli import workdir
+from falsecli.errors import FalseCliError
+from falsecli.workdir import Stage, StageComplete, stage_run
+
+CFG = {"train": {"epochs": 1}}
+
+
+def test_manifest_has_the_spec_fields(tmp_path: Path) -> None:
+    with stage_run(tmp_path, "heatmap", CFG, seed=3, device="cpu") as run:
+        workdir.save_npy(run.out("a.npy"), np.arange(3))
+        workdir.write_json(run.out("sub/b.json"), {"x": 1})
+    manifest = json.loads((tmp_path / "heatmap" / "manifest.json").read_text())
+    for key in ("stage", "status", "falsecli_version", "config", "inputs", "outputs", "seed",
+                "device", "versions", "started", "finished", "wall_seconds"):
+        assert key in manifest
+    assert manifest["status"] == "complete" and manifest["outputs"] == ["a.npy", "sub/b.json"]
+    assert manifest["config"] == CFG and manifest["seed"] == 3
+    assert set(manifest["versions"]) >= {"python", "torch", "torchvision", "numpy", "segyio",
+                                         "cuda"}
+
+
+def test_upstream_digest_and_missing_upstream(tmp_path: Path) -> None:
+    with pytest.raises(FalseCliError, match=r"no training run in .*run 'falsecli train -w"):
+        with stage_run(tmp_path, "heatmap", CFG, upstream=[Stage(tmp_path, "train")]):
+            pass
+    assert not (tmp_path / "heatmap" / "manifest.json").exists()
+    with stage_run(tmp_path, "train", CFG):
+        pass
+    with stage_run(tmp_path, "heatmap", CFG, upstream=[Stage(tmp_path, "train")]) as run:
+        pass
+    assert run.inputs == {"train": Stage(tmp_path, "train").digest()}
+
+
+def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
+    with stage_run(tmp_path, "rank", CFG) as run:
+        workdir.write_text(run.out("ranking.csv"), "old")
+    with pytest.raises(StageComplete, match="--force"):
+        with stage_run(tmp_path, "rank", CFG):
+            pass
+    assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
+    with stage_run(tmp_path, "rank", CFG, force=True) as run:
+        assert not (tmp_path / "rank" / "ranking.csv").exists()  # a redo starts clean
+        workdir.write_text(run.out("ranking.csv"), "new")
+    assert Stage(tmp_path, "rank").is_complete()
+
+
+def test_failure_inside_a_stage_leaves_no_manifest(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with stage_run(tmp_path, "rank", CFG) as run:
+            workdir.write_text(run.out("ranking.csv"), "half")
+            raise RuntimeError("boom")
+    assert not Stage(tmp_path, "rank").is_complete()
+
+
+def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
+    with stage_run(tmp_path, "rank", CFG):
+        pass
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from falsecli.workdir import stage_run
+        with stage_run({str(tmp_path)!r}, "rank", {{}}, force=True) as run:
+            (run.path / "started").write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / "rank" / "started").exists()
+    assert not Stage(tmp_path, "rank").is_complete()
+    # and the lock died with the process: the stage can be redone
+    with stage_run(tmp_path, "rank", CFG):
+        pass
+
+
+def test_second_process_is_locked_out(tmp_path: Path) -> None:
+    with stage_run(tmp_path, "train", CFG):
+        script = f"from falsecli.workdir import stage_run\n" \
+                 f"with stage_run({str(tmp_path)!r}, 'train', {{}}): pass"
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert "another falsecli process is writing" in proc.stderr
+
+
+def test_atomic_write_keeps_the_old_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    workdir.write_json(target, {"v": 1})
+
+    def broken(path: Path) -> None:
+        path.write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        workdir.save_with(target, broken)
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
+
+
+def test_default_workdir_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FALSECLI_WORKDIR", "/tmp/somewhere")
+    assert workdir.default_workdir() == Path("/tmp/somewhere")
+    monkeypatch.delenv("FALSECLI_WORKDIR")
+    assert workdir.default_workdir() == Path("falsecli-work")
