@@ -1,0 +1,187 @@
+"""Figures in the paper's style: facies in the F3 benchmark colours, heat maps blue -> red.
+
+Figures are built on ``matplotlib.figure.Figure`` (Agg, no pyplot): no global state, no
+display needed, and nothing leaks between the many figures a stage draws.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from falsecli.workdir import save_with
+
+#: F3 facies benchmark palette (Alaudah et al. 2019), in class order: upper, middle and lower
+#: North Sea, Rijnland/chalk, scruff (orange), Zechstein (red)
+F3_COLORS: list[tuple[int, int, int]] = [(69, 117, 180), (145, 191, 219), (224, 243, 248),
+                                         (254, 224, 144), (252, 141, 89), (215, 48, 39)]
+#: ignored pixels (and pixels outside a panel) are drawn in this grey
+MISSING = (0.6, 0.6, 0.6, 1.0)
+#: the paper's heat maps: dark blue = never forgotten, red = forgotten most
+HEAT_CMAP = "jet"
+DPI = 110
+
+
+def _count_ticks() -> MaxNLocator:
+    """Colour-bar ticks for event counts: integers only."""
+    return MaxNLocator(integer=True)
+
+
+def label_colors(n: int) -> list[tuple[float, float, float]]:
+    """``n`` class colours: the F3 palette first, then tab10 for surveys with more classes."""
+    extra = colormaps["tab10"].colors
+    rgb = [tuple(c / 255 for c in color) for color in F3_COLORS]
+    return [rgb[i] if i < len(rgb) else tuple(extra[(i - len(rgb)) % len(extra)])
+            for i in range(n)]
+
+
+def label_cmap(n: int) -> ListedColormap:
+    """A colour map for label ids 0..n-1; masked (ignored) pixels are grey."""
+    return ListedColormap(label_colors(n), name="facies").with_extremes(bad=MISSING)
+
+
+def heat_cmap() -> Colormap:
+    """The heat-map colour map; masked pixels (ignored labels) are grey."""
+    return colormaps[HEAT_CMAP].with_extremes(bad=MISSING)
+
+
+def mask_ignored(values: np.ndarray, labels: np.ndarray, ignore_index: int) -> np.ma.MaskedArray:
+    """``values`` with the ignored pixels masked, so that they are drawn grey."""
+    return np.ma.masked_array(values, mask=labels == ignore_index)
+
+
+def _seismic_limits(seismic: np.ndarray) -> tuple[float, float]:
+    """Symmetric grey scale clipped at the 99th amplitude percentile (spikes do not wash
+    the section out)."""
+    finite = np.abs(seismic[np.isfinite(seismic)])
+    clip = float(np.percentile(finite, 99)) if finite.size else 1.0
+    return -(clip or 1.0), clip or 1.0
+
+
+def _panel_size(shape: tuple[int, int], height: float = 3.0) -> float:
+    """Width in inches of a panel of ``shape`` (depth, width) drawn ``height`` inches high."""
+    depth, width = shape
+    return float(np.clip(height * width / max(depth, 1), 1.5, 3.0 * height))
+
+
+def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
+                   classes: Sequence[str], ignore_index: int, title: str,
+                   vmax: float | None = None, heat_label: str = "forgetting events") -> Figure:
+    """Paper Fig. 2: seismic (grey) | annotation (facies colours) | heat map with colour bar.
+
+    Ignored pixels are grey in the annotation and the heat map. ``vmax`` fixes the top of
+    the heat scale (pass the same value to make several figures comparable). Sections much
+    wider than deep (F3 inlines are 701 x 255) get the three panels stacked instead.
+    """
+    depth, width = labels.shape
+    stacked = width > 1.5 * depth
+    if stacked:
+        height = float(np.clip(9.0 * depth / width, 1.2, 4.0))
+        fig = Figure(figsize=(11.0, 3 * height + 1.0), dpi=DPI, layout="constrained")
+        axes = fig.subplots(3, 1, sharex=True, sharey=True)
+    else:
+        panel = _panel_size(labels.shape)
+        fig = Figure(figsize=(3 * panel + 2.2, 3.9), dpi=DPI, layout="constrained")
+        axes = fig.subplots(1, 3, sharex=True, sharey=True)
+    lo, hi = _seismic_limits(np.asarray(seismic, dtype=np.float32))
+    axes[0].imshow(seismic, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
+                   interpolation="nearest")
+    axes[0].set_title("seismic")
+    n = len(classes)
+    axes[1].imshow(mask_ignored(labels, labels, ignore_index), cmap=label_cmap(n), vmin=-0.5,
+                   vmax=n - 0.5, aspect="auto", interpolation="nearest")
+    axes[1].set_title("annotation")
+    colors = label_colors(n)
+    where = ({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)} if stacked
+             else {"loc": "lower left"})
+    axes[1].legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
+                   fontsize=6, framealpha=0.8, **where)
+    top = float(vmax) if vmax is not None else max(float(np.max(heat, initial=0)), 1.0)
+    image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=heat_cmap(), vmin=0,
+                           vmax=top, aspect="auto", interpolation="nearest")
+    axes[2].set_title("heat map")
+    fig.colorbar(image, ax=axes[2], label=heat_label, shrink=0.9, ticks=_count_ticks())
+    for ax in axes:
+        if stacked or ax is axes[0]:
+            ax.set_ylabel("depth (samples)")
+        if not stacked or ax is axes[-1]:
+            ax.set_xlabel("trace")
+    fig.suptitle(title)
+    return fig
+
+
+def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *, vmax: float | None = None,
+                 heat_label: str = "forgetting events", title: str | None = None) -> Figure:
+    """Heat maps side by side on ONE colour scale with one colour bar (paper Fig. 5):
+    ``maps[column][row]``, e.g. ``{method: {section: heat}}``: columns = methods, rows =
+    sections (in first-seen order; a missing one is an empty grey panel). Pass ``np.ma``
+    masked arrays (:func:`mask_ignored`) to grey out pixels. ``vmax`` defaults to the
+    largest value shown, so equal colours mean equal counts in every panel.
+    """
+    cols = list(maps)
+    rows = list(dict.fromkeys(row for col in cols for row in maps[col]))
+    if not rows:
+        raise ValueError("heatmap_grid: no heat map to draw")
+    present = [maps[c][r] for c in cols for r in rows if r in maps[c]]
+    top = float(vmax) if vmax is not None else max(
+        [float(np.ma.max(m)) for m in present if np.ma.count(m)] + [1.0])
+    panel = _panel_size(present[0].shape, 2.2)
+    fig = Figure(figsize=(len(cols) * panel + 1.8, len(rows) * 2.2 + 0.8), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    image = None
+    for r, row in enumerate(rows):
+        for c, col in enumerate(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col)
+            if c == 0:
+                ax.set_ylabel(row)
+            if row not in maps[col]:
+                ax.set_facecolor(MISSING)
+                continue
+            image = ax.imshow(maps[col][row], cmap=heat_cmap(), vmin=0, vmax=top,
+                              aspect="auto", interpolation="nearest")
+    fig.colorbar(image, ax=axes, label=heat_label, shrink=0.8, ticks=_count_ticks())
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> Figure:
+    """Training loss and validation mean class accuracy per epoch: ``curves[method]`` is a
+    list of runs, each the records of its ``metrics.jsonl``; one colour per method."""
+    fig = Figure(figsize=(10, 3.6), dpi=DPI, layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    colors = colormaps["tab10"].colors
+    for m, (method, runs) in enumerate(curves.items()):
+        for k, run in enumerate(runs):
+            epochs = [rec["epoch"] for rec in run]
+            label = method if k == 0 else None
+            loss_ax.plot(epochs, [rec["train_loss"] for rec in run], color=colors[m % 10],
+                         alpha=0.8, label=label)
+            acc_ax.plot(epochs, [rec["mean_class_acc"] for rec in run], color=colors[m % 10],
+                        alpha=0.8, label=label)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    acc_ax.set(xlabel="epoch", ylabel="mean class accuracy", title="validation")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    if curves:
+        acc_ax.legend(fontsize=8)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend)."""
+    FigureCanvasAgg(fig)
+    save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))

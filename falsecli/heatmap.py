@@ -1,0 +1,185 @@
+"""Stage 2: forgetting and switch heat maps of a training run (paper eq. 1-3, Fig. 2).
+
+The heat maps of ``train`` live in ``<workdir>/heatmap/``; those of a retraining run beside
+it, in ``<workdir>/retrain/<aug>/seed<k>/heatmap/``, so the report finds every run's maps
+at a predictable place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from falsecli import console
+from falsecli.config import Config
+from falsecli.errors import FalseCliError
+from falsecli.forgetting import EventMaps, SectionStats, Tracking, event_maps, load_tracking
+from falsecli.workdir import Stage, save_with, stage_run, write_text
+
+_RUN = re.compile(r"train|retrain/[^/]+/seed\d+")
+#: sections listed in the summary dict (all are in summary.csv)
+TOP = 5
+
+
+def stage_name(run: str) -> str:
+    """Where the heat maps of ``run`` go: ``heatmap`` for train, else ``<run>/heatmap``."""
+    if not _RUN.fullmatch(run):
+        raise FalseCliError(f"heatmap.run is '{run}'; it must be train or "
+                            "retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0")
+    return "heatmap" if run == "train" else f"{run}/heatmap"
+
+
+def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventMaps:
+    """Read back the heat maps that :func:`heatmap` wrote for ``run`` (for rank, report)."""
+    stage = Stage(Path(workdir), stage_name(run))
+    manifest = stage.manifest()
+    if manifest is None:
+        flag = "" if run == "train" else f" --run {run}"
+        raise FalseCliError(f"{for_stage}: no heat maps in {stage.path} — run "
+                            f"'falsecli heatmap{flag} -w {workdir}' first")
+    tracking = load_tracking(Path(workdir) / run)
+    maps = {}
+    for key, dtype in (("forgetting", np.uint16), ("switch", np.uint16),
+                       ("never_learned", bool)):
+        path = stage.path / f"{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                maps[key] = tracking.flatten(dict(npz.items()), path).astype(dtype, copy=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise FalseCliError(f"{path}: unreadable ({exc}) — redo it with "
+                                "'falsecli heatmap --force'") from None
+    return EventMaps(tracking, int(manifest["epochs"]), str(manifest["never_learned"]),
+                     maps["forgetting"], maps["switch"], maps["never_learned"])
+
+
+def _save_maps(path: Path, maps: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` of one array per section, like ``np.savez_compressed`` but at zlib level 1:
+    at F3 scale level 6 takes ~10x longer than counting the events, for ~1.5x smaller files."""
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for name, array in maps.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.ascontiguousarray(array),
+                                              allow_pickle=False)
+
+    save_with(path, write)
+
+
+def _summary_csv(stats: SectionStats) -> str:
+    """summary.csv: one row per section; density is empty where the section lacks the class."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["section", "split", "pixels", "events", "switch_events", "never_learned"]
+                    + [f"{c}_{k}" for c in stats.classes for k in ("pixels", "events",
+                                                                     "density")])
+    density = stats.density("forgetting")
+    for i, s in enumerate(stats.sections):
+        per_class = []
+        for k in range(len(stats.classes)):
+            d = density[i, k]
+            per_class += [int(stats.class_pixels[i, k]), int(stats.class_events[i, k]),
+                          "" if np.isnan(d) else float(d)]
+        writer.writerow([s.name, s.split, int(stats.pixels[i]), int(stats.events[i]),
+                         int(stats.switch_events[i]), int(stats.never_learned[i]), *per_class])
+    return buf.getvalue()
+
+
+def _seismic(run_manifest: dict[str, Any], run: str, tracking: Tracking,
+             names: list[str]) -> dict[str, np.ndarray]:
+    """Seismic of the drawn sections, from the data the run was trained on."""
+    from falsecli.data import load_dataset
+
+    ds = load_dataset(run_manifest["config"])
+    splits = list(dict.fromkeys(tracking.section(n).split for n in names))
+    by_name = {s.name: s for s in ds.tracked(splits)}
+    out = {}
+    for name in names:
+        section = by_name.get(name)
+        if section is None or tuple(section.shape) != tracking.section(name).shape:
+            raise FalseCliError(f"section {name} of {tracking.path} is not in the data of "
+                                f"{run}'s config any more — the data changed since training; "
+                                "restore it or retrain")
+        out[name] = np.asarray(ds.raw(section), dtype=np.float32)
+    return out
+
+
+def _figure_sections(cfg: Config, tracking: Tracking, stats: SectionStats | None) -> list[str]:
+    """heatmap.sections (validated), else the heatmap.figures sections with most events."""
+    names = list(cfg["heatmap"]["sections"])
+    for name in names:
+        tracking.section(name)
+    if names or stats is None:
+        return names
+    order = np.argsort(-stats.events, kind="stable")[: max(cfg["heatmap"]["figures"], 0)]
+    return [stats.sections[i].name for i in order]
+
+
+def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Stage 2: count every tracked pixel's forgetting and switch events over the first T
+    epochs; write the maps, a per-section summary and Fig. 2-style figures."""
+    opts = cfg["heatmap"]
+    run = opts["run"]
+    name = stage_name(run)
+    source = Stage(Path(workdir), run)
+    run_manifest = source.require(name)
+    tracking = load_tracking(source.path)
+    T = tracking.window(opts["epochs"])
+    _figure_sections(cfg, tracking, None)  # unknown names fail before anything is written
+    with stage_run(workdir, name, cfg, upstream=[source], force=force) as out:
+        console.log(f"{name}: counting events of {tracking.n_pixels:,} pixels over {T} epochs")
+        maps = event_maps(tracking, T, opts["never_learned"])
+        stats = maps.stats()
+        for key in ("forgetting", "switch", "never_learned"):
+            _save_maps(out.out(f"{key}.npz"), tracking.images(getattr(maps, key)))
+        write_text(out.out("summary.csv"), _summary_csv(stats))
+        drawn = _figure_sections(cfg, tracking, stats)
+        if drawn:
+            _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)
+        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"])
+    return _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
+
+
+def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
+          names: list[str]) -> None:
+    """figures/<section>.png on one colour scale (the largest count of any tracked pixel)."""
+    from falsecli.figures import save_figure, section_figure
+
+    tracking = maps.tracking
+    vmax = max(int(maps.forgetting.max(initial=0)), 1)
+    labels = tracking.images(np.asarray(tracking.labels))
+    heat = tracking.images(maps.forgetting)
+    events = dict(zip((s.name for s in stats.sections), stats.events.tolist()))
+    with console.progress() as bar:
+        task = bar.add_task("figures", total=len(names), info="")
+        for name in names:
+            section = tracking.section(name)
+            title = (f"{name} ({section.split}): {events[name]:,} forgetting events "
+                     f"in {maps.epochs} epochs")
+            fig = section_figure(seismic[name], labels[name], heat[name],
+                                 classes=tracking.classes, ignore_index=tracking.ignore_index,
+                                 title=title, vmax=vmax)
+            save_figure(fig, out.out(f"figures/{name}.png"))
+            bar.advance(task)
+
+
+def _summary(path: Path, name: str, run: str, maps: EventMaps, stats: SectionStats,
+             outputs: list[Path]) -> dict[str, Any]:
+    totals = {"sections": len(stats.sections), "pixels": int(stats.pixels.sum()),
+              "events": int(stats.events.sum()), "switch_events": int(stats.switch_events.sum()),
+              "never_learned": int(stats.never_learned.sum())}
+    order = np.argsort(-stats.events, kind="stable")[:TOP]
+    top = [{"section": stats.sections[i].name, "split": stats.sections[i].split,
+            "events": int(stats.events[i]), "pixels": int(stats.pixels[i])} for i in order]
+    line = (f"{name}: {totals['events']:,} forgetting and {totals['switch_events']:,} switch "
+            f"events in {totals['sections']} sections over {maps.epochs} epochs")
+    if top:
+        line += f"; most forgotten: {top[0]['section']} ({top[0]['events']:,})"
+    return {"stage": name, "run": run, "epochs": maps.epochs,
+            "never_learned": maps.never_learned_mode, "path": str(path), "totals": totals,
+            "top": top, "lines": [line], "outputs": [str(p) for p in outputs]}

@@ -1,0 +1,124 @@
+"""A deliberately plain reference for SPEC §6, written without looking at falsecli.forgetting.
+
+Per-pixel Python loops over the unpacked history: slow, obviously right, used by the tests
+to check the vectorised bit-plane implementation and the heatmap/rank stages. Also writes
+tracking folders in the SPEC §3 format, as the training stage does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def section_entries(shapes: list[tuple[str, str, int, tuple[int, int]]], split: str = "val"
+                    ) -> list[dict]:
+    """sections.json entries for (name, axis, index, (depth, width)), stored back to back."""
+    entries, offset = [], 0
+    for name, axis, index, shape in shapes:
+        entries.append({"name": name, "split": split, "axis": axis, "index": index,
+                        "shape": list(shape), "offset": offset})
+        offset += shape[0] * shape[1]
+    return entries
+
+
+def write_tracking(folder: Path, sections: list[dict], labels: np.ndarray, correct: np.ndarray,
+                   switch: np.ndarray, classes: list[str], ignore_index: int = 255,
+                   pred_last: np.ndarray | None = None) -> None:
+    """Write a tracking folder from unpacked 0/1 histories ``correct`` and ``switch`` (E, P)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    E, P = correct.shape
+    meta = {"classes": classes, "ignore_index": ignore_index, "n_pixels": P, "epochs": E,
+            "sections": sections}
+    (folder / "sections.json").write_text(json.dumps(meta))
+    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.uint8))
+    np.save(folder / "correct.npy", np.packbits(np.asarray(correct, dtype=bool), axis=1))
+    np.save(folder / "switch.npy", np.packbits(np.asarray(switch, dtype=bool), axis=1))
+    last = np.asarray(labels, np.uint8) if pred_last is None else pred_last
+    np.save(folder / "pred_last.npy", np.asarray(last, dtype=np.uint8))
+
+
+def write_from_predictions(folder: Path, sections: list[dict], labels: np.ndarray,
+                           preds: np.ndarray, classes: list[str], ignore_index: int = 255
+                           ) -> None:
+    """Tracking folder of per-epoch predictions ``preds`` (E, P), as training records it."""
+    correct = preds == labels[None, :]
+    switch = np.zeros_like(correct)
+    switch[1:] = preds[1:] != preds[:-1]
+    write_tracking(folder, sections, labels, correct, switch, classes, ignore_index, preds[-1])
+
+
+def read(folder: Path) -> tuple[dict, list[int], list[list[int]], list[list[int]]]:
+    """sections.json, labels, and the unpacked correct / switch histories as nested lists."""
+    meta = json.loads((folder / "sections.json").read_text())
+    P = meta["n_pixels"]
+    labels = [int(v) for v in np.load(folder / "labels.npy")]
+    correct = [[int(b) for b in row[:P]]
+               for row in np.unpackbits(np.load(folder / "correct.npy"), axis=1)]
+    switch = [[int(b) for b in row[:P]]
+              for row in np.unpackbits(np.load(folder / "switch.npy"), axis=1)]
+    return meta, labels, correct, switch
+
+
+def pixel_events(folder: Path, epochs: int | None = None, never_learned: str = "zero"
+                 ) -> tuple[list[int], list[int], list[bool]]:
+    """Per pixel: forgetting count L, switch count, never-learned flag, over T epochs."""
+    meta, labels, correct, switch = read(folder)
+    T = meta["epochs"] if epochs is None else epochs
+    forgetting, switches, never = [], [], []
+    for i in range(meta["n_pixels"]):
+        acc = [correct[t][i] for t in range(T)]
+        count = 0
+        for t in range(T - 1):
+            if acc[t] == 1 and acc[t + 1] == 0:
+                count += 1
+        is_never = labels[i] != meta["ignore_index"] and sum(acc) == 0
+        if labels[i] == meta["ignore_index"]:
+            count = 0
+        elif is_never and never_learned == "max":
+            count = T
+        forgetting.append(count)
+        switches.append(sum(switch[t][i] for t in range(1, T)))
+        never.append(is_never)
+    return forgetting, switches, never
+
+
+def section_maps(folder: Path, epochs: int | None = None, never_learned: str = "zero"
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """{"forgetting"|"switch"|"never_learned": {section: [depth, width] array}}."""
+    meta = json.loads((folder / "sections.json").read_text())
+    values = dict(zip(("forgetting", "switch", "never_learned"),
+                      pixel_events(folder, epochs, never_learned)))
+    out: dict[str, dict[str, np.ndarray]] = {key: {} for key in values}
+    for s in meta["sections"]:
+        depth, width = s["shape"]
+        for key, flat in values.items():
+            rows = [[flat[s["offset"] + r * width + c] for c in range(width)]
+                    for r in range(depth)]
+            out[key][s["name"]] = np.array(rows)
+    return out
+
+
+def ranking_csv(folder: Path, cls: str, by: str = "forgetting", min_pixels: int = 50,
+                epochs: int | None = None, never_learned: str = "zero") -> str:
+    """The expected ranking.csv text."""
+    meta, labels, _, _ = read(folder)
+    forgetting, switches, _ = pixel_events(folder, epochs, never_learned)
+    counts = forgetting if by == "forgetting" else switches
+    k = meta["classes"].index(cls)
+    rows = []
+    for order, s in enumerate(meta["sections"]):
+        events = pixels = 0
+        for i in range(s["offset"], s["offset"] + s["shape"][0] * s["shape"][1]):
+            if labels[i] == k:
+                pixels += 1
+                events += counts[i]
+        if pixels >= max(min_pixels, 1):
+            rows.append((-(events / pixels), -events, order, s["name"], events, pixels))
+    rows.sort()
+    lines = ["class,rank,section,density,events,class_pixels"]
+    for rank, (neg_density, _, _, name, events, pixels) in enumerate(rows, start=1):
+        lines.append(f"{cls},{rank},{name},{-neg_density!r},{events},{pixels}")
+    return "\n".join(lines) + "\n"
