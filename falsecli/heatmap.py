@@ -20,7 +20,7 @@ from falsecli import console
 from falsecli.config import Config
 from falsecli.errors import FalseCliError
 from falsecli.forgetting import EventMaps, SectionStats, Tracking, event_maps, load_tracking
-from falsecli.workdir import Stage, save_with, stage_run, write_text
+from falsecli.workdir import Stage, save_npz, stage_run, write_text
 
 _RUN = re.compile(r"train|retrain/[^/]+/seed\d+")
 #: sections listed in the summary dict (all are in summary.csv)
@@ -56,19 +56,6 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
                                 "'falsecli heatmap --force'") from None
     return EventMaps(tracking, int(manifest["epochs"]), str(manifest["never_learned"]),
                      maps["forgetting"], maps["switch"], maps["never_learned"])
-
-
-def _save_maps(path: Path, maps: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` of one array per section, like ``np.savez_compressed`` but at zlib level 1:
-    at F3 scale level 6 takes ~10x longer than counting the events, for ~1.5x smaller files."""
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for name, array in maps.items():
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.ascontiguousarray(array),
-                                              allow_pickle=False)
-
-    save_with(path, write)
 
 
 def _summary_csv(stats: SectionStats) -> str:
@@ -136,7 +123,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         maps = event_maps(tracking, T, opts["never_learned"])
         stats = maps.stats()
         for key in ("forgetting", "switch", "never_learned"):
-            _save_maps(out.out(f"{key}.npz"), tracking.images(getattr(maps, key)))
+            save_npz(out.out(f"{key}.npz"), **tracking.images(getattr(maps, key)))
         write_text(out.out("summary.csv"), _summary_csv(stats))
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:

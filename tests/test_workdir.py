@@ -1,7 +1,6 @@
 """Stage directories: manifests last, atomic writes, locks, --force."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -112,3 +111,18 @@ def test_default_workdir_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert workdir.default_workdir() == Path("/tmp/somewhere")
     monkeypatch.delenv("FALSECLI_WORKDIR")
     assert workdir.default_workdir() == Path("falsecli-work")
+
+
+def test_save_npz_round_trip(tmp_path: Path) -> None:
+    arrays = {"inline_0000": np.arange(12, dtype=np.uint16).reshape(3, 4),
+              "crossline_0005": np.ones((2, 2), dtype=bool)}
+    workdir.save_npz(tmp_path / "m.npz", **arrays)
+    with np.load(tmp_path / "m.npz") as back:
+        assert list(back) == list(arrays)
+        for name, array in arrays.items():
+            assert back[name].dtype == array.dtype and np.array_equal(back[name], array)
+
+
+def test_missing_nested_heatmap_names_its_command(tmp_path: Path) -> None:
+    with pytest.raises(FalseCliError, match="heatmap --run retrain/flip/seed0"):
+        Stage(tmp_path, "retrain/flip/seed0/heatmap").require("report")
