@@ -36,6 +36,18 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against other processes
+    make 2 threads up to 10x slower than 1, and timings erratic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def sets_args(sets: list[str]) -> list[str]:
     """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]``."""
     return [arg for item in sets for arg in ("--set", item)]

@@ -7,7 +7,6 @@ import pickle
 
 import pytest
 import torch
-from test_train import one_thread  # noqa: F401  (autouse: 1 intra-op thread on a shared CPU)
 from torch import nn
 
 from falsecli.errors import FalseCliError

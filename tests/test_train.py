@@ -34,16 +34,6 @@ ARTIFACTS = ["manifest.json", "model.pt", "metrics.jsonl", "eval.json", "trackin
              "tracking/pred_last.npy"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores shared by several jobs: OpenMP threads spinning at barriers against other
-    processes make 2 intra-op threads up to 10x slower than 1 (and runs fluctuate)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 

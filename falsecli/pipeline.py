@@ -1,0 +1,83 @@
+"""``falsecli run`` and ``falsecli demo``: all six stages in order, skipping complete ones.
+
+A stage counts as done when its manifest is complete *and* the upstream manifests it recorded
+are still the ones on disk; a stage whose upstream was redone since is stale and runs again.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+from falsecli import config, console
+from falsecli.config import Config
+from falsecli.workdir import Stage, retrain_name
+
+#: the demo profile: the whole workflow (baseline, flip, rotate, transfer over 2 seeds, report)
+#: in at most ~10 minutes on 2 CPU cores; README's "Demo profile" documents it
+DEMO: dict[str, Any] = {
+    "data": {"synthetic": {"shape": [48, 48, 80], "test_shape": [16, 48, 80]}},
+    "model": {"output_stride": 8, "aspp_channels": 64},
+    "train": {"epochs": 12, "batch_size": 8, "lr": 0.002, "device": "auto"},
+    "rank": {"min_pixels": 40},
+    "transfer": {"iterations": 300, "crop": [64, 48], "batch_size": 4, "channels": 32,
+                 "style_dim": 32, "sources": 4, "per_source": 16},
+    "retrain": {"seeds": [0, 1], "epochs": None},
+    "report": {"sections": 4},
+}
+
+
+def demo_config() -> Config:
+    """Packaged defaults with the demo profile on top (user's --config/--set still apply)."""
+    return config.merge(config.load_defaults(), DEMO)
+
+
+def _fresh(stage: Stage) -> bool:
+    """Complete, and every upstream it read is unchanged."""
+    manifest = stage.manifest()
+    if manifest is None:
+        return False
+    for name, digest in manifest.get("inputs", {}).items():
+        upstream = Stage(stage.workdir, name)
+        if not upstream.is_complete() or upstream.digest() != digest:
+            return False
+    return True
+
+
+def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Run train, heatmap, rank, transfer, retrain and report; skip the fresh ones."""
+    from falsecli.heatmap import heatmap
+    from falsecli.rank import rank
+    from falsecli.report import report
+    from falsecli.retrain import repeats_train, retrain, run_config
+    from falsecli.train import train
+    from falsecli.transfer import transfer
+
+    workdir = Path(workdir)
+    cfg = copy.deepcopy(cfg)
+    cfg["heatmap"]["run"] = "train"
+    runs = [retrain_name(a, s) for a in cfg["retrain"]["augs"] for s in cfg["retrain"]["seeds"]
+            if not (a == "none" and repeats_train(workdir, run_config(cfg, a, s)))]
+    steps: list[tuple[str, list[str], Callable[..., dict[str, Any]]]] = [
+        ("train", ["train"], train),
+        ("heatmap", ["heatmap"], heatmap),
+        ("rank", ["rank"], rank),
+        ("transfer", ["transfer"], transfer),
+        ("retrain", runs, retrain),
+        ("report", ["report"], report),
+    ]
+    done: dict[str, Any] = {}
+    for name, stages, fn in steps:
+        fresh = all(_fresh(Stage(workdir, s)) for s in stages)
+        if fresh and not force:
+            console.log(f"run: {name} is complete, skipped")
+            done[name] = {"status": "skipped"}
+            continue
+        console.log(f"run: {name}")
+        stale = not force and any(Stage(workdir, s).is_complete() for s in stages)
+        # an interrupted training continues where it stopped
+        extra = {"resume": True} if name in ("train", "retrain") else {}
+        done[name] = {"status": "done", **fn(cfg, workdir, force=force or stale, **extra)}
+    outputs = [str(workdir / "report" / "report.html"), str(workdir / "report" / "report.md")]
+    return {"stage": "run", "workdir": str(workdir), "stages": done, "outputs": outputs}

@@ -1,0 +1,327 @@
+"""Stage 6: the paper's Table 1 and Fig. 5, forgetting statistics and training curves.
+
+Collects every complete training run in the workdir: ``baseline`` = ``train/`` and
+``retrain/none/seed*``, then ``flip``, ``rotate`` and ``transfer``. Accuracies are mean and
+population standard deviation over a method's runs, exactly as read from their ``eval.json``.
+Forgetting statistics are computed here from each run's tracking history (all recorded epochs),
+so no ``heatmap`` call per run is needed. A *high-density region* is an 8-connected set of at
+least ``report.min_region`` pixels of the target class each forgotten at least
+``report.region_events`` times: the paper's claim is that transfer makes such regions disappear
+where flip and rotate only weaken them.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from falsecli import workdir as wd
+from falsecli.config import Config, class_id
+from falsecli.errors import FalseCliError
+
+METHODS = ("baseline", "flip", "rotate", "transfer")
+SUMMARY_METRICS = ("pixel_acc", "mean_class_acc", "miou", "fwiou")
+
+
+@dataclass
+class Run:
+    """One complete training run and what the report reads from it."""
+
+    method: str
+    stage: wd.Stage
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    def eval(self) -> dict[str, Any]:
+        return wd.read_json(self.stage.path / "eval.json")
+
+    def curve(self) -> list[dict[str, Any]]:
+        lines = (self.stage.path / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def collect_runs(workdir: Path) -> list[Run]:
+    """Every complete run, grouped by method; a retrain/none run equal to train (same seed and
+    epochs) is counted once."""
+    runs: list[Run] = []
+    train = wd.Stage(workdir, "train")
+    if (manifest := train.manifest()) is not None:
+        runs.append(Run("baseline", train, manifest))
+    seen = {("baseline", _key(manifest))} if manifest else set()
+    for aug in ("none", "flip", "rotate", "transfer"):
+        method = "baseline" if aug == "none" else aug
+        root = Path(workdir) / "retrain" / aug
+        seeds = sorted(root.glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit()
+                       else -1)
+        for path in seeds:
+            stage = wd.Stage(workdir, f"retrain/{aug}/{path.name}")
+            manifest = stage.manifest()
+            if manifest is None or (method, _key(manifest)) in seen:
+                continue
+            seen.add((method, _key(manifest)))
+            runs.append(Run(method, stage, manifest))
+    return runs
+
+
+def _key(manifest: dict[str, Any]) -> tuple[Any, Any]:
+    train = manifest["config"]["train"]
+    return train["seed"], train["epochs"]
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std()), len(values)
+
+
+def aggregate(per_run: dict[str, list[dict[str, dict[str, float | None]]]]
+              ) -> list[dict[str, Any]]:
+    """Long-format rows (method, split, metric, mean, std, n) from per-run ``{split: {metric:
+    value}}`` dicts; None values (a class absent from a split) are left out of that mean."""
+    rows = []
+    for method, results in per_run.items():
+        splits = list(dict.fromkeys(s for r in results for s in r))
+        for split in splits:
+            metrics = list(dict.fromkeys(m for r in results for m in r.get(split, {})))
+            for metric in metrics:
+                values = [r[split][metric] for r in results
+                          if r.get(split, {}).get(metric) is not None]
+                if values:
+                    mean, std, n = _mean_std(values)
+                    rows.append({"method": method, "split": split, "metric": metric,
+                                 "mean": mean, "std": std, "n": n})
+    return rows
+
+
+def flatten_eval(evaluation: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``eval.json`` -> ``{split: {"pixel_acc": v, ..., "class_acc/<name>": v}}``."""
+    out = {}
+    for split, metrics in evaluation.items():
+        flat = {m: metrics.get(m) for m in SUMMARY_METRICS}
+        flat.update({f"class_acc/{k}": v for k, v in metrics.get("class_acc", {}).items()})
+        out[split] = flat
+    return out
+
+
+def regions(mask: np.ndarray, min_size: int) -> list[int]:
+    """Areas of the 8-connected regions of ``mask`` with at least ``min_size`` pixels."""
+    from scipy import ndimage
+
+    labelled, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return []
+    areas = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
+    return [int(a) for a in areas if a >= min_size]
+
+
+def forgetting_stats(run: Run, target: int, region_events: int, min_region: int
+                     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Forgetting statistics of one run over all its recorded epochs, and its heat maps."""
+    from falsecli import forgetting
+
+    tracking = forgetting.load_tracking(run.stage.path)
+    maps = forgetting.event_maps(tracking, None, "zero")
+    labels = tracking.labels
+    in_class = labels == target
+    class_events = int(maps.forgetting[in_class].sum())
+    class_pixels = int(in_class.sum())
+    heat = tracking.images(maps.forgetting)
+    masks = tracking.images(in_class)
+    areas = [a for name, h in heat.items()
+             for a in regions((h >= region_events) & masks[name], min_region)]
+    stats = {
+        "forgetting_events": float(maps.forgetting.sum()),
+        "switch_events": float(maps.switch.sum()),
+        "never_learned": float(maps.never_learned.sum()),
+        "target_events": float(class_events),
+        "target_density": class_events / class_pixels if class_pixels else float("nan"),
+        "high_density_regions": float(len(areas)),
+        "high_density_area": float(sum(areas)),
+    }
+    return stats, heat
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Write ``report/``: table.csv, report.md, report.html (self-contained), figures/."""
+    from falsecli import figures
+
+    workdir = Path(workdir)
+    runs = collect_runs(workdir)
+    if not runs:
+        raise FalseCliError(f"report: no complete training run in {workdir} — run "
+                            f"'falsecli train -w {workdir}' first")
+    classes = runs[0].manifest["config"]["data"]["classes"]
+    target = class_id({"data": {"classes": classes}}, cfg["rank"]["class"])
+    rep = cfg["report"]
+    by_method: dict[str, list[Run]] = {m: [r for r in runs if r.method == m] for m in METHODS}
+    by_method = {m: rs for m, rs in by_method.items() if rs}
+
+    with wd.stage_run(workdir, "report", cfg, upstream=[r.stage for r in runs],
+                      force=force) as out:
+        per_run_eval = {m: [flatten_eval(r.eval()) for r in rs] for m, rs in by_method.items()}
+        stats, heat = {}, {}
+        for method, rs in by_method.items():
+            results = [forgetting_stats(r, target, rep["region_events"], rep["min_region"])
+                       for r in rs]
+            stats[method] = [{"tracked": s} for s, _ in results]
+            heat[method] = results[0][1]  # Fig. 5 shows each method's first run
+        rows = aggregate(per_run_eval) + aggregate(stats)
+        _write_table(out.out("table.csv"), rows)
+
+        shown = _fig5_sections(workdir, heat, rep["sections"])
+        fig5 = out.out("figures/fig5_heatmaps.png")
+        figures.save_figure(figures.heatmap_grid(
+            {m: {s: heat[m][s] for s in shown} for m in heat},
+            title="Forgetting events per method (first run of each), one colour scale"), fig5)
+        curves = out.out("figures/training_curves.png")
+        figures.save_figure(figures.training_curves(
+            {m: [r.curve() for r in rs] for m, rs in by_method.items()}), curves)
+        doc = _Document(classes, target, rows, by_method, runs, cfg, rep)
+        wd.write_text(out.out("report.md"), doc.markdown({"fig5": "figures/fig5_heatmaps.png",
+                                                           "curves": "figures/training_curves.png"}))
+        wd.write_text(out.out("report.html"), doc.html({"fig5": fig5, "curves": curves}))
+        out.extra["runs"] = [r.name for r in runs]
+    return {"stage": "report", "runs": [r.name for r in runs],
+            "methods": {m: len(rs) for m, rs in by_method.items()},
+            "outputs": [str(out.path / p) for p in out.outputs]}
+
+
+def _fig5_sections(workdir: Path, heat: dict[str, dict[str, np.ndarray]], count: int
+                   ) -> list[str]:
+    """The top-ranked sections of rank/ (the ones the paper's Fig. 5 shows), else the
+    baseline's most-forgotten ones."""
+    names = list(next(iter(heat.values())))
+    ranking = wd.Stage(workdir, "rank")
+    if ranking.is_complete():
+        with open(ranking.path / "ranking.csv", newline="") as fh:
+            ranked = [row["section"] for row in csv.DictReader(fh)]
+        ranked = [s for s in dict.fromkeys(ranked) if s in names]
+        if ranked:
+            return ranked[:count]
+    first = next(iter(heat.values()))
+    return sorted(names, key=lambda s: -int(first[s].sum()))[:count]
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["method", "split", "metric", "mean", "std", "n"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    wd.write_text(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- rendering
+
+
+@dataclass
+class _Document:
+    """The report's content, rendered once as Markdown and once as HTML."""
+
+    classes: list[str]
+    target: int
+    rows: list[dict[str, Any]]
+    by_method: dict[str, list[Run]]
+    runs: list[Run]
+    cfg: Config
+    rep: dict[str, Any]
+
+    def _cell(self, method: str, split: str, metric: str, digits: int = 3) -> str:
+        for row in self.rows:
+            if (row["method"], row["split"], row["metric"]) == (method, split, metric):
+                return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+        return "–"
+
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """(caption, header, rows) of every table."""
+        splits = list(dict.fromkeys(r["split"] for r in self.rows
+                                    if r["metric"] == "pixel_acc"))
+        acc_cols = [f"class_acc/{c}" for c in self.classes] + ["pixel_acc", "mean_class_acc",
+                                                               "miou"]
+        header = ["method", "runs"] + self.classes + ["pixel acc", "mean class acc", "mIoU"]
+        out = []
+        for split in splits:
+            body = [[m, str(len(rs))] + [self._cell(m, split, c) for c in acc_cols]
+                    for m, rs in self.by_method.items()]
+            out.append((f"Table 1 — class accuracy on {split} (mean ± std over runs)",
+                        header, body))
+        name = self.classes[self.target]
+        stat_cols = [("forgetting_events", 0), ("target_events", 0), ("target_density", 3),
+                     ("high_density_regions", 1), ("high_density_area", 0)]
+        body = [[m, str(len(rs))] + [self._cell(m, "tracked", c, d) for c, d in stat_cols]
+                for m, rs in self.by_method.items()]
+        out.append((
+            f"Forgetting statistics on the tracked sections (target class {name}; a "
+            f"high-density region: ≥ {self.rep['min_region']} connected {name} pixels forgotten "
+            f"≥ {self.rep['region_events']} times)",
+            ["method", "runs", "all events", f"{name} events", f"{name} density",
+             "high-density regions", "their area (px)"], body))
+        return out
+
+    def _runs_text(self) -> list[str]:
+        return [f"{r.method}: {r.name} (seed {r.manifest['seed']}, "
+                f"{r.manifest['config']['train']['epochs']} epochs, {r.manifest['device']})"
+                for r in self.runs]
+
+    def markdown(self, images: dict[str, str]) -> str:
+        lines = ["# falsecli report", "", "Runs: " + "; ".join(self._runs_text()), ""]
+        for caption, header, body in self.tables():
+            lines += [f"## {caption}", "", "| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in body]
+            lines.append("")
+        lines += ["## Fig. 5 — heat maps per method, one colour scale", "",
+                  f"![Fig. 5]({images['fig5']})", "", "## Training curves", "",
+                  f"![curves]({images['curves']})", "", "## Configuration and versions", "",
+                  "```json", json.dumps({"config": self.cfg,
+                                         "versions": self.runs[0].manifest["versions"]},
+                                        indent=2), "```", ""]
+        return "\n".join(lines)
+
+    def html(self, images: dict[str, Path]) -> str:
+        esc = html.escape
+        parts = ["<!doctype html><html><head><meta charset='utf-8'><title>falsecli report"
+                 "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+                 "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+                 "padding:3px 8px;text-align:right}th{background:#eee}img{max-width:100%}"
+                 "pre{background:#f6f6f6;padding:1em;overflow:auto}</style></head><body>",
+                 "<h1>falsecli report</h1><ul>"]
+        parts += [f"<li>{esc(t)}</li>" for t in self._runs_text()]
+        parts.append("</ul>")
+        for caption, header, body in self.tables():
+            parts.append(f"<h2>{esc(caption)}</h2><table><tr>"
+                         + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                      for row in body]
+            parts.append("</table>")
+        for title, key in (("Fig. 5 — heat maps per method, one colour scale", "fig5"),
+                           ("Training curves", "curves")):
+            data = base64.b64encode(Path(images[key]).read_bytes()).decode()
+            parts.append(f"<h2>{esc(title)}</h2><img alt='{key}' "
+                         f"src='data:image/png;base64,{data}'>")
+        cfg = json.dumps({"config": self.cfg, "versions": self.runs[0].manifest["versions"]},
+                         indent=2)
+        parts.append(f"<h2>Configuration and versions</h2><pre>{esc(cfg)}</pre></body></html>")
+        return "\n".join(parts)
+
+
+def table_rows(path: Path) -> Iterable[dict[str, str]]:
+    """Read a ``table.csv`` back (for scripts and tests)."""
+    with open(path, newline="") as fh:
+        yield from csv.DictReader(fh)

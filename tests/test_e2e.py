@@ -1,0 +1,108 @@
+"""All six stages chained through the real CLI on a tiny synthetic volume, as a script would."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY, sets_args
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work = tmp_path_factory.mktemp("e2e")
+    runner = CliRunner()
+    common = ["-w", str(work), *sets_args(TINY), "--json", "--quiet"]
+    steps = [
+        ["train"],
+        ["heatmap"],
+        ["rank", "--class", "scruff"],
+        ["transfer", "--class", "scruff"],
+        ["retrain", "--aug", "none", "--aug", "flip", "--aug", "rotate", "--aug", "transfer",
+         "--seeds", "0,1"],
+        ["report"],
+    ]
+    outputs = {}
+    for step in steps:
+        result = runner.invoke(app, [*step, *common], catch_exceptions=False)
+        assert result.exit_code == 0, (step, result.output)
+        outputs[step[0]] = json.loads(result.stdout)
+    return work, outputs
+
+
+def test_every_stage_is_complete_and_lists_real_files(chain) -> None:
+    work, outputs = chain
+    for stage in ("train", "heatmap", "rank", "transfer", "report"):
+        manifest = json.loads((work / stage / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        for rel in manifest["outputs"]:
+            assert (work / stage / rel).is_file(), (stage, rel)
+    for aug in ("none", "flip", "rotate", "transfer"):
+        for seed in (0, 1):
+            assert (work / "retrain" / aug / f"seed{seed}" / "manifest.json").is_file()
+    for summary in outputs.values():
+        for path in summary["outputs"]:
+            assert Path(path).exists(), path
+
+
+def test_retrain_runs_track_the_same_pixels(chain) -> None:
+    work, _ = chain
+    base = json.loads((work / "train" / "tracking" / "sections.json").read_text())
+    for aug in ("flip", "transfer"):
+        other = json.loads((work / "retrain" / aug / "seed1" / "tracking" /
+                            "sections.json").read_text())
+        assert other["sections"] == base["sections"]
+        assert np.array_equal(np.load(work / "train" / "tracking" / "labels.npy"),
+                              np.load(work / "retrain" / aug / "seed1" / "tracking" /
+                                      "labels.npy"))
+
+
+def test_report_table_means_equal_eval_json(chain) -> None:
+    work, _ = chain
+    with open(work / "report" / "table.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    flip = [json.loads((work / "retrain" / "flip" / f"seed{s}" / "eval.json").read_text())
+            for s in (0, 1)]
+    row = next(r for r in rows if (r["method"], r["split"], r["metric"]) ==
+               ("flip", "val", "pixel_acc"))
+    assert float(row["mean"]) == pytest.approx(np.mean([e["val"]["pixel_acc"] for e in flip]))
+    assert int(row["n"]) == 2
+    assert {r["method"] for r in rows} == {"baseline", "flip", "rotate", "transfer"}
+    assert any(r["metric"] == "forgetting_events" for r in rows)
+    page = (work / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.split("<pre>")[0]
+
+
+def test_rerun_is_refused_and_run_skips_everything(chain) -> None:
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    runner = CliRunner()
+    again = runner.invoke(app, ["train", "-w", str(work), *sets_args(TINY)])
+    assert again.exit_code == 1 and "--force" in again.stderr
+    everything = runner.invoke(app, ["run", "-w", str(work), *sets_args(TINY), "--json",
+                                     "--set", "retrain.augs=[none,flip,rotate,transfer]"])
+    assert everything.exit_code == 0, everything.output
+    stages = json.loads(everything.stdout)["stages"]
+    assert all(s["status"] == "skipped" for s in stages.values()), stages
+
+
+def test_baseline_seed_equal_to_train_is_not_trained_again(chain) -> None:
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    result = CliRunner().invoke(app, ["retrain", "-w", str(work), *sets_args(TINY), "--json",
+                                      "--aug", "none", "--seeds", "0", "--epochs", "3", "--force"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"] == [{"run": "retrain/none/seed0",
+                                                  "status": "same as train"}]

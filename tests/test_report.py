@@ -1,0 +1,51 @@
+"""Report aggregation on hand-made runs: the means are exactly the means of eval.json."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from falsecli import report, workdir
+from falsecli.workdir import stage_run
+
+
+def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None) -> None:
+    cfg = {"train": {"seed": seed, "epochs": 3}, "data": {"classes": ["a", "scruff"]}}
+    with stage_run(tmp, name, cfg, seed=seed) as run:
+        evaluation = {"val": {"pixel_acc": val_acc, "mean_class_acc": 0.5, "miou": 0.4,
+                              "fwiou": 0.6, "class_acc": {"a": 0.9, "scruff": scruff}}}
+        workdir.write_json(run.out("eval.json"), evaluation)
+
+
+def test_collect_and_aggregate(tmp_path: Path) -> None:
+    _run(tmp_path, "train", 0, 0.80, 0.2)
+    _run(tmp_path, "retrain/none/seed0", 0, 0.80, 0.2)  # same seed+epochs as train: counted once
+    _run(tmp_path, "retrain/none/seed1", 1, 0.90, 0.4)
+    _run(tmp_path, "retrain/flip/seed0", 0, 0.70, None)  # scruff absent from this split
+    _run(tmp_path, "retrain/flip/seed1", 1, 0.75, 0.5)
+    runs = report.collect_runs(tmp_path)
+    assert [(r.method, r.name) for r in runs] == [
+        ("baseline", "train"), ("baseline", "retrain/none/seed1"),
+        ("flip", "retrain/flip/seed0"), ("flip", "retrain/flip/seed1")]
+    per_method = {}
+    for r in runs:
+        per_method.setdefault(r.method, []).append(report.flatten_eval(r.eval()))
+    rows = {(r["method"], r["split"], r["metric"]): r for r in report.aggregate(per_method)}
+    base = rows[("baseline", "val", "pixel_acc")]
+    assert base["mean"] == pytest.approx(0.85) and base["std"] == pytest.approx(0.05)
+    assert base["n"] == 2
+    flip_scruff = rows[("flip", "val", "class_acc/scruff")]
+    assert (flip_scruff["mean"], flip_scruff["std"], flip_scruff["n"]) == (0.5, 0.0, 1)
+    flip_acc = rows[("flip", "val", "pixel_acc")]
+    assert flip_acc["mean"] == pytest.approx(np.mean([0.70, 0.75]))
+    assert flip_acc["std"] == pytest.approx(np.std([0.70, 0.75]))
+
+
+def test_regions_are_8_connected_and_filtered() -> None:
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # one diagonal region of 3
+    mask[5, 3:6] = True  # a second region of 3
+    mask[3, 5] = True  # a single pixel
+    assert sorted(report.regions(mask, 2)) == [3, 3]
+    assert report.regions(mask, 4) == []
+    assert report.regions(np.zeros((3, 3), dtype=bool), 1) == []
