@@ -58,7 +58,7 @@ def mask_ignored(values: np.ndarray, labels: np.ndarray, ignore_index: int) -> n
     return np.ma.masked_array(values, mask=labels == ignore_index)
 
 
-def _seismic_limits(seismic: np.ndarray) -> tuple[float, float]:
+def seismic_limits(seismic: np.ndarray) -> tuple[float, float]:
     """Symmetric grey scale clipped at the 99th amplitude percentile (spikes do not wash
     the section out)."""
     finite = np.abs(seismic[np.isfinite(seismic)])
@@ -91,7 +91,7 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
         panel = _panel_size(labels.shape)
         fig = Figure(figsize=(3 * panel + 2.2, 3.9), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 3, sharex=True, sharey=True)
-    lo, hi = _seismic_limits(np.asarray(seismic, dtype=np.float32))
+    lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
     axes[0].imshow(seismic, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
                    interpolation="nearest")
     axes[0].set_title("seismic")

@@ -21,8 +21,8 @@ DEMO: dict[str, Any] = {
     "model": {"output_stride": 8, "aspp_channels": 64},
     "train": {"epochs": 12, "batch_size": 8, "lr": 0.002, "device": "auto"},
     "rank": {"min_pixels": 40},
-    "transfer": {"iterations": 300, "crop": [64, 48], "batch_size": 4, "channels": 32,
-                 "style_dim": 32, "sources": 4, "per_source": 16},
+    "transfer": {"iterations": 300, "crop": [48, 48], "batch_size": 4, "channels": 16,
+                 "style_dim": 16, "sources": 4, "per_source": 16},
     "retrain": {"seeds": [0, 1], "epochs": None},
     "report": {"sections": 4},
 }

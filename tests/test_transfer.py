@@ -1,0 +1,230 @@
+"""The transfer stage: its inputs, crops and targets on hand-made volumes, its metrics by hand,
+and the CLI end to end on the tiny synthetic volume with a fabricated rank stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, sets_args
+
+from falsecli import config
+from falsecli import transfer as tr
+from falsecli.data import Dataset, Volume, load_dataset
+from falsecli.errors import FalseCliError
+from falsecli.workdir import Stage, stage_run, write_text
+
+CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
+SCRUFF = 4
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_read_sources_takes_the_class_rows_in_rank_order(tmp_path: Path) -> None:
+    path = tmp_path / "rank" / "ranking.csv"
+    path.parent.mkdir()
+    path.write_text("class,rank,section,density,events,class_pixels\n"
+                    "zechstein,1,inline_0010,9.0,90,10\n"
+                    "scruff,2,crossline_0005,1.0,50,50\n"
+                    "scruff,1,inline_0005,2.0,100,50\n"
+                    "scruff,3,test1_inline_0000,0.5,25,50\n")
+    assert tr.read_sources(path, "scruff", 2) == ["inline_0005", "crossline_0005"]
+    assert tr.read_sources(path, "scruff", 9) == ["inline_0005", "crossline_0005",
+                                                  "test1_inline_0000"]
+    with pytest.raises(FalseCliError, match="rank --class upper_ns"):
+        tr.read_sources(path, "upper_ns", 2)
+
+
+def _dataset() -> Dataset:
+    """7 inlines x 5 crosslines x 10 samples, every voxel a distinct value. Training sections:
+    inlines 1-4, 6 (width 5) and crosslines 1-4 (width 7). Scruff lies in inlines 1 and 2 and
+    in crosslines 1, 2 and 3."""
+    seismic = np.arange(7 * 5 * 10, dtype=np.float32).reshape(7, 5, 10)
+    labels = np.zeros((7, 5, 10), np.uint8)
+    labels[1, 1, 4] = labels[2, 2, 4] = labels[1, 3, 6] = SCRUFF
+    return Dataset(Volume("train", seismic, labels), [], CLASSES, 255, 5)
+
+
+def test_pool_crops_are_true_crops_of_one_section_and_clipped() -> None:
+    ds = _dataset()
+    pool = tr.Pool.load(ds, ds.sections("train"), torch.device("cpu"))
+    assert [len(g) for g in pool.sections] == [5, 4]
+    crop = pool.crop_size([8, 6])
+    assert crop == (8, 5)  # the inlines are only 5 traces wide
+    rng = np.random.default_rng(0)
+    images = {s.name: ds.image(s) for s in ds.sections("train")}
+    labels = {s.name: ds.label(s) for s in ds.sections("train")}
+    for _ in range(5):
+        img, lab = pool.sample(rng, crop, 3)
+        assert img.shape == (3, 8, 5) and lab.shape == (3, 8, 5) and lab.dtype == torch.uint8
+        for crop_img, crop_lab in zip(img.numpy(), lab.numpy()):
+            # distinct voxel values: exactly one (section, offset) holds this crop
+            hits = [(name, z, x) for name, full in images.items()
+                    for z in range(full.shape[0] - 7) for x in range(full.shape[1] - 4)
+                    if np.array_equal(full[z:z + 8, x:x + 5], crop_img)]
+            assert len(hits) == 1
+            name, z, x = hits[0]
+            assert np.array_equal(crop_lab, labels[name][z:z + 8, x:x + 5])
+
+
+def test_targets_are_the_most_common_shape_containing_the_class() -> None:
+    ds = _dataset()
+    pool = tr.Pool.load(ds, ds.sections("train"), torch.device("cpu"))
+    names = [s.name for s in pool.targets(SCRUFF, "scruff")]
+    assert names == ["crossline_0001", "crossline_0002", "crossline_0003"]
+    with pytest.raises(FalseCliError, match="no training section contains class 'zechstein'"):
+        pool.targets(5, "zechstein")
+
+
+def test_change_metrics_by_hand() -> None:
+    s = tr.Samples(source=["a", "a", "b"], inside=[2.0, 4.0, 1.0], outside=[1.0, 1.0, 0.5])
+    m = tr.change_metrics(s)
+    assert m["class_local_change_ratio"] == pytest.approx((2 + 4 + 2) / 3)
+    assert m["change_inside"] == pytest.approx(7 / 3)
+    assert m["change_outside"] == pytest.approx(2.5 / 3)
+    assert m["class_local_change_ratio_per_source"] == {"a": 3.0, "b": 2.0}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _fabricate_rank(workdir: Path, cfg: config.Config) -> list[str]:
+    """A complete rank stage whose scruff rows are the val section and the test1 section with
+    the most scruff (a zechstein row first, which must be skipped)."""
+    ds = load_dataset(cfg)
+
+    def most(split: str) -> str:
+        return max(ds.sections(split), key=lambda s: int((ds.label(s) == SCRUFF).sum())).name
+
+    sources = [most("val"), most("test1")]
+    rows = ["class,rank,section,density,events,class_pixels", "zechstein,1,inline_0000,5,5,1"]
+    rows += [f"scruff,{i + 1},{name},{1.0 / (i + 1)},3,9" for i, name in enumerate(sources)]
+    with stage_run(workdir, "rank", cfg) as run:
+        write_text(run.out("ranking.csv"), "\n".join(rows) + "\n")
+    return sources
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(cli, workdir: Path, *extra: str):
+    return cli("transfer", "-w", workdir, "--json", *sets_args(TINY), *extra)
+
+
+def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
+    w = tmp_path / "w"
+    sources = _fabricate_rank(w, tiny_cfg)
+    result = _run(cli, w)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stage"] == "transfer" and summary["generator"] == "trained"
+    out = w / "transfer"
+    assert sorted(summary["outputs"]) == sorted(str(out / p) for p in Stage(w, "transfer")
+                                                .manifest()["outputs"])
+
+    # samples.npz, exactly as SPEC §3
+    ds = load_dataset(tiny_cfg)
+    with np.load(out / "samples.npz", allow_pickle=False) as npz:
+        s = {k: npz[k] for k in npz.files}
+    assert set(s) == {"images", "labels", "source", "target"}
+    n = 2 * 3  # transfer.sources x transfer.per_source in TINY
+    assert s["images"].dtype == np.float32 and s["labels"].dtype == np.uint8
+    assert s["images"].shape == s["labels"].shape and s["images"].shape[0] == n
+    assert np.isfinite(s["images"]).all() and s["images"].std() > 0
+    assert list(s["source"]) == [sources[0]] * 3 + [sources[1]] * 3
+    train = {sec.name: sec for sec in ds.sections("train")}
+    for target, labels in zip(s["target"], s["labels"]):
+        sec = train[str(target)]  # targets are training sections...
+        assert np.array_equal(labels, ds.label(sec))  # ...whose labels the samples carry
+        assert (labels == SCRUFF).any() and sec.shape == s["images"].shape[1:]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("reconstruction_error", "reconstruction_baseline", "class_local_change_ratio",
+                "change_inside", "change_outside", "training", "samples", "sources"):
+        assert key in metrics
+    assert metrics["samples"] == n and metrics["sources"] == sources
+    assert metrics["reconstruction_error"] > 0 and metrics["class_local_change_ratio"] > 0
+    assert metrics["reconstruction_sections"] == [v.name for v in ds.sections("val")]
+    for name in ["fig3.png", *(f"fig3_{src}.png" for src in sources), "losses.png"]:
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert not (out / tr.CHECKPOINT).exists()
+
+    # complete: refuses without --force
+    again = _run(cli, w)
+    assert again.exit_code == 1 and "already complete" in again.stderr
+
+    # an interrupted stage (no manifest) with the same training config reuses the generator,
+    # and sampling is deterministic
+    gen_sha = _sha(out / tr.GENERATOR)
+    (out / "manifest.json").unlink()
+    reused = _run(cli, w)
+    assert reused.exit_code == 0 and json.loads(reused.stdout)["generator"] == "reused"
+    assert _sha(out / tr.GENERATOR) == gen_sha
+    with np.load(out / "samples.npz") as npz:
+        assert np.array_equal(npz["images"], s["images"])
+
+    # sampling keys do not retrain; training keys do
+    (out / "manifest.json").unlink()
+    fewer = _run(cli, w, "--per-source", "2")
+    assert json.loads(fewer.stdout)["generator"] == "reused"
+    with np.load(out / "samples.npz") as npz:
+        assert npz["images"].shape[0] == 4
+    (out / "manifest.json").unlink()
+    other = _run(cli, w, "--set", "transfer.lr=0.001")
+    assert json.loads(other.stdout)["generator"] == "trained"
+    assert _sha(out / tr.GENERATOR) != gen_sha
+
+    # --force retrains from scratch: the same seed gives the same generator and samples
+    forced = _run(cli, w, "--force")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["generator"] == "trained"
+    with np.load(out / "samples.npz") as npz:
+        assert np.allclose(npz["images"], s["images"], atol=1e-5)
+
+
+def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2,
+                                               "sources": 1, "per_source": 1}})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    for w in (whole, broken):
+        _fabricate_rank(w, cfg)
+    assert tr.transfer(cfg, whole)["generator"] == "trained"
+
+    real_step, calls = tr.train_step, []
+
+    def dies_at_step_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "train_step", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        tr.transfer(cfg, broken)
+    assert not Stage(broken, "transfer").is_complete()
+    ckpt = torch.load(broken / "transfer" / tr.CHECKPOINT, weights_only=True)
+    assert ckpt["step"] == 2
+
+    monkeypatch.setattr(tr, "train_step", real_step)
+    assert tr.transfer(cfg, broken)["generator"] == "resumed"
+    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
+    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
+    for part in ("encoder", "generator"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
+    assert a["training"]["history"] == b["training"]["history"]
+
+
+def test_bad_options_and_missing_rows_fail_in_one_line(cli, tiny_cfg, tmp_path: Path) -> None:
+    bad = _run(cli, tmp_path, "--per-source", "0")
+    assert bad.exit_code == 1 and "transfer.per_source" in bad.stderr
+    _fabricate_rank(tmp_path, tiny_cfg)
+    missing = _run(cli, tmp_path, "--class", "upper_ns")
+    assert missing.exit_code == 1
+    assert "rank --class upper_ns" in missing.stderr and "Traceback" not in missing.output
