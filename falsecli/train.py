@@ -2,35 +2,40 @@
 
 Sections of one shape are stacked and batched together (inlines and crosslines differ in
 width and are never padded); batches of all shapes are interleaved in a seeded order. The
-data stay on the device when they fit, and the loop never waits for the device within an
-epoch: losses and confusion matrices accumulate there and are read once per epoch, when
-the tracking row is written and the checkpoint saved.
+data stay on the device when they fit (else batches are gathered into pinned host memory and
+copied asynchronously), and the loop never waits for the device within an epoch: losses and
+confusion matrices accumulate there and are read once per epoch, when the tracking row is
+written; the checkpoint is copied to the host then and written by a background thread.
+Under ``torchrun`` the run is spread over several processes (see :mod:`falsecli.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falsecli import console
+from falsecli import console, distributed
 from falsecli.augment import augment
 from falsecli.config import Config
 from falsecli.data import Dataset, Section, load_dataset
+from falsecli.distributed import BatchDropout, Ranks
 from falsecli.errors import FalseCliError
 from falsecli.metrics import ConfusionMatrix, confusion, scores
 from falsecli.model import build_model, read_payload
-from falsecli.runtime import resolve_device, seed_everything
+from falsecli.runtime import seed_everything
 from falsecli.tracking import Tracker, offsets
 from falsecli.workdir import (
     Stage,
@@ -47,19 +52,21 @@ FORCE = "use --force to start over"
 RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")
 #: fraction of free GPU memory the data may take to stay resident on the device
 RESIDENT_SHARE = 0.5
-#: offset of the augmentation generator's seed from the data-order seed
+#: offsets of the augmentation and dropout generators' seeds from the data-order seed
 AUG_SEED_OFFSET = 1_000_003
+DROPOUT_SEED_OFFSET = 2_000_003
+#: pixels per confusion-matrix update (bounds its int64 temporaries to ~100 MB)
+CONFUSION_CHUNK = 1 << 22
 
 
 # ---------------------------------------------------------------- data on the device
 
 
 def _store(array: np.ndarray, device: torch.device, resident: bool) -> torch.Tensor:
-    """On the device, or in pinned host memory (for asynchronous copies) when not resident."""
+    """On the device, or in (pageable) host memory when not resident: batches are staged
+    through pinned buffers instead of page-locking the whole pool."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if resident:
-        return tensor.to(device)
-    return tensor.pin_memory() if device.type == "cuda" else tensor
+    return tensor.to(device) if resident else tensor
 
 
 def _fits(n_bytes: int, device: torch.device) -> bool:
@@ -67,6 +74,24 @@ def _fits(n_bytes: int, device: torch.device) -> bool:
         return True
     free, _ = torch.cuda.mem_get_info(device)
     return n_bytes < RESIDENT_SHARE * free
+
+
+def _pinned_like(source: torch.Tensor, rows: int) -> torch.Tensor:
+    """A pinned host buffer for ``rows`` rows of ``source``; the caching host allocator keeps
+    it from reuse until the asynchronous copy out of it has finished."""
+    return torch.empty((rows, *source.shape[1:]), dtype=source.dtype, pin_memory=True)
+
+
+def _stack(ds: Dataset, sections: list[Section]) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, depth, width) float32 and labels uint8 of same-shape sections, filled in
+    place: at F3 scale the list of per-section copies that ``np.stack`` needs beside the
+    stack would cost another 230 MB per shape."""
+    shape = (len(sections), *sections[0].shape)
+    images, labels = np.empty(shape, np.float32), np.empty(shape, np.uint8)
+    for i, s in enumerate(sections):
+        images[i] = ds.image(s)
+        labels[i] = _label(ds, s)
+    return images, labels
 
 
 @dataclass
@@ -77,32 +102,38 @@ class Group:
     labels: torch.Tensor
 
 
-def _cuts(n: int, batch_size: int) -> list[int]:
-    """Batch boundaries of ``n`` samples; a last batch of one joins the one before (ASPP's
-    image pooling cannot normalise a batch of one)."""
+def _cuts(n: int, batch_size: int, smallest: int = 2) -> list[int]:
+    """Batch boundaries of ``n`` samples; a last batch under ``smallest`` joins the one
+    before (ASPP's image pooling cannot normalise a batch of one, and under torchrun every
+    process needs a sample of every batch)."""
     cuts = list(range(0, n, batch_size)) + [n]
-    if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < smallest:
         del cuts[-2]
     return cuts
 
 
 class Pool:
-    """The training samples grouped by shape, and the seeded batches of an epoch."""
+    """The training samples grouped by shape, and the seeded batches of an epoch.
+
+    ``smallest``: the least samples in a batch (2, or the number of processes).
+    """
 
     def __init__(self, arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]],
-                 device: torch.device, resident: bool) -> None:
+                 device: torch.device, resident: bool, smallest: int = 2) -> None:
         self.device = device
         self.resident = resident
-        single = [shape for shape, (img, _) in arrays.items() if len(img) == 1]
-        if single:  # ASPP's image pooling normalises over the batch: a lone sample cannot train
-            console.log(f"train: {len(single)} sample(s) alone in their shape {single} "
+        self.smallest = smallest
+        few = [shape for shape, (img, _) in arrays.items() if len(img) < smallest]
+        if few:  # ASPP's image pooling normalises over the batch: a lone sample cannot train
+            console.log(f"train: sample(s) of shape(s) {few} are fewer than {smallest} and "
                         "are left out")
         self.groups = [Group(_store(img, device, resident), _store(lab, device, resident))
-                       for img, lab in arrays.values() if len(img) > 1]
+                       for img, lab in arrays.values() if len(img) >= smallest]
         self.n_samples = sum(len(g.images) for g in self.groups)
 
     def n_batches(self, batch_size: int) -> int:
-        return sum(len(_cuts(len(g.images), batch_size)) - 1 for g in self.groups)
+        return sum(len(_cuts(len(g.images), batch_size, self.smallest)) - 1
+                   for g in self.groups)
 
     def batches(self, generator: torch.Generator, batch_size: int
                 ) -> list[tuple[Group, torch.Tensor]]:
@@ -113,18 +144,22 @@ class Pool:
         spans: list[tuple[Group, int, int]] = []
         start = 0
         for group, perm in zip(self.groups, perms):
-            cuts = _cuts(len(perm), batch_size)
+            cuts = _cuts(len(perm), batch_size, self.smallest)
             spans += [(group, start + a, start + b) for a, b in itertools.pairwise(cuts)]
             start += len(perm)
         order = torch.randperm(len(spans), generator=generator).tolist()
         return [(spans[i][0], index[spans[i][1]:spans[i][2]]) for i in order]
 
     def fetch(self, group: Group, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = group.images[index], group.labels[index]
-        if not self.resident and self.device.type == "cuda":
-            images, labels = images.pin_memory(), labels.pin_memory()
-        return (images.to(self.device, non_blocking=True),
-                labels.to(self.device, non_blocking=True))
+        """A batch on the device: gathered there, or gathered into pinned host memory and
+        copied without blocking the host."""
+        if self.resident:
+            return group.images[index], group.labels[index]
+        out = []
+        for source in (group.images, group.labels):
+            staged = torch.index_select(source, 0, index, out=_pinned_like(source, len(index)))
+            out.append(staged.to(self.device, non_blocking=True))
+        return out[0], out[1]
 
 
 def _pool_arrays(ds: Dataset, extra_samples: Path | None
@@ -133,7 +168,7 @@ def _pool_arrays(ds: Dataset, extra_samples: Path | None
     by_shape: dict[tuple[int, int], list[Section]] = {}
     for s in ds.sections("train"):
         by_shape.setdefault(s.shape, []).append(s)
-    arrays = {shape: ds.stack(secs) for shape, secs in by_shape.items()}
+    arrays = {shape: _stack(ds, secs) for shape, secs in by_shape.items()}
     if extra_samples is not None:
         images, labels = _load_samples(Path(extra_samples), len(ds.classes), ds.ignore_index)
         shape = images.shape[1:]
@@ -178,35 +213,48 @@ class EvalSet:
 
     Consecutive sections of one shape form a run, so a batch's predictions land in one
     contiguous slice of the flat (pixels,) prediction vector, in the tracked pixel order.
+    Under torchrun each process predicts a contiguous share of the sections, and rank 0, the
+    only one holding the labels, receives the whole vector.
     """
 
     def __init__(self, ds: Dataset, tracked: list[Section], device: torch.device,
-                 resident: bool) -> None:
+                 resident: bool, ranks: Ranks = distributed.SINGLE) -> None:
         extra = [] if any(s.split == "val" for s in tracked) else ds.sections("val")
         sections = tracked + extra
         starts = offsets(sections)
+        sizes = [s.shape[0] * s.shape[1] for s in sections]
+        shares = distributed.shard(sizes, ranks.world)
+        mine = shares[ranks.rank]
+        self.ranks, self.device, self.resident = ranks, device, resident
+        self.sizes = [sum(sizes[share]) for share in shares]  # pixels per process
         self.runs: list[tuple[int, torch.Tensor]] = []  # (first pixel, images (N, H, W))
-        i = 0
-        for _, run in itertools.groupby(sections, key=lambda s: s.shape):
+        i = mine.start
+        for _, run in itertools.groupby(sections[mine], key=lambda s: s.shape):
             run = list(run)
-            images = np.stack([ds.image(s) for s in run])
-            self.runs.append((starts[i], _store(images, device, resident)))
+            images, _ = _stack(ds, run)
+            self.runs.append((starts[i] - starts[mine.start], _store(images, device, resident)))
             i += len(run)
-        self.labels = torch.from_numpy(np.concatenate([_label(ds, s).ravel() for s in sections])
-                                       ).to(device)
-        self.n_tracked = sum(s.shape[0] * s.shape[1] for s in tracked)
+        self.labels = torch.from_numpy(np.concatenate(
+            [_label(ds, s).ravel() for s in sections])).to(device) if ranks.main else None
+        self.n_tracked = sum(sizes[:len(tracked)])
         val = [i for i, s in enumerate(sections) if s.split == "val"]  # consecutive
-        self.val = slice(starts[val[0]], starts[val[-1]] + int(np.prod(sections[val[-1]].shape)))
+        self.val = slice(starts[val[0]], starts[val[-1]] + sizes[val[-1]])
 
-    def predict(self, model: torch.nn.Module, batch_size: int, amp: bool) -> torch.Tensor:
-        """(pixels,) uint8 predictions of every section, left on the device."""
-        out = torch.empty(self.labels.shape, dtype=torch.uint8, device=self.labels.device)
+    def predict(self, model: torch.nn.Module, batch_size: int, amp: bool
+                ) -> torch.Tensor | None:
+        """(pixels,) uint8 predictions of every section, left on the device (rank 0; None on
+        the other ranks, whose shares are gathered there)."""
+        out = torch.empty(self.sizes[self.ranks.rank], dtype=torch.uint8, device=self.device)
         for start, images in self.runs:
             n_pix = images[0].numel()
             for i in range(0, len(images), batch_size):
-                pred = predict(model, images[i:i + batch_size], amp)
+                batch = images[i:i + batch_size]
+                if not self.resident:
+                    batch = _pinned_like(batch, len(batch)).copy_(batch).to(
+                        self.device, non_blocking=True)
+                pred = predict(model, batch, amp)
                 out[start + i * n_pix: start + i * n_pix + pred.numel()] = pred.reshape(-1)
-        return out
+        return distributed.gather(self.ranks, out, self.sizes)
 
 
 def _label(ds: Dataset, s: Section) -> np.ndarray:
@@ -240,19 +288,35 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(weights).float()
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
-          ignore_index: int) -> torch.Tensor:
-    """Mean cross-entropy over labelled pixels (weighted mean with class weights); a batch
-    with no labelled pixel gives 0, not NaN."""
-    target = labels.long()
-    total = F.cross_entropy(logits.float(), target, weight=weights, ignore_index=ignore_index,
-                            reduction="sum")
-    valid = target != ignore_index
+def _norm(labels: torch.Tensor, weights: torch.Tensor | None, ignore_index: int
+          ) -> torch.Tensor:
+    """What a batch's summed cross-entropy is divided by: its labelled pixels, or their
+    summed class weights."""
+    valid = labels != ignore_index
     if weights is None:
-        norm = valid.sum()
-    else:
-        norm = (weights[torch.where(valid, target, 0)] * valid).sum()
+        return valid.sum()
+    return (weights[torch.where(valid, labels.long(), 0)] * valid).sum()
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
+          ignore_index: int, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over labelled pixels (weighted mean with class weights); a batch
+    with no labelled pixel gives 0, not NaN. ``norm``: the :func:`_norm` of the whole global
+    batch when ``labels`` are one process's share of it."""
+    total = F.cross_entropy(logits.float(), labels.long(), weight=weights,
+                            ignore_index=ignore_index, reduction="sum")
+    if norm is None:
+        norm = _norm(labels, weights, ignore_index)
     return total / norm.clamp_min(1e-12)
+
+
+def _confusion(pred: torch.Tensor, labels: torch.Tensor, n_classes: int, ignore_index: int
+               ) -> torch.Tensor:
+    """The confusion matrix of many pixels, a chunk at a time: :func:`confusion` makes a few
+    int64 copies of its input, over 1 GB for F3's 29 M tracked pixels at once."""
+    return sum(confusion(pred[i:i + CONFUSION_CHUNK], labels[i:i + CONFUSION_CHUNK],
+                         n_classes, ignore_index)
+               for i in range(0, max(pred.numel(), 1), CONFUSION_CHUNK))
 
 
 def _signature(cfg: Config) -> dict[str, Any]:
@@ -299,38 +363,16 @@ def evaluate_tests(model: torch.nn.Module, ds: Dataset, batch_size: int, amp: bo
         cm = ConfusionMatrix(len(ds.classes), ds.ignore_index, device)
         sections = ds.sections(f"{vol.name}:all")
         for i in range(0, len(sections), batch_size):
-            images, labels = ds.stack(sections[i:i + batch_size])
+            images, labels = _stack(ds, sections[i:i + batch_size])
             pred = predict(model, torch.from_numpy(images), amp)
             cm.update(pred, torch.from_numpy(labels).to(device, non_blocking=True))
         out[vol.name] = cm.scores(ds.classes)
     return out
 
 
-def _train_epoch(net: torch.nn.Module, pool: Pool, optimizer: torch.optim.Optimizer,
-                 gens: dict[str, torch.Generator], tc: dict[str, Any],
-                 weights: torch.Tensor | None, ignore_index: int, amp: bool,
-                 advance: Callable[[], None]) -> torch.Tensor:
-    """One pass over the pool; returns the summed batch losses, still on the device."""
-    net.train()
-    loss_sum = torch.zeros((), device=pool.device)
-    for group, index in pool.batches(gens["order"], tc["batch_size"]):
-        images, labels = pool.fetch(group, index)
-        images, labels = augment(tc["aug"], images, labels, gens["aug"],
-                                 degrees=tc["rotate_degrees"], ignore_index=ignore_index)
-        x = images[:, None].contiguous(memory_format=torch.channels_last)
-        with torch.autocast(pool.device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = _loss(net(x), labels, weights, ignore_index)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach()
-        advance()
-    return loss_sum
-
-
 def _rng_state(gens: dict[str, torch.Generator], device: torch.device) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
-    if device.type == "cuda":  # dropout on the GPU draws from its default generator
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
@@ -344,60 +386,80 @@ def _set_rng_state(state: dict[str, Any], gens: dict[str, torch.Generator],
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def train(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False,
-          stage: str = "train", extra_samples: Path | None = None,
-          upstream: list[Stage] = (),  # type: ignore[assignment]
-          on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train from ``cfg['train']`` / ``cfg['model']`` into ``<workdir>/<stage>/``.
+# ---------------------------------------------------------------- one run's computation
 
-    ``extra_samples``: a samples.npz whose (image, label) pairs join the training pool.
-    ``on_epoch(epoch, metrics_row)`` runs after each epoch's checkpoint (an exception there
-    leaves a resumable run). Returns the stage summary.
-    """
-    t_start = time.perf_counter()
-    workdir = Path(workdir)
+
+@dataclass
+class Session:
+    """What one training run computes with, built by :func:`prepare`: the data on the device,
+    the network and its optimiser, the seeded generators. The stage and the benchmarks
+    drive it through :meth:`train_epoch` and :meth:`predict`."""
+
+    ds: Dataset
+    tracked: list[Section]
+    pool: Pool
+    evalset: EvalSet
+    model: torch.nn.Module  # what is saved
+    net: torch.nn.Module  # what trains: ``model`` under DDP and/or torch.compile
+    eval_net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    gens: dict[str, torch.Generator]
+    dropouts: list[BatchDropout]
+    weights: torch.Tensor | None
+    ranks: Ranks
+    device: torch.device
+    amp: bool
+    tc: dict[str, Any]
+
+    @property
+    def n_batches(self) -> int:
+        n = self.pool.n_batches(self.tc["batch_size"])
+        return min(n, self.tc["limit_batches"]) if self.tc["limit_batches"] else n
+
+    def train_epoch(self, advance: Callable[[], None] = lambda: None) -> torch.Tensor:
+        """One pass over the pool; returns this process's part of the summed batch losses,
+        still on the device (:func:`distributed.all_sum` gives the whole)."""
+        tc, ranks, ignore = self.tc, self.ranks, self.ds.ignore_index
+        self.net.train()
+        loss_sum = torch.zeros((), device=self.device)
+        batches = self.pool.batches(self.gens["order"], tc["batch_size"])[:self.n_batches]
+        for group, index in batches:
+            images, labels = self.pool.fetch(group, index)
+            images, labels = augment(tc["aug"], images, labels, self.gens["aug"],
+                                     degrees=tc["rotate_degrees"], ignore_index=ignore)
+            # every process augments the whole global batch (the same draws) and trains on
+            # its share, normalised by the whole batch's labelled pixels
+            norm = _norm(labels, self.weights, ignore)
+            mine = ranks.share(len(index))
+            for layer in self.dropouts:
+                layer.rows = (len(index), mine.start, mine.stop)
+            x = images[mine, None].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss = _loss(self.net(x), labels[mine], self.weights, ignore, norm)
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * ranks.world).backward()  # DDP averages the gradients over the processes
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            advance()
+        return loss_sum
+
+    def predict(self) -> torch.Tensor | None:
+        """Predictions of every evaluated pixel, on the device of rank 0 (None elsewhere)."""
+        self.eval_net.eval()
+        return self.evalset.predict(self.eval_net, self.tc["eval_batch_size"], self.amp)
+
+
+def prepare(cfg: Config, ranks: Ranks, device: torch.device,
+            ckpt: dict[str, Any] | None = None, extra_samples: Path | None = None) -> Session:
+    """Load the data and build the network of ``cfg``, from ``ckpt`` when resuming."""
     tc = cfg["train"]
-    if tc["batch_size"] < 2:
-        raise FalseCliError(f"config key 'train.batch_size' is {tc['batch_size']}; training "
-                            "needs at least 2 (ASPP's image pooling normalises over the batch)")
-    if tc["epochs"] < 1:
-        raise FalseCliError(f"config key 'train.epochs' is {tc['epochs']}; train at least 1")
-    ckpt_path = workdir / stage / CHECKPOINT
-    interrupted = ckpt_path.is_file() and not Stage(workdir, stage).is_complete()
-    if interrupted and not resume and not force:
-        ckpt = read_payload(ckpt_path, "checkpoint", FORCE)
-        raise FalseCliError(
-            f"{stage}: an interrupted run is in {workdir / stage} (epoch {ckpt['epoch']} of "
-            f"{ckpt['config']['train']['epochs']}) — use --resume to continue or --force to "
-            "start over")
-    device = resolve_device(tc["device"])
-    if device.type == "cuda":
-        device = torch.device("cuda", device.index if device.index is not None
-                              else torch.cuda.current_device())
-    resuming = interrupted and resume
-    with stage_run(workdir, stage, cfg, upstream=list(upstream), force=force, keep=resuming,
-                   seed=tc["seed"], device=str(device)) as run:
-        summary = _train_run(cfg, run, device, resuming, extra_samples, on_epoch)
-    ckpt_path.unlink(missing_ok=True)  # the run is complete: model.pt replaces it
-    summary["outputs"].append(str(run.stage.manifest_path))
-    summary["wall_seconds"] = round(time.perf_counter() - t_start, 3)
-    return summary
-
-
-def _train_run(cfg: Config, run: StageRun, device: torch.device, resuming: bool,
-               extra_samples: Path | None,
-               on_epoch: Callable[[int, dict[str, Any]], None] | None) -> dict[str, Any]:
-    """The body of :func:`train`, inside the open stage ``run``."""
-    tc, stage = cfg["train"], run.stage.name
-    ckpt_path = run.path / CHECKPOINT
-    ckpt = read_payload(ckpt_path, "checkpoint", FORCE) if resuming else None
-    if ckpt is not None:
-        _check_resume(stage, ckpt, cfg)
-    gens = {"order": seed_everything(tc["seed"]), "aug": torch.Generator(device=device)}
+    gens = {"order": seed_everything(tc["seed"]), "aug": torch.Generator(device=device),
+            "dropout": torch.Generator(device=device)}
     gens["aug"].manual_seed(tc["seed"] + AUG_SEED_OFFSET)
+    gens["dropout"].manual_seed(tc["seed"] + DROPOUT_SEED_OFFSET)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
     amp = bool(tc["amp"]) and device.type == "cuda"
 
     ds = load_dataset(cfg)
@@ -410,90 +472,247 @@ def _train_run(cfg: Config, run: StageRun, device: torch.device, resuming: bool,
     if tc["class_weights"]:
         counts = sum(np.bincount(lab.ravel(), minlength=256) for _, lab in arrays.values())
         weights = class_weights(counts[:n_classes]).to(device)
-    need = sum(a.nbytes + b.nbytes for a, b in arrays.values()) + 5 * sum(
-        s.shape[0] * s.shape[1] for s in tracked)
+    n_tracked = sum(s.shape[0] * s.shape[1] for s in tracked)
+    need = sum(a.nbytes + b.nbytes for a, b in arrays.values()) + 5 * n_tracked // ranks.world
     resident = _fits(need, device)
-    pool = Pool(arrays, device, resident)
+    pool = Pool(arrays, device, resident, smallest=max(2, ranks.world))
     del arrays
-    evalset = EvalSet(ds, tracked, device, resident)
-    n_batches = pool.n_batches(tc["batch_size"])
-    if n_batches == 0:
-        raise FalseCliError(f"{stage}: no training batch — every shape has a single section; "
-                            "use a larger volume or a smaller data.val_every")
-    console.log(f"{stage}: {pool.n_samples} training samples in {len(pool.groups)} shape(s), "
-                f"{n_batches} batches per epoch, {len(tracked)} tracked sections "
-                f"({evalset.n_tracked} pixels), data {'on' if resident else 'streamed to'} "
-                f"{device}")
+    evalset = EvalSet(ds, tracked, device, resident, ranks)
 
     model = build_model(cfg["model"], n_classes).to(device, memory_format=torch.channels_last)
+    if ranks.multi:
+        model = distributed.sync_batchnorm(model, device)
+    dropouts = distributed.batch_dropout(model, gens["dropout"])
     optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"],
-                                 weight_decay=tc["weight_decay"])
-    history: list[dict[str, Any]] = []
-    val_scores: dict[str, Any] = {}
-    done, previous = 0, None
+                                 weight_decay=tc["weight_decay"],
+                                 fused=device.type == "cuda" or None)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"], gens, device)
+    eval_net, net = model, distributed.wrap(model, ranks, device)
+    if tc["compile"] and device.type == "cuda":
+        eval_net = torch.compile(model)
+        net = torch.compile(net) if ranks.multi else eval_net
+    elif tc["compile"]:
+        console.log(f"train: train.compile is ignored on {device}")
+    return Session(ds, tracked, pool, evalset, model, net, eval_net, optimizer, gens,
+                   dropouts, weights, ranks, device, amp, tc)
+
+
+def _snapshot(obj: Any, buffers: dict[tuple[Any, ...], torch.Tensor],
+              key: tuple[Any, ...] = ()) -> Any:
+    """``obj`` with every tensor copied (without waiting) into the host buffer kept in
+    ``buffers`` under its place in ``obj``."""
+    if isinstance(obj, torch.Tensor):
+        buf = buffers.get(key)
+        if buf is None or buf.shape != obj.shape or buf.dtype != obj.dtype:
+            buf = buffers[key] = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=obj.is_cuda)
+        return buf.copy_(obj.detach(), non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v, buffers, (*key, k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v, buffers, (*key, i)) for i, v in enumerate(obj))
+    return obj
+
+
+def _host_copy(obj: Any, buffers: dict[tuple[Any, ...], torch.Tensor] | None = None) -> Any:
+    """``obj`` with every tensor copied to host memory: a copy that later steps cannot change
+    while a thread writes it. With ``buffers``, the copy reuses the memory of the previous
+    one (pinned for GPU tensors, so they copy at full speed) instead of allocating anew."""
+    out = _snapshot(obj, {} if buffers is None else buffers)
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return out
+
+
+class BackgroundSaver:
+    """Writes checkpoints in a thread, one at a time, so the next epoch does not wait for the
+    disk; leaving the context waits until the last one is written (and raises its error)."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        self.wait()  # the buffers are free again
+        self._thread = threading.Thread(target=self._write,
+                                        args=(path, _host_copy(state, self._buffers)),
+                                        name="falsecli-checkpoint")
+        self._thread.start()
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            save_with(path, functools.partial(torch.save, state))
+        except Exception as exc:  # noqa: BLE001 (re-raised in the training thread by wait())
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def train(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False,
+          stage: str = "train", extra_samples: Path | None = None,
+          upstream: list[Stage] = (),  # type: ignore[assignment]
+          on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train from ``cfg['train']`` / ``cfg['model']`` into ``<workdir>/<stage>/``.
+
+    ``extra_samples``: a samples.npz whose (image, label) pairs join the training pool.
+    ``on_epoch(epoch, metrics_row)`` runs after each epoch's checkpoint is taken (an exception
+    there leaves a resumable run). Under torchrun every process calls this; rank 0 alone
+    opens the stage, writes and calls ``on_epoch``. Returns the stage summary.
+    """
+    t_start = time.perf_counter()
+    workdir = Path(workdir)
+    tc = cfg["train"]
+    if tc["batch_size"] < 2:
+        raise FalseCliError(f"config key 'train.batch_size' is {tc['batch_size']}; training "
+                            "needs at least 2 (ASPP's image pooling normalises over the batch)")
+    if tc["epochs"] < 1:
+        raise FalseCliError(f"config key 'train.epochs' is {tc['epochs']}; train at least 1")
+    if tc["limit_batches"] < 0:
+        raise FalseCliError(f"config key 'train.limit_batches' is {tc['limit_batches']}; use "
+                            "0 (every batch) or a positive number")
+    world = distributed.from_env().world
+    if tc["batch_size"] < world:
+        raise FalseCliError(f"config key 'train.batch_size' is {tc['batch_size']} but torchrun "
+                            f"started {world} processes; each needs a section of every batch, "
+                            f"so use a batch size of at least {world}")
+    ranks, device = distributed.setup(tc["device"])
+    where = str(device) if not ranks.multi else f"{device.type} x {ranks.world} processes"
+    with contextlib.ExitStack() as stack:
+        opened = distributed.checked(ranks, lambda: _open_stage(
+            stack, cfg, workdir, stage, list(upstream), force, resume, where))
+        run, ckpt = opened if opened is not None else (None, None)
+        ckpt = distributed.broadcast(ranks, ckpt)
+        summary = _train_run(cfg, stage, run, ranks, device, ckpt, extra_samples, on_epoch)
+    distributed.barrier(ranks)  # the others return once rank 0's artifacts are complete
+    if run is None:
+        return summary
+    (run.path / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.pt replaces it
+    summary["outputs"].append(str(run.stage.manifest_path))
+    summary["device"] = where
+    summary["wall_seconds"] = round(time.perf_counter() - t_start, 3)
+    return summary
+
+
+def _open_stage(stack: contextlib.ExitStack, cfg: Config, workdir: Path, stage: str,
+                upstream: list[Stage], force: bool, resume: bool, where: str
+                ) -> tuple[StageRun, dict[str, Any] | None]:
+    """Open the stage for writing on ``stack`` (refusing an interrupted run without --resume
+    or --force); returns it and the checkpoint to resume from, if any."""
+    ckpt_path = workdir / stage / CHECKPOINT
+    interrupted = ckpt_path.is_file() and not Stage(workdir, stage).is_complete()
+    if interrupted and not resume and not force:
+        ckpt = read_payload(ckpt_path, "checkpoint", FORCE)
+        raise FalseCliError(
+            f"{stage}: an interrupted run is in {workdir / stage} (epoch {ckpt['epoch']} of "
+            f"{ckpt['config']['train']['epochs']}) — use --resume to continue or --force to "
+            "start over")
+    resuming = interrupted and resume
+    run = stack.enter_context(stage_run(workdir, stage, cfg, upstream=upstream, force=force,
+                                        keep=resuming, seed=cfg["train"]["seed"], device=where))
+    ckpt = read_payload(ckpt_path, "checkpoint", FORCE) if resuming else None
+    if ckpt is not None:
+        _check_resume(stage, ckpt, cfg)
+    return run, ckpt
+
+
+def _train_run(cfg: Config, stage: str, run: StageRun | None, ranks: Ranks,
+               device: torch.device, ckpt: dict[str, Any] | None, extra_samples: Path | None,
+               on_epoch: Callable[[int, dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The body of :func:`train`: ``run`` is the open stage on rank 0, None on the others."""
+    tc = cfg["train"]
+    s = prepare(cfg, ranks, device, ckpt, extra_samples)
+    ds, n_classes, n_batches = s.ds, len(s.ds.classes), s.n_batches
+    if n_batches == 0:
+        raise FalseCliError(f"{stage}: no training batch — every shape has fewer than "
+                            f"{s.pool.smallest} sections; use a larger volume or a smaller "
+                            "data.val_every")
+    console.log(f"{stage}: {s.pool.n_samples} training samples in {len(s.pool.groups)} "
+                f"shape(s), {n_batches} batches per epoch, {len(s.tracked)} tracked sections "
+                f"({s.evalset.n_tracked} pixels), data "
+                f"{'on' if s.pool.resident else 'streamed to'} {device}"
+                + (f", {ranks.world} processes" if ranks.multi else ""))
+    history: list[dict[str, Any]] = []
+    val_scores: dict[str, Any] = {}
+    done, previous = 0, None
+    if ckpt is not None:
         done, history, val_scores = ckpt["epoch"], ckpt["history"], ckpt["val"]
         previous = ckpt["previous"].to(device)
         console.log(f"{stage}: resuming after epoch {done}")
-    net = model
-    if tc["compile"] and device.type == "cuda":
-        net = torch.compile(model)
-    elif tc["compile"]:
-        console.log(f"{stage}: train.compile is ignored on {device}")
-
-    tracker = Tracker(run.path / "tracking", tracked, evalset.labels[:evalset.n_tracked],
-                      ds.classes, ds.ignore_index, epochs=done, previous=previous)
-    for path in tracker.paths():
-        run.out(str(path.relative_to(run.path)))
+    tracker = None
+    if run is not None:
+        tracker = Tracker(run.path / "tracking", s.tracked,
+                          s.evalset.labels[:s.evalset.n_tracked], ds.classes, ds.ignore_index,
+                          epochs=done, previous=previous)
+        for path in tracker.paths():
+            run.out(str(path.relative_to(run.path)))
     epochs = tc["epochs"]
-    with console.progress() as bar:
+    with console.progress() as bar, BackgroundSaver() as saver:
         task = bar.add_task(stage, total=epochs * n_batches, completed=done * n_batches,
                             info="")
         for epoch in range(done + 1, epochs + 1):
             t0 = time.perf_counter()
-            loss_sum = _train_epoch(net, pool, optimizer, gens, tc, weights, ds.ignore_index,
-                                    amp, lambda: bar.advance(task))
-            net.eval()
-            pred = evalset.predict(net, tc["eval_batch_size"], amp)
-            hist = confusion(pred[evalset.val], evalset.labels[evalset.val], n_classes,
-                             ds.ignore_index)
-            tracker.record(pred[:evalset.n_tracked])
-            train_loss = loss_sum.item() / n_batches
+            loss_sum = s.train_epoch(lambda: bar.advance(task))
+            pred = s.predict()
+            if tracker is not None:
+                hist = _confusion(pred[s.evalset.val], s.evalset.labels[s.evalset.val],
+                                  n_classes, ds.ignore_index)
+                tracker.record(pred[:s.evalset.n_tracked])  # the one wait for the device
+            train_loss = distributed.all_sum(ranks, loss_sum).item() / n_batches
             if not math.isfinite(train_loss):
                 raise FalseCliError(f"{stage}: the training loss became {train_loss} at epoch "
                                     f"{epoch} — lower train.lr (now {tc['lr']})")
+            if tracker is None:
+                continue
             val_scores = scores(hist.cpu().numpy(), ds.classes)
             history.append({"epoch": epoch, "train_loss": train_loss,
                             **{k: val_scores[k] for k in ("pixel_acc", "mean_class_acc",
                                                            "miou", "class_acc")},
                             "seconds": round(time.perf_counter() - t0, 3)})
             write_text(run.out("metrics.jsonl"), _jsonl(history))
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
-                     "previous": tracker.previous.cpu(), "rng": _rng_state(gens, device)}
-            save_with(ckpt_path, functools.partial(torch.save, state))
+            saver.save(run.path / CHECKPOINT, {
+                "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
+                "previous": tracker.previous, "rng": _rng_state(s.gens, device)})
             acc = val_scores["pixel_acc"]
             bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.4f} val acc "
                                   f"{'n/a' if acc is None else f'{acc:.3f}'}")
             if on_epoch is not None:
                 on_epoch(epoch, history[-1])
+    if run is None or tracker is None:  # ranks other than 0
+        return {"stage": stage, "outputs": [], "rank": ranks.rank}
 
     write_text(run.out("metrics.jsonl"), _jsonl(history))
     tracker.finish()
     mean, std = ds.stats
     # host tensors, so that the file loads on a machine without the training GPU
-    payload = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+    payload = {"state_dict": _host_copy(s.model.state_dict()),
                "config": cfg, "classes": ds.classes,
                "norm": {"mean": mean, "std": std}, "epochs": epochs,
                "ignore_index": ds.ignore_index}
     save_with(run.out("model.pt"), functools.partial(torch.save, payload))
-    model.eval()
-    results = {"val": val_scores, **evaluate_tests(model, ds, tc["eval_batch_size"], amp)}
+    s.model.eval()
+    results = {"val": val_scores, **evaluate_tests(s.model, ds, tc["eval_batch_size"],
+                                                    s.amp)}
     write_json(run.out("eval.json"), results)
     return {"stage": stage, "outputs": [str(run.path / rel) for rel in run.outputs],
-            "epochs": epochs, "device": str(device), "train_samples": pool.n_samples,
+            "epochs": epochs, "processes": ranks.world, "train_samples": s.pool.n_samples,
             "final_train_loss": history[-1]["train_loss"], "metrics": results,
             "lines": _metric_lines(results)}
