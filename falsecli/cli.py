@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -98,6 +99,8 @@ def _print_outputs(summary: dict[str, Any]) -> None:
 
 
 _DEFAULTS = config.load_defaults()
+#: commands that run under torchrun (DistributedDataParallel); the others refuse to
+DISTRIBUTED = ("train", "retrain")
 
 
 def _h(text: str, key: str) -> str:
@@ -151,6 +154,9 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
                 force=common["force"], json=common["as_json"],
             )
             try:
+                if int(os.environ.get("WORLD_SIZE", "1")) > 1 and name not in DISTRIBUTED:
+                    raise FalseCliError("only train and retrain run under torchrun; run this "
+                                        "command as a single process")
                 fn(ctx, **kwargs)
             except FalseCliError as exc:
                 if common["verbose"]:

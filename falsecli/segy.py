@@ -65,14 +65,31 @@ def _field_widths() -> dict[int, int]:
 _WIDTH = _field_widths()
 
 
-def _headers(path: Path, f: segyio.SegyFile) -> np.ndarray:
-    """All trace headers as a (traces, 240) uint8 memory map: one header field of every
-    trace costs a strided gather instead of segyio's per-trace reads."""
+def _traces(path: Path, f: segyio.SegyFile) -> tuple[np.ndarray, np.ndarray]:
+    """All trace headers (traces, 240) uint8 and samples (traces, samples) float32.
+
+    IEEE-float files are read in one pass as records of header + samples (the whole cost is
+    the read and the byte swap, as in ``segyio.tools.cube``); other sample formats get their
+    headers from a memory map and their samples converted by segyio.
+    """
     start = 3600 + 3200 * max(int(f.ext_headers), 0)
-    trace_bytes = (path.stat().st_size - start) // f.tracecount
-    mm = np.memmap(path, dtype=np.uint8, mode="r", offset=start,
-                   shape=(f.tracecount, trace_bytes))
-    return mm[:, :240]
+    n, ns = f.tracecount, len(f.samples)
+    trace_bytes = (path.stat().st_size - start) // n
+    if int(f.format) == IEEE_FLOAT and trace_bytes == 240 + 4 * ns:
+        record = np.dtype([("header", np.uint8, 240), ("samples", ">f4", ns)])
+        data = np.fromfile(path, dtype=record, count=n, offset=start)
+        if len(data) != n:
+            raise FalseCliError(f"{path}: truncated — {len(data)} of {n} traces; copy the file "
+                                "again")
+        return data["header"], data["samples"].astype(np.float32)
+    headers = np.memmap(path, dtype=np.uint8, mode="r", offset=start,
+                        shape=(n, trace_bytes))[:, :240]
+    try:
+        samples = f.trace.raw[:]
+    except (RuntimeError, OSError) as exc:
+        raise FalseCliError(f"{path}: cannot read the traces ({exc}) — the file is "
+                            "truncated or corrupt") from None
+    return headers, samples.astype(np.float32, copy=False)
 
 
 def _field(path: Path, headers: np.ndarray, byte: int, key: str) -> np.ndarray:
@@ -149,13 +166,8 @@ def read(path: Path | str, iline: int = INLINE_BYTE, xline: int = XLINE_BYTE) ->
     """
     path = Path(path)
     with _open(path) as f:
-        n_il, n_xl, flat = _grid(path, _headers(path, f), iline, xline)
-        try:
-            traces = f.trace.raw[:]
-        except (RuntimeError, OSError) as exc:
-            raise FalseCliError(f"{path}: cannot read the traces ({exc}) — the file is "
-                                "truncated or corrupt") from None
-    traces = traces.astype(np.float32, copy=False)
+        headers, traces = _traces(path, f)
+    n_il, n_xl, flat = _grid(path, headers, iline, xline)
     if flat is None:
         return traces.reshape(n_il, n_xl, -1)
     out = np.empty_like(traces)

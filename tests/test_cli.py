@@ -56,3 +56,9 @@ def test_missing_upstream_says_what_to_run(cli, tmp_path) -> None:
     result = cli("rank", "-w", tmp_path)
     assert result.exit_code == 1
     assert f"run 'falsecli heatmap -w {tmp_path}' first" in result.stderr
+
+
+def test_only_training_runs_under_torchrun(cli, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = cli("heatmap", "-w", tmp_path)
+    assert result.exit_code == 1 and "only train and retrain run under torchrun" in result.stderr
