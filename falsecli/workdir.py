@@ -38,6 +38,15 @@ PRODUCER = {"train": "train", "heatmap": "heatmap", "rank": "rank", "transfer": 
             "report": "report"}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def default_workdir() -> Path:
     """``$FALSECLI_WORKDIR``, else ``./falsecli-work``."""
     return Path(os.environ.get("FALSECLI_WORKDIR") or "falsecli-work")
@@ -61,6 +70,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from co-workers
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

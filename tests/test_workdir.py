@@ -1,6 +1,7 @@
 """Stage directories: manifests last, atomic writes, locks, --force."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -126,3 +127,10 @@ def test_save_npz_round_trip(tmp_path: Path) -> None:
 def test_missing_nested_heatmap_names_its_command(tmp_path: Path) -> None:
     with pytest.raises(FalseCliError, match="heatmap --run retrain/flip/seed0"):
         Stage(tmp_path, "retrain/flip/seed0/heatmap").require("report")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    workdir.write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
