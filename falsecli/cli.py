@@ -161,8 +161,10 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
             except FalseCliError as exc:
                 if common["verbose"]:
                     console.stderr.print_exception()
-                print(f"falsecli {name}: {exc}" if not str(exc).startswith(name) else str(exc),
-                      file=sys.stderr)
+                text = str(exc)
+                # stage errors already start with their stage ("heatmap: ...", "retrain/x/...")
+                own = text.startswith((f"{name}:", f"{name}/"))
+                print(text if own else f"falsecli {name}: {text}", file=sys.stderr)
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 print(f"falsecli {name}: interrupted", file=sys.stderr)
