@@ -104,9 +104,17 @@ class Dataset:
         return self._axis_sections(vol, name, lambda i: i % every == 0, f"{name}_")
 
     def tracked(self, splits: Iterable[str]) -> list[Section]:
-        """The tracked sections of ``train.track`` (val and/or test names), in a fixed order."""
+        """The tracked sections of ``train.track`` (val and/or test names), in a fixed order.
+
+        Each split once: a repeated one would track its pixels twice and split the val
+        sections, whose metrics are read from one contiguous run of the tracked pixels.
+        """
+        valid = ["val", *(v.name for v in self.tests)]
         out: list[Section] = []
-        for split in splits:
+        for split in dict.fromkeys(splits):
+            if split not in valid:
+                raise FalseCliError(f"config key 'train.track' names '{split}'; track val and/or "
+                                    f"test volumes: {', '.join(valid)}")
             out += self.sections(split)
         return out
 
@@ -123,18 +131,23 @@ class Dataset:
         return (img - np.float32(mean)) / np.float32(std)
 
     def label(self, section: Section) -> np.ndarray:
-        """uint8 labels [depth, width]; raises if the volume has none."""
+        """uint8 labels [depth, width]; a section of an unlabelled (test) volume is all
+        ``ignore_index``: tracked, it still records switch events."""
         vol = self.volumes[section.volume]
         if vol.labels is None:
-            raise FalseCliError(f"volume '{vol.name}' ({vol.source}) has no labels")
+            return np.full(section.shape, self.ignore_index, dtype=np.uint8)
         return np.ascontiguousarray(vol.section(vol.labels, section.axis, section.index),
                                     dtype=np.uint8)
 
     def stack(self, sections: list[Section]) -> tuple[np.ndarray, np.ndarray]:
         """Images (N, depth, width) float32 and labels (N, depth, width) uint8 of same-shape
-        sections."""
-        images = np.stack([self.image(s) for s in sections])
-        labels = np.stack([self.label(s) for s in sections])
+        sections, filled in place: at F3 scale the list of per-section copies that
+        ``np.stack`` needs beside the stack would cost another 230 MB per shape."""
+        shape = (len(sections), *sections[0].shape)
+        images, labels = np.empty(shape, np.float32), np.empty(shape, np.uint8)
+        for i, s in enumerate(sections):
+            images[i] = self.image(s)
+            labels[i] = self.label(s)
         return images, labels
 
     @property
@@ -164,19 +177,15 @@ class Dataset:
             self._stats = (float(mean), std)
         return self._stats
 
-    def class_counts(self, split: str = "train") -> np.ndarray:
-        """Pixels per class over the sections of ``split`` (ignored pixels not counted)."""
-        counts = np.zeros(len(self.classes), dtype=np.int64)
-        for s in self.sections(split):
-            counts += np.bincount(self.label(s).ravel(), minlength=256)[: len(self.classes)]
-        return counts
-
 
 def load_dataset(cfg: Config) -> Dataset:
     """Load and validate the data described by ``cfg['data']`` (synthetic, f3 or files)."""
     from falsecli import volumes
 
     d = cfg["data"]
+    if d["val_every"] < 2:
+        raise FalseCliError(f"config key 'data.val_every' is {d['val_every']}; it must be at "
+                            "least 2 (every 5th inline and crossline is the paper's val set)")
     train, tests = volumes.load(d)
     ds = Dataset(train, tests, list(d["classes"]), int(d["ignore_index"]), int(d["val_every"]))
     for vol in [train, *tests]:

@@ -64,6 +64,8 @@ def build_model(model_cfg: dict[str, Any], n_classes: int) -> DeepLabV3:
     if stride not in ATROUS_RATES:
         raise FalseCliError(f"config key 'model.output_stride' is {stride}; it must be 8 or 16")
     width = int(model_cfg["aspp_channels"])
+    if width < 1:
+        raise FalseCliError(f"config key 'model.aspp_channels' is {width}; it must be at least 1")
     net = resnet18(weights=None)
     net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -86,11 +88,15 @@ def read_payload(path: Path, what: str, fix: str) -> dict[str, Any]:
     """A torch file of tensors and plain containers (``weights_only``: never pickled code);
     errors name the file, the problem and ``fix``."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FalseCliError(f"{path}: missing — {fix}") from None
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise FalseCliError(f"{path}: not a falsecli {what} ({exc}) — {fix}") from None
+    if not isinstance(payload, dict):
+        raise FalseCliError(f"{path}: not a falsecli {what} (it holds a "
+                            f"{type(payload).__name__}, not a dict) — {fix}")
+    return payload
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[DeepLabV3, dict[str, Any]]:

@@ -184,7 +184,7 @@ def _fault_shift(shape: tuple[int, int, int], rng: np.random.Generator, x: np.nd
     the throw, which tapers elliptically along strike. Integer throws keep labels and
     impedance on the sample grid, so the displacement is exact and testable.
     """
-    nx, ny, nz = shape
+    nz = shape[2]
     z = np.arange(nz, dtype=np.float64)[None, None, :]
     shift = np.zeros(shape, dtype=np.int16)
     max_throw = max(2, round(0.05 * nz))

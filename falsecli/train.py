@@ -18,7 +18,8 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -47,6 +48,8 @@ from falsecli.workdir import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+#: what a checkpoint holds (see the end of an epoch in :func:`_train_run`)
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "history", "val", "previous", "rng")
 FORCE = "use --force to start over"
 #: train keys that may change when resuming (they do not change what is learned)
 RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")
@@ -57,6 +60,11 @@ AUG_SEED_OFFSET = 1_000_003
 DROPOUT_SEED_OFFSET = 2_000_003
 #: pixels per confusion-matrix update (bounds its int64 temporaries to ~100 MB)
 CONFUSION_CHUNK = 1 << 22
+#: least value of train keys, and why (torch would fail later, with a traceback)
+MINIMUM = {"batch_size": (2, "ASPP's image pooling normalises over the batch"),
+           "epochs": (1, "train at least one epoch"),
+           "eval_batch_size": (1, "sections per prediction batch"),
+           "limit_batches": (0, "0 trains on every batch")}
 
 
 # ---------------------------------------------------------------- data on the device
@@ -80,18 +88,6 @@ def _pinned_like(source: torch.Tensor, rows: int) -> torch.Tensor:
     """A pinned host buffer for ``rows`` rows of ``source``; the caching host allocator keeps
     it from reuse until the asynchronous copy out of it has finished."""
     return torch.empty((rows, *source.shape[1:]), dtype=source.dtype, pin_memory=True)
-
-
-def _stack(ds: Dataset, sections: list[Section]) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, depth, width) float32 and labels uint8 of same-shape sections, filled in
-    place: at F3 scale the list of per-section copies that ``np.stack`` needs beside the
-    stack would cost another 230 MB per shape."""
-    shape = (len(sections), *sections[0].shape)
-    images, labels = np.empty(shape, np.float32), np.empty(shape, np.uint8)
-    for i, s in enumerate(sections):
-        images[i] = ds.image(s)
-        labels[i] = _label(ds, s)
-    return images, labels
 
 
 @dataclass
@@ -168,7 +164,7 @@ def _pool_arrays(ds: Dataset, extra_samples: Path | None
     by_shape: dict[tuple[int, int], list[Section]] = {}
     for s in ds.sections("train"):
         by_shape.setdefault(s.shape, []).append(s)
-    arrays = {shape: _stack(ds, secs) for shape, secs in by_shape.items()}
+    arrays = {shape: ds.stack(secs) for shape, secs in by_shape.items()}
     if extra_samples is not None:
         images, labels = _load_samples(Path(extra_samples), len(ds.classes), ds.ignore_index)
         shape = images.shape[1:]
@@ -190,7 +186,7 @@ def _load_samples(path: Path, n_classes: int, ignore_index: int
             images, labels = npz["images"], npz["labels"]
     except FileNotFoundError:
         raise FalseCliError(f"{path}: missing — run 'falsecli transfer' first") from None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise FalseCliError(f"{path}: not a samples file with images and labels ({exc}) — "
                             f"{fix}") from None
     if images.ndim != 3 or labels.shape != images.shape or len(images) == 0:
@@ -231,11 +227,11 @@ class EvalSet:
         i = mine.start
         for _, run in itertools.groupby(sections[mine], key=lambda s: s.shape):
             run = list(run)
-            images, _ = _stack(ds, run)
+            images, _ = ds.stack(run)
             self.runs.append((starts[i] - starts[mine.start], _store(images, device, resident)))
             i += len(run)
         self.labels = torch.from_numpy(np.concatenate(
-            [_label(ds, s).ravel() for s in sections])).to(device) if ranks.main else None
+            [ds.label(s).ravel() for s in sections])).to(device) if ranks.main else None
         self.n_tracked = sum(sizes[:len(tracked)])
         val = [i for i, s in enumerate(sections) if s.split == "val"]  # consecutive
         self.val = slice(starts[val[0]], starts[val[-1]] + sizes[val[-1]])
@@ -255,13 +251,6 @@ class EvalSet:
                 pred = predict(model, batch, amp)
                 out[start + i * n_pix: start + i * n_pix + pred.numel()] = pred.reshape(-1)
         return distributed.gather(self.ranks, out, self.sizes)
-
-
-def _label(ds: Dataset, s: Section) -> np.ndarray:
-    """Labels of a section; an unlabelled volume is all ``ignore_index`` (it still switches)."""
-    if ds.volumes[s.volume].labels is None:
-        return np.full(s.shape, ds.ignore_index, dtype=np.uint8)
-    return ds.label(s)
 
 
 @torch.inference_mode()
@@ -363,7 +352,7 @@ def evaluate_tests(model: torch.nn.Module, ds: Dataset, batch_size: int, amp: bo
         cm = ConfusionMatrix(len(ds.classes), ds.ignore_index, device)
         sections = ds.sections(f"{vol.name}:all")
         for i in range(0, len(sections), batch_size):
-            images, labels = _stack(ds, sections[i:i + batch_size])
+            images, labels = ds.stack(sections[i:i + batch_size])
             pred = predict(model, torch.from_numpy(images), amp)
             cm.update(pred, torch.from_numpy(labels).to(device, non_blocking=True))
         out[vol.name] = cm.scores(ds.classes)
@@ -568,7 +557,7 @@ class BackgroundSaver:
 
 def train(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False,
           stage: str = "train", extra_samples: Path | None = None,
-          upstream: list[Stage] = (),  # type: ignore[assignment]
+          upstream: Sequence[Stage] = (),
           on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train from ``cfg['train']`` / ``cfg['model']`` into ``<workdir>/<stage>/``.
 
@@ -580,19 +569,7 @@ def train(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
     t_start = time.perf_counter()
     workdir = Path(workdir)
     tc = cfg["train"]
-    if tc["batch_size"] < 2:
-        raise FalseCliError(f"config key 'train.batch_size' is {tc['batch_size']}; training "
-                            "needs at least 2 (ASPP's image pooling normalises over the batch)")
-    if tc["epochs"] < 1:
-        raise FalseCliError(f"config key 'train.epochs' is {tc['epochs']}; train at least 1")
-    if tc["limit_batches"] < 0:
-        raise FalseCliError(f"config key 'train.limit_batches' is {tc['limit_batches']}; use "
-                            "0 (every batch) or a positive number")
-    world = distributed.from_env().world
-    if tc["batch_size"] < world:
-        raise FalseCliError(f"config key 'train.batch_size' is {tc['batch_size']} but torchrun "
-                            f"started {world} processes; each needs a section of every batch, "
-                            f"so use a batch size of at least {world}")
+    _check_config(tc, distributed.from_env().world)
     ranks, device = distributed.setup(tc["device"])
     where = str(device) if not ranks.multi else f"{device.type} x {ranks.world} processes"
     with contextlib.ExitStack() as stack:
@@ -611,6 +588,32 @@ def train(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
     return summary
 
 
+def _check_config(tc: dict[str, Any], world: int) -> None:
+    """Refuse train settings that cannot work, before any data is loaded (on every rank)."""
+    for key, (least, why) in MINIMUM.items():
+        if tc[key] < least:
+            raise FalseCliError(f"config key 'train.{key}' is {tc[key]}; it must be at least "
+                                f"{least} ({why})")
+    if tc["batch_size"] < world:
+        raise FalseCliError(f"config key 'train.batch_size' is {tc['batch_size']} but torchrun "
+                            f"started {world} processes; each needs a section of every batch, "
+                            f"so use a batch size of at least {world}")
+    if not tc["lr"] > 0 or tc["weight_decay"] < 0:
+        raise FalseCliError(f"config keys 'train.lr' ({tc['lr']}) and 'train.weight_decay' "
+                            f"({tc['weight_decay']}): Adam needs lr > 0 and weight_decay >= 0")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """An interrupted run's checkpoint, with everything resuming reads from it."""
+    ckpt = read_payload(path, "checkpoint", FORCE)
+    config = ckpt.get("config")
+    if (any(k not in ckpt for k in CHECKPOINT_KEYS) or not isinstance(config, dict)
+            or not all(isinstance(config.get(k), dict) for k in ("data", "model", "train"))):
+        raise FalseCliError(f"{path}: not a falsecli checkpoint (it holds {sorted(ckpt)}) — "
+                            f"{FORCE}")
+    return ckpt
+
+
 def _open_stage(stack: contextlib.ExitStack, cfg: Config, workdir: Path, stage: str,
                 upstream: list[Stage], force: bool, resume: bool, where: str
                 ) -> tuple[StageRun, dict[str, Any] | None]:
@@ -619,7 +622,7 @@ def _open_stage(stack: contextlib.ExitStack, cfg: Config, workdir: Path, stage: 
     ckpt_path = workdir / stage / CHECKPOINT
     interrupted = ckpt_path.is_file() and not Stage(workdir, stage).is_complete()
     if interrupted and not resume and not force:
-        ckpt = read_payload(ckpt_path, "checkpoint", FORCE)
+        ckpt = _read_checkpoint(ckpt_path)
         raise FalseCliError(
             f"{stage}: an interrupted run is in {workdir / stage} (epoch {ckpt['epoch']} of "
             f"{ckpt['config']['train']['epochs']}) — use --resume to continue or --force to "
@@ -627,7 +630,7 @@ def _open_stage(stack: contextlib.ExitStack, cfg: Config, workdir: Path, stage: 
     resuming = interrupted and resume
     run = stack.enter_context(stage_run(workdir, stage, cfg, upstream=upstream, force=force,
                                         keep=resuming, seed=cfg["train"]["seed"], device=where))
-    ckpt = read_payload(ckpt_path, "checkpoint", FORCE) if resuming else None
+    ckpt = _read_checkpoint(ckpt_path) if resuming else None
     if ckpt is not None:
         _check_resume(stage, ckpt, cfg)
     return run, ckpt

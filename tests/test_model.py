@@ -64,9 +64,11 @@ def test_random_initialisation_depends_on_seed() -> None:
     assert not torch.equal(a, b)
 
 
-def test_bad_stride_is_a_user_error() -> None:
+def test_bad_stride_or_width_is_a_user_error() -> None:
     with pytest.raises(FalseCliError, match="model.output_stride"):
         build_model({"output_stride": 32, "aspp_channels": 16}, 6)
+    with pytest.raises(FalseCliError, match="'model.aspp_channels' is 0"):
+        build_model({"output_stride": 8, "aspp_channels": 0}, 6)
 
 
 def test_load_model_round_trip(tmp_path) -> None:
@@ -92,6 +94,9 @@ def test_load_model_refuses_pickled_code(tmp_path) -> None:
         load_model(tmp_path / "model.pt")
     with pytest.raises(FalseCliError, match="missing"):
         load_model(tmp_path / "none.pt")
+    torch.save(torch.zeros(2), tmp_path / "tensor.pt")  # loads, but is no payload
+    with pytest.raises(FalseCliError, match="not a falsecli model file .*Tensor, not a dict"):
+        load_model(tmp_path / "tensor.pt")
 
 
 def test_lone_sample_cannot_train() -> None:

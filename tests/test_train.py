@@ -234,6 +234,27 @@ def test_batch_size_one_is_refused(cfg, tmp_path) -> None:
         train(config.merge(cfg, {"train": {"batch_size": 1}}), tmp_path)
 
 
+@pytest.mark.parametrize("key, value", [("eval_batch_size", 0), ("epochs", 0), ("lr", 0.0),
+                                        ("lr", -1.0), ("weight_decay", -0.1),
+                                        ("limit_batches", -1)])
+def test_unusable_train_settings_are_refused(cfg, tmp_path, key, value) -> None:
+    """Refused before anything is loaded or written (torch would fail with a traceback)."""
+    with pytest.raises(FalseCliError, match=rf"'train\.{key}' (is )?\(?{value}"):
+        train(config.merge(cfg, {"train": {key: value}}), tmp_path)
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize("payload, needle", [({"epoch": 1}, "it holds ['epoch']"),
+                                             (torch.zeros(3), "it holds a Tensor")])
+def test_foreign_checkpoint_is_a_one_line_error(cfg, tmp_path, payload, needle) -> None:
+    (tmp_path / "train").mkdir()
+    torch.save(payload, tmp_path / "train" / "checkpoint.pt")
+    for resume in (False, True):
+        with pytest.raises(FalseCliError, match="not a falsecli checkpoint") as err:
+            train(cfg, tmp_path, resume=resume)
+        assert needle in str(err.value) and "--force" in str(err.value)
+
+
 # ---------------------------------------------------------------- batching and loss
 
 

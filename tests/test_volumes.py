@@ -115,6 +115,28 @@ def test_dataset_from_f3_layout(tmp_path):
     assert img.dtype == np.float32 and img.shape == (10, 7)
 
 
+def test_tracked_splits_once_each_and_unlabelled_sections(tmp_path):
+    """A repeated split is tracked once (val stays one contiguous run); an unknown one is a
+    config error; an unlabelled test volume's sections are labelled all ignore_index."""
+    s, lab = make_data.npy_pair(tmp_path, "train")
+    d = data_cfg(source="files", seismic=str(s), labels=str(lab),
+                 test=[{"name": "far", "seismic": str(s), "labels": None}])
+    ds = data.load_dataset({"data": d})
+    val, far = ds.sections("val"), ds.sections("far")
+    assert ds.tracked(["val", "far", "val"]) == val + far
+    assert ds.tracked(["far", "far"]) == far
+    for split in ("train", "far:all", "test1"):
+        with pytest.raises(FalseCliError, match=f"'train.track' names '{split}'; .*val, far"):
+            ds.tracked(["val", split])
+    sec = far[0]
+    assert np.array_equal(ds.label(sec), np.full(sec.shape, 255, np.uint8))
+    same = [x for x in val if x.shape == val[0].shape]
+    images, labels = ds.stack(same)
+    assert images.dtype == np.float32 and labels.dtype == np.uint8
+    assert np.array_equal(images, np.stack([ds.image(x) for x in same]))
+    assert np.array_equal(labels, np.stack([ds.label(x) for x in same]))
+
+
 # ---------------------------------------------------------------- bad inputs, through the CLI
 
 
@@ -157,6 +179,7 @@ def test_labels_error_follows_the_class_list(cli, cases):
     (["data.source=files"], ["data.seismic is not set"]),
     (["data.source=files", "data.seismic=a.txt", "data.labels=b.npy"],
      ["a.txt", "unsupported file type '.txt'"]),
+    (["data.val_every=0"], ["'data.val_every' is 0", "at least 2"]),
 ])
 def test_config_errors(cli, sets, needles):
     assert_one_line_error(cli("inspect", *sets_args(sets)), *needles)
