@@ -25,26 +25,24 @@ def run_config(cfg: Config, aug: str, seed: int) -> Config:
     return out
 
 
-#: training keys that do not change the result (where and how fast it runs)
-_RUNTIME_KEYS = ("device", "amp", "compile", "eval_batch_size")
-
-
-def _outcome(cfg: Config) -> tuple[Any, ...]:
-    """What determines a run's result: the data, the model and the training recipe."""
-    train = {k: v for k, v in cfg["train"].items() if k not in _RUNTIME_KEYS}
-    return cfg["data"], cfg["model"], train
-
-
 def repeats_train(workdir: Path, run_cfg: Config) -> bool:
-    """Whether ``train/`` is already this very run (a baseline seed equal to train's)."""
+    """Whether ``train/`` is already this very run (a baseline seed equal to train's): same
+    data, model and training recipe, and as many epochs."""
+    from falsecli.train import signature
+
     manifest = Stage(workdir, "train").manifest()
-    return manifest is not None and _outcome(manifest["config"]) == _outcome(run_cfg)
+    if manifest is None:
+        return False
+    done = manifest["config"]
+    return (signature(done) == signature(run_cfg)
+            and done["train"]["epochs"] == run_cfg["train"]["epochs"])
 
 
 def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
             ) -> dict[str, Any]:
     """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``; complete runs are
-    skipped unless ``force``, interrupted ones resume unless ``resume`` is false."""
+    skipped unless ``force`` (which also starts interrupted ones over); interrupted runs resume
+    unless ``resume`` is false."""
     from falsecli.train import train
 
     workdir = Path(workdir)
@@ -67,7 +65,7 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = T
                 continue
             extra = transfer.path / "samples.npz" if aug == "transfer" else None
             summary = train(run_cfg, workdir, stage=name, force=force,
-                            resume=resume, extra_samples=extra,
+                            resume=resume and not force, extra_samples=extra,
                             upstream=[transfer] if extra else [])
             runs.append({"run": name, "status": "trained", **summary})
     outputs = [str(workdir / r["run"] / "manifest.json") for r in runs

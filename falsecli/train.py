@@ -308,14 +308,14 @@ def _confusion(pred: torch.Tensor, labels: torch.Tensor, n_classes: int, ignore_
                for i in range(0, max(pred.numel(), 1), CONFUSION_CHUNK))
 
 
-def _signature(cfg: Config) -> dict[str, Any]:
+def signature(cfg: Config) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption."""
     train = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE}
     return {"data": cfg["data"], "model": cfg["model"], "train": train}
 
 
 def _check_resume(stage: str, ckpt: dict[str, Any], cfg: Config) -> None:
-    old, new = _signature(ckpt["config"]), _signature(cfg)
+    old, new = signature(ckpt["config"]), signature(cfg)
     for section, values in new.items():
         for key, value in values.items():
             if old[section].get(key) != value:
