@@ -27,6 +27,8 @@ F3_COLORS: list[tuple[int, int, int]] = [(69, 117, 180), (145, 191, 219), (224, 
 MISSING = (0.6, 0.6, 0.6, 1.0)
 #: the paper's heat maps: dark blue = never forgotten, red = forgotten most
 HEAT_CMAP = "jet"
+#: colour-bar label of every heat map
+HEAT_LABEL = "forgetting events"
 DPI = 110
 
 
@@ -74,7 +76,7 @@ def _panel_size(shape: tuple[int, int], height: float = 3.0) -> float:
 
 def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
                    classes: Sequence[str], ignore_index: int, title: str,
-                   vmax: float | None = None, heat_label: str = "forgetting events") -> Figure:
+                   vmax: float | None = None) -> Figure:
     """Paper Fig. 2: seismic (grey) | annotation (facies colours) | heat map with colour bar.
 
     Ignored pixels are grey in the annotation and the heat map. ``vmax`` fixes the top of
@@ -108,7 +110,7 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=heat_cmap(), vmin=0,
                            vmax=top, aspect="auto", interpolation="nearest")
     axes[2].set_title("heat map")
-    fig.colorbar(image, ax=axes[2], label=heat_label, shrink=0.9, ticks=_count_ticks())
+    fig.colorbar(image, ax=axes[2], label=HEAT_LABEL, shrink=0.9, ticks=_count_ticks())
     for ax in axes:
         if stacked or ax is axes[0]:
             ax.set_ylabel("depth (samples)")
@@ -118,12 +120,12 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     return fig
 
 
-def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *, vmax: float | None = None,
-                 heat_label: str = "forgetting events", title: str | None = None) -> Figure:
+def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
+                 title: str | None = None) -> Figure:
     """Heat maps side by side on ONE colour scale with one colour bar (paper Fig. 5):
     ``maps[column][row]``, e.g. ``{method: {section: heat}}``: columns = methods, rows =
     sections (in first-seen order; a missing one is an empty grey panel). Pass ``np.ma``
-    masked arrays (:func:`mask_ignored`) to grey out pixels. ``vmax`` defaults to the
+    masked arrays (:func:`mask_ignored`) to grey out pixels. The scale tops out at the
     largest value shown, so equal colours mean equal counts in every panel.
     """
     cols = list(maps)
@@ -131,8 +133,7 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *, vmax: float | 
     if not rows:
         raise ValueError("heatmap_grid: no heat map to draw")
     present = [maps[c][r] for c in cols for r in rows if r in maps[c]]
-    top = float(vmax) if vmax is not None else max(
-        [float(np.ma.max(m)) for m in present if np.ma.count(m)] + [1.0])
+    top = max([float(np.ma.max(m)) for m in present if np.ma.count(m)] + [1.0])
     panel = _panel_size(present[0].shape, 2.2)
     fig = Figure(figsize=(len(cols) * panel + 1.8, len(rows) * 2.2 + 0.8), dpi=DPI,
                  layout="constrained")
@@ -152,7 +153,7 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *, vmax: float | 
                 continue
             image = ax.imshow(maps[col][row], cmap=heat_cmap(), vmin=0, vmax=top,
                               aspect="auto", interpolation="nearest")
-    fig.colorbar(image, ax=axes, label=heat_label, shrink=0.8, ticks=_count_ticks())
+    fig.colorbar(image, ax=axes, label=HEAT_LABEL, shrink=0.8, ticks=_count_ticks())
     if title:
         fig.suptitle(title)
     return fig

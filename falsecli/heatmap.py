@@ -36,14 +36,24 @@ def stage_name(run: str) -> str:
 
 
 def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventMaps:
-    """Read back the heat maps that :func:`heatmap` wrote for ``run`` (for rank, report)."""
+    """Read back the heat maps that :func:`heatmap` wrote for ``run`` (for rank, report).
+
+    Refuses maps made from an earlier version of ``run`` (redone since): they would be read
+    against the new run's labels and sections.
+    """
     stage = Stage(Path(workdir), stage_name(run))
     manifest = stage.manifest()
+    flag = "" if run == "train" else f" --run {run}"
     if manifest is None:
-        flag = "" if run == "train" else f" --run {run}"
         raise FalseCliError(f"{for_stage}: no heat maps in {stage.path} — run "
                             f"'falsecli heatmap{flag} -w {workdir}' first")
-    tracking = load_tracking(Path(workdir) / run)
+    source = Stage(Path(workdir), run)
+    source.require(for_stage)
+    if manifest["inputs"].get(run) != source.digest():
+        raise FalseCliError(f"{for_stage}: the heat maps in {stage.path} are from an earlier "
+                            f"{run} run (redone since) — run 'falsecli heatmap{flag} --force "
+                            f"-w {workdir}' first")
+    tracking = load_tracking(source.path)
     maps = {}
     for key, dtype in (("forgetting", np.uint16), ("switch", np.uint16),
                        ("never_learned", bool)):

@@ -63,9 +63,8 @@ def rank(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     from the heat maps of ``heatmap/``."""
     opts = cfg["rank"]
     cls = class_id(cfg, opts["class"])
+    maps = load_heatmap(workdir, "train", for_stage="rank")  # checks heatmap/ and train/
     upstream = Stage(Path(workdir), "heatmap")
-    upstream.require("rank")
-    maps = load_heatmap(workdir, "train", for_stage="rank")
     tracking = maps.tracking
     if tracking.classes != list(cfg["data"]["classes"]):
         raise FalseCliError(f"data.classes {cfg['data']['classes']} differ from the classes "

@@ -135,7 +135,8 @@ class Pool:
         larger shape): the transfer targets, all of one shape."""
         having = [[s for s, has in zip(group, (labels == k).flatten(1).any(1).tolist()) if has]
                   for group, labels in zip(self.sections, self.labels)]
-        best = max(having, key=lambda g: (len(g), g[0].shape[0] * g[0].shape[1] if g else 0))
+        best = max(having, key=lambda g: (len(g), g[0].shape[0] * g[0].shape[1] if g else 0),
+                   default=[])
         if not best:
             raise FalseCliError(f"transfer: no training section contains class '{class_name}', "
                                 "so there is nothing to transfer its style into — choose "
@@ -190,7 +191,7 @@ def _step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, step])
 
 
-def train_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device
+def train_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device, amp: bool
                 ) -> tuple[Sean, dict[str, Any]]:
     """The trained model and a summary of its training: reused from ``generator.pt`` when the
     generator config matches, else trained (resuming from ``checkpoint.pt`` when it matches)."""
@@ -236,7 +237,6 @@ def train_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device
                             f"to train on; use transfer.batch_size >= 2 or a crop larger than "
                             f"{2 ** N_UP}")
     weights = LossWeights(l1=t["l1_weight"], fm=t["fm_weight"])
-    amp = device.type == "cuda" and cfg["train"]["amp"]
     total, every = t["iterations"], t["log_every"]
     acc = acc.to(device)
     t0 = time.perf_counter()
@@ -316,21 +316,20 @@ class Transferer:
         self.device = device
         self.amp = amp
 
-    def _tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, ...]:
-        return (torch.from_numpy(np.ascontiguousarray(images)).to(self.device),
-                torch.from_numpy(np.ascontiguousarray(labels)).to(self.device))
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     @torch.no_grad()
     def codes(self, images: np.ndarray, labels: np.ndarray) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            return self.model.codes(*self._tensors(images, labels)).float()
+            return self.model.codes(self._tensor(images), self._tensor(labels)).float()
 
     @torch.no_grad()
     def generate(self, labels: np.ndarray, codes: torch.Tensor, noise_seed: int) -> np.ndarray:
         """Images (B, H, W) for labels (B, H, W); the same ``noise_seed`` gives the same noise."""
-        lab = torch.from_numpy(np.ascontiguousarray(labels)).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model.generate(lab, codes, _noise(self.device, noise_seed))
+            out = self.model.generate(self._tensor(labels), codes,
+                                      _noise(self.device, noise_seed))
         return out.float().cpu().numpy()
 
 
@@ -379,8 +378,7 @@ def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Sect
             src_img, src_lab = ds.image(src), ds.label(src)
             code = tr.codes(src_img[None], src_lab[None])[0, k]
             source_codes.append(code)
-            picks = rng.choice(len(targets), per_source, replace=per_source > len(targets))
-            chosen = [targets[int(i)] for i in picks]
+            chosen = [targets[int(i)] for i in pick_targets(rng, len(targets), per_source)]
             first_targets.append(chosen[0])
             for b in range(0, per_source, batch):
                 group = chosen[b:b + batch]
@@ -401,6 +399,14 @@ def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Sect
                     out.outside.append(_mean(change[j][~inside[j]]))
                 bar.update(task, advance=len(group), info=src.name)
     return out, source_codes, first_targets
+
+
+def pick_targets(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
+    """``count`` random indices into ``n`` targets, without replacement while they last: each
+    target is used once before any is used twice (F3 has far more targets than 64 per source,
+    a small survey fewer)."""
+    rounds = -(-count // n)
+    return np.concatenate([rng.permutation(n) for _ in range(rounds)])[:count]
 
 
 def _mean(values: np.ndarray) -> float:
@@ -547,9 +553,10 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, An
                         f"using them all (transfer.sources is {t['sources']})")
         pool = Pool.load(ds, ds.sections("train"), device)
         targets = pool.targets(k, class_name)
-        model, training = train_model(cfg, pool, run, device)
+        amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
+        model, training = train_model(cfg, pool, run, device, amp)
         del pool
-        tr = Transferer(model, device, amp=device.type == "cuda" and cfg["train"]["amp"])
+        tr = Transferer(model, device, amp)
 
         console.log(f"transfer: '{class_name}' from {len(sources)} source(s) into "
                     f"{len(targets)} candidate target(s) of shape {list(targets[0].shape)}")

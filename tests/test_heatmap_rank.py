@@ -44,7 +44,7 @@ def _labels(k: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndar
     return lab.ravel()
 
 
-def make_run(workdir: Path, run: str = "train", seed: int = 0) -> Path:
+def make_run(workdir: Path, run: str = "train", seed: int = 0, force: bool = False) -> Path:
     """A complete training run whose tracking/ holds E epochs of noisy predictions."""
     rng = np.random.default_rng(seed)
     labels = np.concatenate([_labels(k, shape, rng) for k, (*_, shape) in enumerate(TRACKED)])
@@ -52,7 +52,7 @@ def make_run(workdir: Path, run: str = "train", seed: int = 0) -> Path:
     noise = rng.integers(0, len(CLASSES), (E, labels.size)).astype(np.uint8)
     right = rng.random((E, labels.size)) < p_right
     preds = np.where(right, np.minimum(labels, len(CLASSES) - 1), noise).astype(np.uint8)
-    with stage_run(workdir, run, config.resolve(sets=TINY)) as out:
+    with stage_run(workdir, run, config.resolve(sets=TINY), force=force, seed=seed) as out:
         independent.write_from_predictions(out.path / "tracking",
                                            independent.section_entries(TRACKED), labels, preds,
                                            CLASSES)
@@ -162,6 +162,14 @@ def test_stage_errors(cli, tmp_path: Path) -> None:
     assert "unknown class 'salt'" in result.stderr and "4=scruff" in result.stderr
     result = cli("rank", "-w", tmp_path, *FLAGS, "--min-pixels", "1000")
     assert result.exit_code == 1 and "lower --min-pixels" in result.stderr
+
+    # train redone since the heat maps were made: rank refuses to mix the two runs
+    make_run(tmp_path, seed=3, force=True)
+    result = cli("rank", "-w", tmp_path, *FLAGS)
+    assert result.exit_code == 1 and "from an earlier train run" in result.stderr
+    assert f"'falsecli heatmap --force -w {tmp_path}'" in result.stderr
+    assert cli("heatmap", "-w", tmp_path, *FLAGS, "--force").exit_code == 0
+    assert cli("rank", "-w", tmp_path, *FLAGS).exit_code == 0
 
 
 def test_retrain_run_heat_maps_live_beside_it(cli, tmp_path: Path) -> None:

@@ -79,6 +79,19 @@ def test_targets_are_the_most_common_shape_containing_the_class() -> None:
     assert names == ["crossline_0001", "crossline_0002", "crossline_0003"]
     with pytest.raises(FalseCliError, match="no training section contains class 'zechstein'"):
         pool.targets(5, "zechstein")
+    # no training section at all (e.g. data.val_every 1): the same one-line error
+    with pytest.raises(FalseCliError, match="no training section contains class 'scruff'"):
+        tr.Pool.load(ds, [], torch.device("cpu")).targets(SCRUFF, "scruff")
+
+
+def test_targets_are_all_used_once_before_any_twice() -> None:
+    rng = np.random.default_rng(0)
+    picks = tr.pick_targets(rng, 3, 8)
+    assert len(picks) == 8
+    for start in (0, 3):  # two full rounds, then a partial one without repeats
+        assert sorted(picks[start:start + 3].tolist()) == [0, 1, 2]
+    assert len(set(picks[6:].tolist())) == 2
+    assert len(set(tr.pick_targets(rng, 10, 4).tolist())) == 4  # distinct when n >= count
 
 
 def test_change_metrics_by_hand() -> None:
