@@ -188,6 +188,17 @@ def resolve(
     return cfg
 
 
+#: train keys that change where, how fast or how long a run goes, not what it learns: a run
+#: may resume with other values of these
+RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")
+
+
+def run_signature(cfg: Config) -> dict[str, Any]:
+    """What determines a training run apart from its length: data, model, training recipe."""
+    train = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE}
+    return {"data": cfg["data"], "model": cfg["model"], "train": train}
+
+
 def get(cfg: Config, path: str) -> Any:
     """``get(cfg, "train.epochs")``."""
     node: Any = cfg

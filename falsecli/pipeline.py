@@ -1,7 +1,8 @@
 """``falsecli run`` and ``falsecli demo``: all six stages in order, skipping complete ones.
 
-A stage counts as done when its manifest is complete *and* the upstream manifests it recorded
-are still the ones on disk; a stage whose upstream was redone since is stale and runs again.
+A stage counts as done when it is fresh (:meth:`Stage.is_fresh`: complete, and the upstream
+manifests it recorded are still the ones on disk); a stale stage runs again, and so does the
+report when a training run appeared that it has not seen.
 """
 
 from __future__ import annotations
@@ -35,16 +36,13 @@ def demo_config() -> Config:
     return config.merge(config.load_defaults(), DEMO)
 
 
-def _fresh(stage: Stage) -> bool:
-    """Complete, and every upstream it read is unchanged."""
-    manifest = stage.manifest()
-    if manifest is None:
-        return False
-    for name, digest in manifest.get("inputs", {}).items():
-        upstream = Stage(stage.workdir, name)
-        if not upstream.is_complete() or upstream.digest() != digest:
-            return False
-    return True
+def _report_is_current(workdir: Path) -> bool:
+    """The report's runs are still every complete run (a new seed or method is not one of
+    its recorded inputs, so :func:`_fresh` cannot see it)."""
+    from falsecli.report import collect_runs
+
+    manifest = Stage(workdir, "report").manifest()
+    return manifest is not None and manifest.get("runs") == [r.name for r in collect_runs(workdir)]
 
 
 def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
@@ -71,15 +69,20 @@ def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     ]
     done: dict[str, Any] = {}
     for name, stages, fn in steps:
-        fresh = all(_fresh(Stage(workdir, s)) for s in stages)
-        if fresh and not force:
+        todo = stages if force else [s for s in stages if not Stage(workdir, s).is_fresh()]
+        if not todo and name == "report" and not _report_is_current(workdir):
+            todo = stages
+        if not todo:
             console.log(f"run: {name} is complete, skipped")
             done[name] = {"status": "skipped"}
             continue
         console.log(f"run: {name}")
+        if name == "retrain":  # redoes its stale runs itself, resumes interrupted ones
+            done[name] = {"status": "done", **retrain(cfg, workdir, force=force, resume=True)}
+            continue
         stale = not force and any(Stage(workdir, s).is_complete() for s in stages)
         # an interrupted training continues where it stopped
-        extra = {"resume": True} if name in ("train", "retrain") else {}
+        extra = {"resume": True} if name == "train" else {}
         done[name] = {"status": "done", **fn(cfg, workdir, force=force or stale, **extra)}
     outputs = [str(workdir / "report" / "report.html"), str(workdir / "report" / "report.md")]
     return {"stage": "run", "workdir": str(workdir), "stages": done, "outputs": outputs}

@@ -3,8 +3,8 @@
 Collects every complete training run in the workdir: ``baseline`` = ``train/`` and
 ``retrain/none/seed*``, then ``flip``, ``rotate`` and ``transfer``. Accuracies are mean and
 population standard deviation over a method's runs, exactly as read from their ``eval.json``.
-Forgetting statistics are computed here from each run's tracking history (all recorded epochs),
-so no ``heatmap`` call per run is needed. A *high-density region* is an 8-connected set of at
+Forgetting statistics are computed here from each run's tracking history, over the epochs
+every run has (the shortest run's), so no ``heatmap`` call per run is needed. A *high-density region* is an 8-connected set of at
 least ``report.min_region`` pixels of the target class each forgotten at least
 ``report.region_events`` times: the paper's claim is that transfer makes such regions disappear
 where flip and rotate only weaken them.
@@ -19,7 +19,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -47,36 +47,35 @@ class Run:
         return wd.read_json(self.stage.path / "eval.json")
 
     def curve(self) -> list[dict[str, Any]]:
-        lines = (self.stage.path / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        path = self.stage.path / "metrics.jsonl"
+        try:
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise FalseCliError(f"report: {path} is missing or unreadable ({exc}) — redo "
+                                f"{self.name} with --force") from None
 
 
 def collect_runs(workdir: Path) -> list[Run]:
-    """Every complete run, grouped by method; a retrain/none run equal to train (same seed and
-    epochs) is counted once."""
+    """Every complete run, grouped by method; a ``retrain/none`` run that repeats ``train/``
+    (same data, model, recipe and epochs: :func:`repeats_train`) is counted once."""
+    from falsecli.retrain import repeats_train
+
     runs: list[Run] = []
     train = wd.Stage(workdir, "train")
     if (manifest := train.manifest()) is not None:
         runs.append(Run("baseline", train, manifest))
-    seen = {("baseline", _key(manifest))} if manifest else set()
     for aug in ("none", "flip", "rotate", "transfer"):
-        method = "baseline" if aug == "none" else aug
         root = Path(workdir) / "retrain" / aug
         seeds = sorted(root.glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit()
                        else -1)
         for path in seeds:
             stage = wd.Stage(workdir, f"retrain/{aug}/{path.name}")
             manifest = stage.manifest()
-            if manifest is None or (method, _key(manifest)) in seen:
+            if manifest is None or (aug == "none" and repeats_train(workdir,
+                                                                   manifest["config"])):
                 continue
-            seen.add((method, _key(manifest)))
-            runs.append(Run(method, stage, manifest))
+            runs.append(Run("baseline" if aug == "none" else aug, stage, manifest))
     return runs
-
-
-def _key(manifest: dict[str, Any]) -> tuple[Any, Any]:
-    train = manifest["config"]["train"]
-    return train["seed"], train["epochs"]
 
 
 # ---------------------------------------------------------------- aggregation
@@ -127,13 +126,25 @@ def regions(mask: np.ndarray, min_size: int) -> list[int]:
     return [int(a) for a in areas if a >= min_size]
 
 
-def forgetting_stats(run: Run, target: int, region_events: int, min_region: int
-                     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Forgetting statistics of one run over all its recorded epochs, and its heat maps."""
-    from falsecli import forgetting
+def target_class(workdir: Path, cfg: Config, classes: list[str]) -> int:
+    """The class the workflow targeted: transfer's, else rank's (as they ran, ``--class``
+    included), else ``rank.class``."""
+    value = cfg["rank"]["class"]
+    for name in ("rank", "transfer"):
+        manifest = wd.Stage(workdir, name).manifest()
+        if manifest is not None:
+            value = manifest["config"][name]["class"]
+    return class_id({"data": {"classes": classes}}, value)
+
+
+def forgetting_stats(run: Run, target: int, epochs: int, region_events: int, min_region: int
+                     ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
+    """Forgetting statistics of one run over its first ``epochs`` epochs, and its heat maps
+    (ignored pixels masked)."""
+    from falsecli import figures, forgetting
 
     tracking = forgetting.load_tracking(run.stage.path)
-    maps = forgetting.event_maps(tracking, None, "zero")
+    maps = forgetting.event_maps(tracking, epochs, "zero")
     labels = tracking.labels
     in_class = labels == target
     class_events = int(maps.forgetting[in_class].sum())
@@ -142,6 +153,9 @@ def forgetting_stats(run: Run, target: int, region_events: int, min_region: int
     masks = tracking.images(in_class)
     areas = [a for name, h in heat.items()
              for a in regions((h >= region_events) & masks[name], min_region)]
+    section_labels = tracking.images(np.asarray(labels))
+    heat = {name: figures.mask_ignored(h, section_labels[name], tracking.ignore_index)
+            for name, h in heat.items()}
     stats = {
         "forgetting_events": float(maps.forgetting.sum()),
         "switch_events": float(maps.switch.sum()),
@@ -167,8 +181,13 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
         raise FalseCliError(f"report: no complete training run in {workdir} — run "
                             f"'falsecli train -w {workdir}' first")
     classes = runs[0].manifest["config"]["data"]["classes"]
-    target = class_id({"data": {"classes": classes}}, cfg["rank"]["class"])
+    target = target_class(workdir, cfg, classes)
     rep = cfg["report"]
+    if rep["sections"] < 1:
+        raise FalseCliError(f"config key 'report.sections' is {rep['sections']}; Fig. 5 needs "
+                            "at least 1 section")
+    # events grow with the epochs counted: compare every run over the shortest run's epochs
+    window = min(r.manifest["config"]["train"]["epochs"] for r in runs)
     by_method: dict[str, list[Run]] = {m: [r for r in runs if r.method == m] for m in METHODS}
     by_method = {m: rs for m, rs in by_method.items() if rs}
 
@@ -177,22 +196,25 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
         per_run_eval = {m: [flatten_eval(r.eval()) for r in rs] for m, rs in by_method.items()}
         stats, heat = {}, {}
         for method, rs in by_method.items():
-            results = [forgetting_stats(r, target, rep["region_events"], rep["min_region"])
-                       for r in rs]
-            stats[method] = [{"tracked": s} for s, _ in results]
-            heat[method] = results[0][1]  # Fig. 5 shows each method's first run
+            stats[method] = []
+            for i, r in enumerate(rs):
+                s, h = forgetting_stats(r, target, window, rep["region_events"],
+                                        rep["min_region"])
+                stats[method].append({"tracked": s})
+                if i == 0:  # Fig. 5 shows each method's first run; the others' maps are freed
+                    heat[method] = h
         rows = aggregate(per_run_eval) + aggregate(stats)
         _write_table(out.out("table.csv"), rows)
 
         shown = _fig5_sections(workdir, heat, rep["sections"])
         fig5 = out.out("figures/fig5_heatmaps.png")
         figures.save_figure(figures.heatmap_grid(
-            {m: {s: heat[m][s] for s in shown} for m in heat},
+            {m: {s: heat[m][s] for s in shown if s in heat[m]} for m in heat},
             title="Forgetting events per method (first run of each), one colour scale"), fig5)
         curves = out.out("figures/training_curves.png")
         figures.save_figure(figures.training_curves(
             {m: [r.curve() for r in rs] for m, rs in by_method.items()}), curves)
-        doc = _Document(classes, target, rows, by_method, runs, cfg, rep)
+        doc = _Document(classes, target, rows, by_method, runs, cfg, rep, window)
         wd.write_text(out.out("report.md"), doc.markdown({"fig5": "figures/fig5_heatmaps.png",
                                                            "curves": "figures/training_curves.png"}))
         wd.write_text(out.out("report.html"), doc.html({"fig5": fig5, "curves": curves}))
@@ -215,7 +237,7 @@ def _fig5_sections(workdir: Path, heat: dict[str, dict[str, np.ndarray]], count:
         if ranked:
             return ranked[:count]
     first = next(iter(heat.values()))
-    return sorted(names, key=lambda s: -int(first[s].sum()))[:count]
+    return sorted(names, key=lambda s: -int(np.ma.filled(first[s], 0).sum()))[:count]
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -241,6 +263,7 @@ class _Document:
     runs: list[Run]
     cfg: Config
     rep: dict[str, Any]
+    window: int
 
     def _cell(self, method: str, split: str, metric: str, digits: int = 3) -> str:
         for row in self.rows:
@@ -267,7 +290,8 @@ class _Document:
         body = [[m, str(len(rs))] + [self._cell(m, "tracked", c, d) for c, d in stat_cols]
                 for m, rs in self.by_method.items()]
         out.append((
-            f"Forgetting statistics on the tracked sections (target class {name}; a "
+            f"Forgetting statistics on the tracked sections over the first {self.window} "
+            f"epochs of every run (target class {name}; a "
             f"high-density region: ≥ {self.rep['min_region']} connected {name} pixels forgotten "
             f"≥ {self.rep['region_events']} times)",
             ["method", "runs", "all events", f"{name} events", f"{name} density",
@@ -320,8 +344,3 @@ class _Document:
         parts.append(f"<h2>Configuration and versions</h2><pre>{esc(cfg)}</pre></body></html>")
         return "\n".join(parts)
 
-
-def table_rows(path: Path) -> Iterable[dict[str, str]]:
-    """Read a ``table.csv`` back (for scripts and tests)."""
-    with open(path, newline="") as fh:
-        yield from csv.DictReader(fh)

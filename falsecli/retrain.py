@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from falsecli import console
-from falsecli.config import Config
+from falsecli.config import Config, run_signature
 from falsecli.workdir import Stage, retrain_name
 
 
@@ -28,21 +28,19 @@ def run_config(cfg: Config, aug: str, seed: int) -> Config:
 def repeats_train(workdir: Path, run_cfg: Config) -> bool:
     """Whether ``train/`` is already this very run (a baseline seed equal to train's): same
     data, model and training recipe, and as many epochs."""
-    from falsecli.train import signature
-
     manifest = Stage(workdir, "train").manifest()
     if manifest is None:
         return False
     done = manifest["config"]
-    return (signature(done) == signature(run_cfg)
+    return (run_signature(done) == run_signature(run_cfg)
             and done["train"]["epochs"] == run_cfg["train"]["epochs"])
 
 
 def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
             ) -> dict[str, Any]:
-    """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``; complete runs are
-    skipped unless ``force`` (which also starts interrupted ones over); interrupted runs resume
-    unless ``resume`` is false."""
+    """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``. Fresh runs are
+    skipped unless ``force``; stale ones (their transfer samples were redone) start over;
+    interrupted ones resume unless ``resume`` is false or ``force``."""
     from falsecli.train import train
 
     workdir = Path(workdir)
@@ -53,10 +51,12 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = T
     for aug in cfg["retrain"]["augs"]:
         for seed in cfg["retrain"]["seeds"]:
             name = retrain_name(aug, seed)
-            if Stage(workdir, name).is_complete() and not force:
+            stage = Stage(workdir, name)
+            if stage.is_fresh() and not force:
                 console.log(f"retrain: {name} is complete, skipped")
                 runs.append({"run": name, "status": "skipped"})
                 continue
+            redo = force or stage.is_complete()  # complete but stale: its transfer was redone
             run_cfg = run_config(cfg, aug, seed)
             if aug == "none" and repeats_train(workdir, run_cfg):
                 console.log(f"retrain: {name} would repeat train/ (same data, model, seed and "
@@ -64,8 +64,8 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = T
                 runs.append({"run": name, "status": "same as train"})
                 continue
             extra = transfer.path / "samples.npz" if aug == "transfer" else None
-            summary = train(run_cfg, workdir, stage=name, force=force,
-                            resume=resume and not force, extra_samples=extra,
+            summary = train(run_cfg, workdir, stage=name, force=redo,
+                            resume=resume and not redo, extra_samples=extra,
                             upstream=[transfer] if extra else [])
             runs.append({"run": name, "status": "trained", **summary})
     outputs = [str(workdir / r["run"] / "manifest.json") for r in runs

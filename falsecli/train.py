@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from falsecli import console, distributed
 from falsecli.augment import augment
-from falsecli.config import Config
+from falsecli.config import Config, run_signature
 from falsecli.data import Dataset, Section, load_dataset
 from falsecli.distributed import BatchDropout, Ranks
 from falsecli.errors import FalseCliError
@@ -51,8 +51,6 @@ CHECKPOINT = "checkpoint.pt"
 #: what a checkpoint holds (see the end of an epoch in :func:`_train_run`)
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "history", "val", "previous", "rng")
 FORCE = "use --force to start over"
-#: train keys that may change when resuming (they do not change what is learned)
-RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")
 #: fraction of free GPU memory the data may take to stay resident on the device
 RESIDENT_SHARE = 0.5
 #: offsets of the augmentation and dropout generators' seeds from the data-order seed
@@ -308,14 +306,8 @@ def _confusion(pred: torch.Tensor, labels: torch.Tensor, n_classes: int, ignore_
                for i in range(0, max(pred.numel(), 1), CONFUSION_CHUNK))
 
 
-def signature(cfg: Config) -> dict[str, Any]:
-    """What must not change between an interrupted run and its resumption."""
-    train = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE}
-    return {"data": cfg["data"], "model": cfg["model"], "train": train}
-
-
 def _check_resume(stage: str, ckpt: dict[str, Any], cfg: Config) -> None:
-    old, new = signature(ckpt["config"]), signature(cfg)
+    old, new = run_signature(ckpt["config"]), run_signature(cfg)
     for section, values in new.items():
         for key, value in values.items():
             if old[section].get(key) != value:

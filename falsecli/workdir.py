@@ -181,6 +181,18 @@ class Stage:
     def is_complete(self) -> bool:
         return self.manifest() is not None
 
+    def is_fresh(self) -> bool:
+        """Complete, and every upstream manifest it read is still the one on disk (a stage
+        whose upstream was redone since is stale)."""
+        manifest = self.manifest()
+        if manifest is None:
+            return False
+        for name, digest in manifest.get("inputs", {}).items():
+            upstream = Stage(self.workdir, name)
+            if not upstream.is_complete() or upstream.digest() != digest:
+                return False
+        return True
+
     def digest(self) -> str:
         return hashlib.sha256(self.manifest_path.read_bytes()).hexdigest()
 

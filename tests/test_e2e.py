@@ -106,3 +106,24 @@ def test_baseline_seed_equal_to_train_is_not_trained_again(chain) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["runs"] == [{"run": "retrain/none/seed0",
                                                   "status": "same as train"}]
+
+
+def test_run_redoes_only_what_a_redone_transfer_made_stale(chain) -> None:
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    runner = CliRunner()
+    args = ["-w", str(work), *sets_args(TINY), "--json", "--quiet"]
+    assert runner.invoke(app, ["transfer", "--force", *args]).exit_code == 0
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout)["stages"]
+    assert [stages[s]["status"] for s in ("train", "heatmap", "rank", "transfer")] == \
+        ["skipped"] * 4
+    runs = {r["run"]: r["status"] for r in stages["retrain"]["runs"]}
+    assert runs["retrain/transfer/seed0"] == runs["retrain/transfer/seed1"] == "trained"
+    assert {runs[f"retrain/{a}/seed{s}"] for a in ("none", "flip", "rotate") for s in (0, 1)} \
+        == {"skipped"}
+    assert stages["report"]["status"] == "done"

@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from falsecli import report, workdir
+from falsecli import config, report, workdir
 from falsecli.workdir import stage_run
 
 
 def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None) -> None:
-    cfg = {"train": {"seed": seed, "epochs": 3}, "data": {"classes": ["a", "scruff"]}}
+    cfg = config.resolve(sets=[f"train.seed={seed}", "train.epochs=3",
+                               "data.classes=[a, scruff]"])
     with stage_run(tmp, name, cfg, seed=seed) as run:
         evaluation = {"val": {"pixel_acc": val_acc, "mean_class_acc": 0.5, "miou": 0.4,
                               "fwiou": 0.6, "class_acc": {"a": 0.9, "scruff": scruff}}}
