@@ -15,7 +15,6 @@ import numpy as np
 from falsecli.config import Config
 from falsecli.errors import FalseCliError
 
-AXES = ("inline", "crossline")
 
 
 @dataclass(frozen=True)
