@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falsecli import config, distributed
-from falsecli.data import Section
-from falsecli.runtime import resolve_device
-from falsecli.tracking import Tracker, offsets
-from falsecli.train import Session, _confusion, prepare, train
-from falsecli.workdir import write_json
+from falsecli.core import config, distributed
+from falsecli.data.dataset import Section
+from falsecli.core.runtime import resolve_device
+from falsecli.method.tracking import Tracker, offsets
+from falsecli.stages.train import Session, _confusion, prepare, train
+from falsecli.core.workdir import write_json
 
 #: goals of the issue
 GOALS = {"epoch_overhead": 1.10, "tracking_overhead": 0.03, "heatmap_seconds": 5.0,
@@ -248,7 +248,7 @@ def _f3_history(run: Path, seed: int = 0) -> None:
 
 
 def heatmap_f3() -> dict[str, Any]:
-    from falsecli.forgetting import event_maps, load_tracking
+    from falsecli.method.forgetting import event_maps, load_tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -280,7 +280,7 @@ def heatmap_f3() -> dict[str, Any]:
 def segy_load(repeats: int) -> dict[str, Any]:
     import segyio
 
-    from falsecli import segy
+    from falsecli.data import segy
 
     rng = np.random.default_rng(0)
     volume = rng.standard_normal(SEGY_SHAPE, dtype=np.float32)

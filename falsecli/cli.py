@@ -18,9 +18,10 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from falsecli import __version__, config, console
-from falsecli.errors import FalseCliError
-from falsecli.workdir import default_workdir
+from falsecli import __version__
+from falsecli.core import config, console
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import default_workdir
 
 app = typer.Typer(
     name="falsecli",
@@ -203,7 +204,7 @@ def synth_cmd(
 ) -> None:
     """Write the synthetic F3-like volumes in the F3 benchmark layout (train/, test_once/)."""
     cfg = ctx.config()
-    from falsecli.synthetic import write_f3_layout
+    from falsecli.data.synthetic import write_f3_layout
 
     ctx.emit(write_f3_layout(cfg, out, fmt.value, force=ctx.force))
 
@@ -212,7 +213,7 @@ def synth_cmd(
 def inspect_cmd(ctx: Context) -> None:
     """Load and validate the configured data; print shapes, value range, classes, sections."""
     cfg = ctx.config()
-    from falsecli.data import inspect_data, print_inspection
+    from falsecli.stages.inspect import inspect_data, print_inspection
 
     ctx.emit(inspect_data(cfg), print_inspection)
 
@@ -235,7 +236,7 @@ def train_cmd(
     """Stage 1: train DeepLabv3/ResNet-18, tracking every tracked pixel after every epoch."""
     cfg = ctx.config({"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
                       "train.aug": aug and aug.value})
-    from falsecli.train import train
+    from falsecli.stages.train import train
     ctx.emit(train(cfg, ctx.workdir, force=ctx.force, resume=resume))
 
 
@@ -255,7 +256,7 @@ def heatmap_cmd(
     """Stage 2: forgetting and switch heat maps from the recorded history (paper eq. 1-3)."""
     cfg = ctx.config({"heatmap.epochs": epochs, "heatmap.run": run, "heatmap.sections": sections,
                       "heatmap.never_learned": never_learned and never_learned.value})
-    from falsecli.heatmap import heatmap
+    from falsecli.stages.heatmap import heatmap
     ctx.emit(heatmap(cfg, ctx.workdir, force=ctx.force))
 
 
@@ -272,7 +273,7 @@ def rank_cmd(
     """Stage 3: rank every tracked section by the class's forgetting (or switch) density."""
     cfg = ctx.config({"rank.class": class_, "rank.top": top, "rank.by": by and by.value,
                       "rank.min_pixels": min_pixels})
-    from falsecli.rank import print_ranking, rank
+    from falsecli.stages.rank import print_ranking, rank
     ctx.emit(rank(cfg, ctx.workdir, force=ctx.force), print_ranking)
 
 
@@ -295,7 +296,7 @@ def transfer_cmd(
     most-forgotten sections into random training sections."""
     cfg = ctx.config({"transfer.class": class_, "transfer.sources": sources,
                       "transfer.per_source": per_source, "transfer.iterations": iterations})
-    from falsecli.transfer import transfer
+    from falsecli.stages.transfer import transfer
     ctx.emit(transfer(cfg, ctx.workdir, force=ctx.force))
 
 
@@ -323,7 +324,7 @@ def retrain_cmd(
     """Stage 5: train from scratch per method and seed into retrain/<aug>/seed<k>/."""
     cfg = ctx.config({"retrain.augs": aug and [a.value for a in aug],
                       "retrain.seeds": _int_list(seeds, "--seeds"), "retrain.epochs": epochs})
-    from falsecli.retrain import retrain
+    from falsecli.stages.retrain import retrain
     ctx.emit(retrain(cfg, ctx.workdir, force=ctx.force, resume=resume))
 
 
@@ -331,7 +332,7 @@ def retrain_cmd(
 def report_cmd(ctx: Context) -> None:
     """Stage 6: Table 1, Fig. 5, forgetting statistics and curves as report.md and report.html."""
     cfg = ctx.config()
-    from falsecli.report import report
+    from falsecli.stages.report import report
 
     ctx.emit(report(cfg, ctx.workdir, force=ctx.force))
 
@@ -340,7 +341,7 @@ def report_cmd(ctx: Context) -> None:
 def run_cmd(ctx: Context) -> None:
     """All six stages in order from the config, skipping the complete ones."""
     cfg = ctx.config()
-    from falsecli.pipeline import run
+    from falsecli.stages.pipeline import run
 
     ctx.emit(run(cfg, ctx.workdir, force=ctx.force))
 
@@ -348,7 +349,7 @@ def run_cmd(ctx: Context) -> None:
 @command("demo")
 def demo_cmd(ctx: Context) -> None:
     """The whole workflow on the built-in synthetic volume with a small CPU profile."""
-    from falsecli.pipeline import demo_config, run
+    from falsecli.stages.pipeline import demo_config, run
 
     cfg = ctx.config(base=demo_config())
     ctx.emit(run(cfg, ctx.workdir, force=ctx.force))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from falsecli import config
+from falsecli.core import config
 from falsecli.cli import app
 
 #: ../shared beside the repository (CI has it there too)

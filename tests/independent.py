@@ -1,4 +1,4 @@
-"""A deliberately plain reference for SPEC §6, written without looking at falsecli.forgetting.
+"""A deliberately plain reference for SPEC §6, written without looking at falsecli.method.forgetting.
 
 Per-pixel Python loops over the unpacked history: slow, obviously right, used by the tests
 to check the vectorised bit-plane implementation and the heatmap/rank stages. Also writes

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falsecli import config
-from falsecli.errors import FalseCliError
+from falsecli.core import config
+from falsecli.core.errors import FalseCliError
 
 ROOT = Path(__file__).resolve().parents[1]
 

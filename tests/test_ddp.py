@@ -26,11 +26,11 @@ from conftest import TINY, sets_args
 from torch import nn
 from typer.testing import CliRunner
 
-from falsecli import config, distributed
+from falsecli.core import config, distributed
 from falsecli.cli import app
-from falsecli.distributed import BatchDropout, GlobalBatchNorm2d, Ranks, shard
-from falsecli.errors import FalseCliError
-from falsecli.train import prepare, train
+from falsecli.core.distributed import BatchDropout, GlobalBatchNorm2d, Ranks, shard
+from falsecli.core.errors import FalseCliError
+from falsecli.stages.train import prepare, train
 
 TRAIN = [*TINY, "train.epochs=2", "train.aug=rotate"]
 RETRAIN = ["--aug", "flip", "--seeds", "1", *sets_args([*TINY, "retrain.epochs=1"])]

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import independent
-from falsecli.errors import FalseCliError
-from falsecli.forgetting import (SectionStats, TrackedSection, event_maps, load_tracking,
+from falsecli.core.errors import FalseCliError
+from falsecli.method.forgetting import (SectionStats, TrackedSection, event_maps, load_tracking,
                                  section_stats)
-from falsecli.rank import ranking
+from falsecli.stages.rank import ranking
 
 CLASSES = ["a", "b", "c"]
 IGN = 255

@@ -13,13 +13,13 @@ from conftest import TINY, sets_args
 from matplotlib.image import imread
 
 import independent
-from falsecli import config
-from falsecli.errors import FalseCliError
-from falsecli.figures import (MISSING, heat_cmap, heatmap_grid, label_cmap, label_colors,
+from falsecli.core import config
+from falsecli.core.errors import FalseCliError
+from falsecli.method.figures import (MISSING, heat_cmap, heatmap_grid, label_cmap, label_colors,
                               mask_ignored, save_figure, training_curves)
-from falsecli.forgetting import event_maps, load_tracking
-from falsecli.heatmap import load_heatmap
-from falsecli.workdir import stage_run
+from falsecli.method.forgetting import event_maps, load_tracking
+from falsecli.stages.heatmap import load_heatmap
+from falsecli.core.workdir import stage_run
 
 CLASSES = config.load_defaults()["data"]["classes"]
 SCRUFF = CLASSES.index("scruff")
@@ -221,7 +221,7 @@ def test_heatmap_grid_shares_one_scale(tmp_path: Path) -> None:
 
 
 def test_figures_of_the_most_forgotten_sections(cli, tmp_path: Path) -> None:
-    pytest.importorskip("falsecli.volumes")
+    pytest.importorskip("falsecli.data.volumes")
     make_run(tmp_path)
     result = cli("heatmap", "-w", tmp_path, *sets_args(TINY), "--set", "heatmap.figures=2",
                  "--json")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from falsecli.metrics import ConfusionMatrix, confusion, scores
+from falsecli.method.metrics import ConfusionMatrix, confusion, scores
 
 IGNORE = 255
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from falsecli.errors import FalseCliError
-from falsecli.model import build_model, load_model
+from falsecli.core.errors import FalseCliError
+from falsecli.method.model import build_model, load_model
 
 SMALL = {"output_stride": 8, "aspp_channels": 16}
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from falsecli import config, report, workdir
-from falsecli.workdir import stage_run
+from falsecli.core import config, workdir
+from falsecli.stages import report
+from falsecli.core.workdir import stage_run
 
 
 def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None) -> None:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from falsecli import sean
-from falsecli.sean import LossWeights, Sean, SeanConfig
+from falsecli.method import sean
+from falsecli.method.sean import LossWeights, Sean, SeanConfig
 
 K, D, C = 4, 6, 8
 

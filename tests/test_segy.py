@@ -1,4 +1,4 @@
-"""SEG-Y reading and writing (falsecli.segy) and its errors through the real CLI."""
+"""SEG-Y reading and writing (falsecli.data.segy) and its errors through the real CLI."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import segyio
 
 import make_data
 from conftest import F3_CROP
-from falsecli import segy
-from falsecli.errors import FalseCliError
+from falsecli.data import segy
+from falsecli.core.errors import FalseCliError
 
 
 def files_args(seismic: Path, labels: Path, *extra: str) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from falsecli import synthetic
-from falsecli.synthetic import FRACTIONS, generate
+from falsecli.data import synthetic
+from falsecli.data.synthetic import FRACTIONS, generate
 
 TINY, TINY_TEST = (16, 24, 32), (8, 24, 32)
 
@@ -97,7 +97,7 @@ def test_ricker_and_convolution():
 
 
 def test_bad_shape_is_an_error():
-    from falsecli.errors import FalseCliError
+    from falsecli.core.errors import FalseCliError
 
     with pytest.raises(FalseCliError, match=r"data.synthetic shape \[16, 24\]"):
         generate((16, 24), 0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from falsecli.data import Section
-from falsecli.errors import FalseCliError
-from falsecli.tracking import HEADER_BYTES, RowFile, Tracker, offsets, packbits
+from falsecli.data.dataset import Section
+from falsecli.core.errors import FalseCliError
+from falsecli.method.tracking import HEADER_BYTES, RowFile, Tracker, offsets, packbits
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 61, 1000, 1003])

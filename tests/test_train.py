@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from conftest import TINY, sets_args
 from typer.testing import CliRunner
 
-from falsecli import config
-from falsecli.augment import flip, rotate, rotate_by
+from falsecli.core import config
+from falsecli.method.augment import flip, rotate, rotate_by
 from falsecli.cli import app
-from falsecli.data import load_dataset
-from falsecli.errors import FalseCliError
-from falsecli.model import load_model
-from falsecli.tracking import RowFile
-from falsecli.train import Pool, _cuts, _loss, class_weights, predict, train
+from falsecli.data.dataset import load_dataset
+from falsecli.core.errors import FalseCliError
+from falsecli.method.model import load_model
+from falsecli.method.tracking import RowFile
+from falsecli.stages.train import Pool, _cuts, _loss, class_weights, predict, train
 
 #: two section shapes (13 and 12 wide), a group of 9 (its last batch of one merges), and
 #: 2175 tracked pixels (not a multiple of 8)

@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import TINY, sets_args
 
-from falsecli import config
-from falsecli import transfer as tr
-from falsecli.data import Dataset, Volume, load_dataset
-from falsecli.errors import FalseCliError
-from falsecli.workdir import Stage, stage_run, write_text
+from falsecli.core import config
+from falsecli.stages import transfer as tr
+from falsecli.data.dataset import Dataset, load_dataset
+from falsecli.data.volumes import Volume
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import Stage, stage_run, write_text
 
 CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
 SCRUFF = 4

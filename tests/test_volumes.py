@@ -11,8 +11,9 @@ import pytest
 
 import make_data
 from conftest import TINY, sets_args
-from falsecli import config, data, synthetic, volumes
-from falsecli.errors import FalseCliError
+from falsecli.core import config
+from falsecli.data import dataset as data, synthetic, volumes
+from falsecli.core.errors import FalseCliError
 
 SYNTH_TINY = [s for s in TINY if s.startswith("data.")]
 
@@ -200,7 +201,7 @@ def test_validation_scans_every_block(monkeypatch):
     seis = make_data.seismic()
     seis[5, 6, 9] = -np.inf                               # the very last sample
     labels = make_data.banded_labels(make_data.SHAPE).astype(np.int64)
-    vol = data.Volume("train", seis, labels, "s.npy", "l.npy")
+    vol = volumes.Volume("train", seis, labels, "s.npy", "l.npy")
     with pytest.raises(FalseCliError, match=r"^s\.npy: .*1 in inlines 5..5, first at inline "
                                             r"index 5, crossline 6, sample 9"):
         volumes.validate(vol, list("abcdef"), 255)
@@ -218,7 +219,7 @@ def test_validation_scans_every_block(monkeypatch):
 def test_float_labels_must_be_integers():
     seis = make_data.seismic()
     labels = make_data.banded_labels(make_data.SHAPE).astype(np.float32)
-    vol = data.Volume("train", seis, labels, "s.npy", "l.npy")
+    vol = volumes.Volume("train", seis, labels, "s.npy", "l.npy")
     volumes.validate(vol, list("abcdef"), 255)
     labels[0, 0, 0] = 0.5
     with pytest.raises(FalseCliError, match=re.escape("l.npy: the labels hold non-integer")):

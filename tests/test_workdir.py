@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from falsecli import workdir
-from falsecli.errors import FalseCliError
-from falsecli.workdir import Stage, StageComplete, stage_run
+from falsecli.core import workdir
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import Stage, StageComplete, stage_run
 
 CFG = {"train": {"epochs": 1}}
 
@@ -70,7 +70,7 @@ def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
         pass
     script = textwrap.dedent(f"""
         import os, signal, time
-        from falsecli.workdir import stage_run
+        from falsecli.core.workdir import stage_run
         with stage_run({str(tmp_path)!r}, "rank", {{}}, force=True) as run:
             (run.path / "started").write_text("x")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -86,7 +86,7 @@ def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
 
 def test_second_process_is_locked_out(tmp_path: Path) -> None:
     with stage_run(tmp_path, "train", CFG):
-        script = f"from falsecli.workdir import stage_run\n" \
+        script = f"from falsecli.core.workdir import stage_run\n" \
                  f"with stage_run({str(tmp_path)!r}, 'train', {{}}): pass"
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert proc.returncode != 0

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from falsecli import workdir as wd
-from falsecli.config import Config, class_id
-from falsecli.errors import FalseCliError
+from falsecli.core import workdir as wd
+from falsecli.core.config import Config, class_id
+from falsecli.core.errors import FalseCliError
 
 METHODS = ("baseline", "flip", "rotate", "transfer")
 SUMMARY_METRICS = ("pixel_acc", "mean_class_acc", "miou", "fwiou")
@@ -58,7 +58,7 @@ class Run:
 def collect_runs(workdir: Path) -> list[Run]:
     """Every complete run, grouped by method; a ``retrain/none`` run that repeats ``train/``
     (same data, model, recipe and epochs: :func:`repeats_train`) is counted once."""
-    from falsecli.retrain import repeats_train
+    from falsecli.stages.retrain import repeats_train
 
     runs: list[Run] = []
     train = wd.Stage(workdir, "train")
@@ -141,7 +141,7 @@ def forgetting_stats(run: Run, target: int, epochs: int, region_events: int, min
                      ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
     """Forgetting statistics of one run over its first ``epochs`` epochs, and its heat maps
     (ignored pixels masked)."""
-    from falsecli import figures, forgetting
+    from falsecli.method import figures, forgetting
 
     tracking = forgetting.load_tracking(run.stage.path)
     maps = forgetting.event_maps(tracking, epochs, "zero")
@@ -173,7 +173,7 @@ def forgetting_stats(run: Run, target: int, epochs: int, region_events: int, min
 
 def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Write ``report/``: table.csv, report.md, report.html (self-contained), figures/."""
-    from falsecli import figures
+    from falsecli.method import figures
 
     workdir = Path(workdir)
     runs = collect_runs(workdir)

@@ -11,9 +11,9 @@ import copy
 from pathlib import Path
 from typing import Any, Callable
 
-from falsecli import config, console
-from falsecli.config import Config
-from falsecli.workdir import Stage, retrain_name
+from falsecli.core import config, console
+from falsecli.core.config import Config
+from falsecli.core.workdir import Stage, retrain_name
 
 #: the demo profile: the whole workflow (baseline, flip, rotate, transfer over 2 seeds, report)
 #: in at most ~10 minutes on 2 CPU cores; README's "Demo profile" documents it
@@ -39,7 +39,7 @@ def demo_config() -> Config:
 def _report_is_current(workdir: Path) -> bool:
     """The report's runs are still every complete run (a new seed or method is not one of
     its recorded inputs, so :func:`_fresh` cannot see it)."""
-    from falsecli.report import collect_runs
+    from falsecli.stages.report import collect_runs
 
     manifest = Stage(workdir, "report").manifest()
     return manifest is not None and manifest.get("runs") == [r.name for r in collect_runs(workdir)]
@@ -47,12 +47,12 @@ def _report_is_current(workdir: Path) -> bool:
 
 def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Run train, heatmap, rank, transfer, retrain and report; skip the fresh ones."""
-    from falsecli.heatmap import heatmap
-    from falsecli.rank import rank
-    from falsecli.report import report
-    from falsecli.retrain import repeats_train, retrain, run_config
-    from falsecli.train import train
-    from falsecli.transfer import transfer
+    from falsecli.stages.heatmap import heatmap
+    from falsecli.stages.rank import rank
+    from falsecli.stages.report import report
+    from falsecli.stages.retrain import repeats_train, retrain, run_config
+    from falsecli.stages.train import train
+    from falsecli.stages.transfer import transfer
 
     workdir = Path(workdir)
     cfg = copy.deepcopy(cfg)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.config import Config
-from falsecli.errors import FalseCliError
+from falsecli.core.config import Config
+from falsecli.core.errors import FalseCliError
 
 #: F3's units, top to bottom, with their average thickness share of the volume
 FRACTIONS = (0.285, 0.119, 0.484, 0.065, 0.032, 0.015)
@@ -309,8 +309,8 @@ def volumes(d: dict[str, Any]) -> tuple[Pair, Pair]:
 def write_f3_layout(cfg: Config, out: Path, fmt: str, force: bool = False) -> dict[str, Any]:
     """``falsecli synth``: write the synthetic volumes as the F3 facies benchmark lays them
     out, so that ``data.source: f3, data.root: out`` reads them back."""
-    from falsecli import segy
-    from falsecli.workdir import save_npy
+    from falsecli.data import segy
+    from falsecli.core.workdir import save_npy
 
     if fmt not in ("npy", "segy"):
         raise FalseCliError(f"--format {fmt}: expected npy or segy")

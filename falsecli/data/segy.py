@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import segyio
 
-from falsecli.errors import FalseCliError
+from falsecli.core.errors import FalseCliError
 
 #: standard SEG-Y rev1 trace-header bytes of the inline and crossline numbers
 INLINE_BYTE, XLINE_BYTE = 189, 193
@@ -194,7 +194,7 @@ def write(path: Path | str, volume: np.ndarray, iline: int = INLINE_BYTE,
     Inline/crossline numbers go to the standard bytes 189/193 (so any reader opens it) and
     to ``iline``/``xline`` when those differ; CDP X/Y follow a 25 m grid.
     """
-    from falsecli.workdir import atomic_path
+    from falsecli.core.workdir import atomic_path
 
     volume = np.asarray(volume, dtype=np.float32)
     n_il, n_xl, n_z = volume.shape

@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from falsecli import console
-from falsecli.errors import FalseCliError
-from falsecli.runtime import resolve_device
+from falsecli.core import console
+from falsecli.core.errors import FalseCliError
+from falsecli.core.runtime import resolve_device
 
 T = TypeVar("T")
 

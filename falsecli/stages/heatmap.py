@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from falsecli import console
-from falsecli.config import Config
-from falsecli.errors import FalseCliError
-from falsecli.forgetting import EventMaps, SectionStats, Tracking, event_maps, load_tracking
-from falsecli.workdir import Stage, save_npz, stage_run, write_text
+from falsecli.core import console
+from falsecli.core.config import Config
+from falsecli.core.errors import FalseCliError
+from falsecli.method.forgetting import EventMaps, SectionStats, Tracking, event_maps, load_tracking
+from falsecli.core.workdir import Stage, save_npz, stage_run, write_text
 
 _RUN = re.compile(r"train|retrain/[^/]+/seed\d+")
 #: sections listed in the summary dict (all are in summary.csv)
@@ -90,7 +90,7 @@ def _summary_csv(stats: SectionStats) -> str:
 def _seismic(run_manifest: dict[str, Any], run: str, tracking: Tracking,
              names: list[str]) -> dict[str, np.ndarray]:
     """Seismic of the drawn sections, from the data the run was trained on."""
-    from falsecli.data import load_dataset
+    from falsecli.data.dataset import load_dataset
 
     ds = load_dataset(run_manifest["config"])
     splits = list(dict.fromkeys(tracking.section(n).split for n in names))
@@ -145,7 +145,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
           names: list[str]) -> None:
     """figures/<section>.png on one colour scale (the largest count of any tracked pixel)."""
-    from falsecli.figures import save_figure, section_figure
+    from falsecli.method.figures import save_figure, section_figure
 
     tracking = maps.tracking
     vmax = max(int(maps.forgetting.max(initial=0)), 1)

@@ -1,6 +1,6 @@
 """Stage 4: class-specific style transfer from the most-forgotten sections (paper §2.2, Fig. 3).
 
-1. Train the SEAN-style model (:mod:`falsecli.sean`) on random ``transfer.crop`` crops of the
+1. Train the SEAN-style model (:mod:`falsecli.method.sean`) on random ``transfer.crop`` crops of the
    training sections (the crop is clipped to the smallest training section), or reuse
    ``transfer/generator.pt`` when it was trained with the same data and training keys. Training
    checkpoints every ``transfer.checkpoint_every`` steps; an interrupted ``transfer`` continues
@@ -35,13 +35,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from falsecli import console, figures
-from falsecli.config import Config, class_id
-from falsecli.data import Dataset, Section, load_dataset
-from falsecli.errors import FalseCliError
-from falsecli.runtime import resolve_device, seed_everything
-from falsecli.sean import LOSS_NAMES, N_UP, LossWeights, Sean, SeanConfig, optimizers, train_step
-from falsecli.workdir import LOCK, Stage, StageRun, save_npz, save_with, stage_run, write_json
+from falsecli.core import console
+from falsecli.method import figures
+from falsecli.core.config import Config, class_id
+from falsecli.data.dataset import Dataset, Section, load_dataset
+from falsecli.core.errors import FalseCliError
+from falsecli.core.runtime import resolve_device, seed_everything
+from falsecli.method.sean import LOSS_NAMES, N_UP, LossWeights, Sean, SeanConfig, optimizers, train_step
+from falsecli.core.workdir import LOCK, Stage, StageRun, save_npz, save_with, stage_run, write_json
 
 GENERATOR = "generator.pt"
 CHECKPOINT = "checkpoint.pt"

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falsecli.data import Section
-from falsecli.errors import FalseCliError
-from falsecli.workdir import atomic_path, save_npy, write_json
+from falsecli.data.dataset import Section
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import atomic_path, save_npy, write_json
 
 #: bytes before the data of a growing .npy: magic, version, header length, padded dict
 HEADER_BYTES = 128

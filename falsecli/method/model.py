@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from falsecli.errors import FalseCliError
+from falsecli.core.errors import FalseCliError
 
 #: ASPP rates per output stride (DeepLabv3 doubles them when the stride halves)
 ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}

@@ -8,17 +8,38 @@ with the file, what is wrong and what to do, before any training starts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from falsecli.data import Volume
-from falsecli.errors import FalseCliError
+from falsecli.core.errors import FalseCliError
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 #: samples per block when scanning a volume (about 64 MB of float64)
 BLOCK_SAMPLES = 8 * 1024 * 1024
+
+
+@dataclass
+class Volume:
+    """A seismic volume (float, possibly memory-mapped) and its labels (uint8 or None)."""
+
+    name: str
+    seismic: np.ndarray
+    labels: np.ndarray | None
+    source: str = ""  # where it came from, for messages
+    labels_source: str = ""  # where the labels came from, when that is another file
+
+    @property
+    def labels_origin(self) -> str:
+        """The file to name in a message about the labels."""
+        return self.labels_source or self.source
+
+    def section(self, array: np.ndarray, axis: str, index: int) -> np.ndarray:
+        """Section ``index`` of ``array`` along ``axis`` as [depth, width]."""
+        return (array[index, :, :] if axis == "inline" else array[:, index, :]).T
+
 
 
 # ---------------------------------------------------------------- reading
@@ -27,7 +48,7 @@ BLOCK_SAMPLES = 8 * 1024 * 1024
 def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = False
                ) -> np.ndarray:
     """A volume from ``.npy`` (memory-mapped) or SEG-Y; labels from SEG-Y become uint8."""
-    from falsecli import segy
+    from falsecli.data import segy
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -111,7 +132,7 @@ def _files(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
 
 
 def _synthetic(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
-    from falsecli import synthetic
+    from falsecli.data import synthetic
 
     (seis, lab), (test_seis, test_lab) = synthetic.volumes(d)
     seed = d["synthetic"]["seed"]

@@ -11,9 +11,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from falsecli import console
-from falsecli.config import Config, run_signature
-from falsecli.workdir import Stage, retrain_name
+from falsecli.core import console
+from falsecli.core.config import Config, run_signature
+from falsecli.core.workdir import Stage, retrain_name
 
 
 def run_config(cfg: Config, aug: str, seed: int) -> Config:
@@ -41,7 +41,7 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = T
     """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``. Fresh runs are
     skipped unless ``force``; stale ones (their transfer samples were redone) start over;
     interrupted ones resume unless ``resume`` is false or ``force``."""
-    from falsecli.train import train
+    from falsecli.stages.train import train
 
     workdir = Path(workdir)
     transfer = Stage(workdir, "transfer")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from falsecli import __version__
-from falsecli.errors import FalseCliError
+from falsecli.core.errors import FalseCliError
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from falsecli.errors import FalseCliError
+from falsecli.core.errors import FalseCliError
 
 Config = dict[str, Any]
 

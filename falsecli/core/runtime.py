@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from falsecli.errors import FalseCliError
+from falsecli.core.errors import FalseCliError
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from falsecli.errors import FalseCliError
-from falsecli.workdir import read_json
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import read_json
 
 TRACKING = "tracking"
 SECTIONS_JSON = "sections.json"

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from falsecli import console
-from falsecli.config import Config, class_id
-from falsecli.errors import FalseCliError
-from falsecli.forgetting import SectionStats
-from falsecli.heatmap import load_heatmap
-from falsecli.workdir import Stage, stage_run, write_json, write_text
+from falsecli.core import console
+from falsecli.core.config import Config, class_id
+from falsecli.core.errors import FalseCliError
+from falsecli.method.forgetting import SectionStats
+from falsecli.stages.heatmap import load_heatmap
+from falsecli.core.workdir import Stage, stage_run, write_json, write_text
 
 COLUMNS = ("class", "rank", "section", "density", "events", "class_pixels")
 

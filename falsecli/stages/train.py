@@ -6,7 +6,7 @@ data stay on the device when they fit (else batches are gathered into pinned hos
 copied asynchronously), and the loop never waits for the device within an epoch: losses and
 confusion matrices accumulate there and are read once per epoch, when the tracking row is
 written; the checkpoint is copied to the host then and written by a background thread.
-Under ``torchrun`` the run is spread over several processes (see :mod:`falsecli.distributed`).
+Under ``torchrun`` the run is spread over several processes (see :mod:`falsecli.core.distributed`).
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falsecli import console, distributed
-from falsecli.augment import augment
-from falsecli.config import Config, run_signature
-from falsecli.data import Dataset, Section, load_dataset
-from falsecli.distributed import BatchDropout, Ranks
-from falsecli.errors import FalseCliError
-from falsecli.metrics import ConfusionMatrix, confusion, scores
-from falsecli.model import build_model, read_payload
-from falsecli.runtime import seed_everything
-from falsecli.tracking import Tracker, offsets
-from falsecli.workdir import (
+from falsecli.core import console, distributed
+from falsecli.method.augment import augment
+from falsecli.core.config import Config, run_signature
+from falsecli.data.dataset import Dataset, Section, load_dataset
+from falsecli.core.distributed import BatchDropout, Ranks
+from falsecli.core.errors import FalseCliError
+from falsecli.method.metrics import ConfusionMatrix, confusion, scores
+from falsecli.method.model import build_model, read_payload
+from falsecli.core.runtime import seed_everything
+from falsecli.method.tracking import Tracker, offsets
+from falsecli.core.workdir import (
     Stage,
     StageRun,
     save_with,

@@ -1,0 +1,2 @@
+"""Plumbing every layer uses: config, workdir, console, errors, runtime, distributed,
+checkpoints. Imports nothing from the layers above (data, method, stages)."""

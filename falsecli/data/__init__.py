@@ -1,0 +1,2 @@
+"""The data layer: volumes (.npy, SEG-Y, synthetic), their validation, and the sections
+cut from them. Imports only ``core``."""
