@@ -47,7 +47,8 @@ from falsecli.core import config, distributed
 from falsecli.data.dataset import Section
 from falsecli.core.runtime import resolve_device
 from falsecli.method.tracking import Tracker, offsets
-from falsecli.stages.train import Session, _confusion, prepare, train
+from falsecli.method.training import Session, chunked_confusion, prepare
+from falsecli.stages.train import train
 from falsecli.core.workdir import write_json
 
 #: goals of the issue
@@ -173,7 +174,7 @@ def training(profile: dict[str, Any], device: torch.device) -> list[dict[str, An
             with _clock(device, record):
                 tracker.record(pred[:ev.n_tracked])
             with _clock(device, metrics):
-                _confusion(pred[ev.val], ev.labels[ev.val], len(s.ds.classes), 255).cpu()
+                chunked_confusion(pred[ev.val], ev.labels[ev.val], len(s.ds.classes), 255).cpu()
     predict, record, metrics = predict[1:], record[1:], metrics[1:]  # the first has no switch
 
     # the whole stage, epoch after epoch: prediction, tracking, metrics, checkpoint included
@@ -248,7 +249,8 @@ def _f3_history(run: Path, seed: int = 0) -> None:
 
 
 def heatmap_f3() -> dict[str, Any]:
-    from falsecli.method.forgetting import event_maps, load_tracking
+    from falsecli.method.forgetting import event_maps
+    from falsecli.method.history import load_tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -35,27 +35,15 @@ app = typer.Typer(
 )
 
 
-class Aug(str, Enum):
-    none = "none"
-    flip = "flip"
-    rotate = "rotate"
+def _choice(name: str, key: str) -> type[Enum]:
+    """A typer choice option built from the config rules, so both accept the same values."""
+    return Enum(name, {c: c for c in config.choices(key)}, type=str)
 
 
-class RetrainAug(str, Enum):
-    none = "none"
-    flip = "flip"
-    rotate = "rotate"
-    transfer = "transfer"
-
-
-class NeverLearned(str, Enum):
-    zero = "zero"
-    max = "max"
-
-
-class RankBy(str, Enum):
-    forgetting = "forgetting"
-    switch = "switch"
+Aug = _choice("Aug", "train.aug")
+RetrainAug = _choice("RetrainAug", "retrain.augs")
+NeverLearned = _choice("NeverLearned", "heatmap.never_learned")
+RankBy = _choice("RankBy", "rank.by")
 
 
 class Format(str, Enum):
@@ -291,13 +279,15 @@ def transfer_cmd(
         help=_h("Samples generated per source", "transfer.per_source"))] = None,
     iterations: Annotated[Optional[int], typer.Option(
         help=_h("Generator training steps", "transfer.iterations"))] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted generator training "
+                                         "from its last checkpoint.")] = False,
 ) -> None:
     """Stage 4: train the SEAN-style generator, transfer the class's style from the
     most-forgotten sections into random training sections."""
     cfg = ctx.config({"transfer.class": class_, "transfer.sources": sources,
                       "transfer.per_source": per_source, "transfer.iterations": iterations})
     from falsecli.stages.transfer import transfer
-    ctx.emit(transfer(cfg, ctx.workdir, force=ctx.force))
+    ctx.emit(transfer(cfg, ctx.workdir, force=ctx.force, resume=resume))
 
 
 def _int_list(text: Optional[str], what: str) -> Optional[list[int]]:
@@ -319,7 +309,8 @@ def retrain_cmd(
         help=_h("Comma-separated seeds, e.g. 0,1,2", "retrain.seeds"))] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Epochs \\[default: retrain.epochs, else train.epochs]")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue interrupted runs.")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue interrupted runs from their last "
+                                         "checkpoint.")] = False,
 ) -> None:
     """Stage 5: train from scratch per method and seed into retrain/<aug>/seed<k>/."""
     cfg = ctx.config({"retrain.augs": aug and [a.value for a in aug],

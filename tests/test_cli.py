@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -11,11 +12,15 @@ COMMANDS = ["synth", "inspect", "train", "heatmap", "rank", "transfer", "retrain
             "run", "demo"]
 
 
-def test_help_does_not_import_torch() -> None:
+def test_help_and_config_errors_do_not_import_torch(tmp_path) -> None:
+    """--help, resolving the config and refusing a bad value stay instant: no torch."""
     code = ("import sys; from typer.testing import CliRunner; from falsecli.cli import app;"
+            "from falsecli.core import config; config.resolve(sets=['train.epochs=2']);"
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
             "[CliRunner().invoke(app, [c, '--help']) for c in %r];"
-            "assert 'torch' not in sys.modules, 'torch imported by --help'" % COMMANDS)
+            "r = CliRunner().invoke(app, ['run', '-w', %r, '--set', 'transfer.iterations=0']);"
+            "assert r.exit_code == 1, r.output;"
+            "assert 'torch' not in sys.modules, 'torch imported'" % (COMMANDS, str(tmp_path)))
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -40,6 +45,24 @@ def test_unknown_key_is_one_line_exit_1(cli, tmp_path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean 'train.epochs'" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_out_of_range_value_fails_at_once_in_one_line(cli, tmp_path) -> None:
+    work = tmp_path / "w"
+    t0 = time.perf_counter()
+    result = cli("run", "--set", "transfer.iterations=0", "-w", work)
+    assert time.perf_counter() - t0 < 2
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "falsecli run: config key 'transfer.iterations' is 0; it must be >= 1"]
+    assert not work.exists()  # refused before any work
+
+
+def test_bad_list_item_is_refused(cli, tmp_path) -> None:
+    result = cli("retrain", "-w", tmp_path, "--set", "retrain.augs=[bogus]")
+    assert result.exit_code == 1
+    assert "'retrain.augs[0]' is 'bogus'; it must be one of none | flip | rotate | transfer" \
+        in result.stderr
 
 
 def test_bad_usage_is_exit_2(cli) -> None:

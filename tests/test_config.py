@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falsecli.core import config
+from falsecli.core import config, workdir
 from falsecli.core.errors import FalseCliError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +85,24 @@ def test_class_id() -> None:
     assert config.class_id(cfg, 0) == 0
     with pytest.raises(FalseCliError, match="4=scruff"):
         config.class_id(cfg, "salt")
+
+
+def test_each_stage_writes_its_config_yaml_before_the_manifest(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """config.yaml beside manifest.json reads back, through -c, as the very same config."""
+    cfg = config.resolve(sets=["train.lr=1e-4", "heatmap.epochs=5", "rank.class=4",
+                               "data.classes=['yes','null','007',a,b,c]",
+                               "data.test=[{name: t1, seismic: s.sgy, labels: null}]"])
+    written = workdir.write_json
+
+    def manifest_last(path: Path, obj: object) -> None:
+        assert path.name != workdir.MANIFEST or (path.parent / workdir.CONFIG_YAML).is_file()
+        written(path, obj)
+
+    monkeypatch.setattr(workdir, "write_json", manifest_last)
+    with workdir.stage_run(tmp_path, "rank", cfg) as run:
+        assert workdir.CONFIG_YAML in run.outputs  # listed by summaries built before finish
+    path = run.path / workdir.CONFIG_YAML
+    assert workdir.CONFIG_YAML in workdir.Stage(tmp_path, "rank").manifest()["outputs"]
+    assert config.load_file(path) == cfg
+    assert config.resolve(path) == cfg

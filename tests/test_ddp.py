@@ -30,7 +30,8 @@ from falsecli.core import config, distributed
 from falsecli.cli import app
 from falsecli.core.distributed import BatchDropout, GlobalBatchNorm2d, Ranks, shard
 from falsecli.core.errors import FalseCliError
-from falsecli.stages.train import prepare, train
+from falsecli.method.training import prepare
+from falsecli.stages.train import train
 
 TRAIN = [*TINY, "train.epochs=2", "train.aug=rotate"]
 RETRAIN = ["--aug", "flip", "--seeds", "1", *sets_args([*TINY, "retrain.epochs=1"])]

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import independent
 from falsecli.core.errors import FalseCliError
-from falsecli.method.forgetting import (SectionStats, TrackedSection, event_maps, load_tracking,
-                                 section_stats)
+from falsecli.method.forgetting import SectionStats, event_maps, section_stats
+from falsecli.method.history import TrackedSection, load_tracking
 from falsecli.stages.rank import ranking
 
 CLASSES = ["a", "b", "c"]

@@ -4,7 +4,9 @@ checked against the plain reference in tests/independent.py."""
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,14 @@ from matplotlib.image import imread
 import independent
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
-from falsecli.method.figures import (MISSING, heat_cmap, heatmap_grid, label_cmap, label_colors,
-                              mask_ignored, save_figure, training_curves)
-from falsecli.method.forgetting import event_maps, load_tracking
-from falsecli.stages.heatmap import load_heatmap
 from falsecli.core.workdir import stage_run
+from falsecli.method.figures import (MISSING, heat_cmap, heatmap_grid, label_cmap, label_colors,
+                                     mask_ignored, save_figure, training_curves)
+from falsecli.method.forgetting import event_maps
+from falsecli.method.history import load_tracking
+from falsecli.stages.heatmap import heatmap, load_heatmap
+from falsecli.stages.rank import load_ranking, rank
+from falsecli.stages.report import report
 
 CLASSES = config.load_defaults()["data"]["classes"]
 SCRUFF = CLASSES.index("scruff")
@@ -119,6 +124,7 @@ def test_heatmap_and_rank_match_the_reference(cli, tmp_path: Path) -> None:
         "class": "scruff", "class_id": SCRUFF, "by": "forgetting", "min_pixels": 5,
         "epochs": E, "run": "train"}
     assert [r["section"] for r in saved["rows"]] == ranked
+    assert load_ranking(tmp_path) == load_ranking(tmp_path, "scruff") == saved["rows"]
 
 
 def test_window_never_learned_max_and_switch_ranking(cli, tmp_path: Path) -> None:
@@ -170,6 +176,44 @@ def test_stage_errors(cli, tmp_path: Path) -> None:
     assert f"'falsecli heatmap --force -w {tmp_path}'" in result.stderr
     assert cli("heatmap", "-w", tmp_path, *FLAGS, "--force").exit_code == 0
     assert cli("rank", "-w", tmp_path, *FLAGS).exit_code == 0
+
+
+def test_load_ranking_takes_the_class_rows_in_rank_order(tmp_path: Path) -> None:
+    path = tmp_path / "rank" / "ranking.csv"
+    missing = re.escape(f"missing — run 'falsecli rank -w {tmp_path}' first")
+    with pytest.raises(FalseCliError, match=missing):
+        load_ranking(tmp_path)
+    path.parent.mkdir()
+    header = "class,rank,section,density,events,class_pixels\n"
+    path.write_text(header + "zechstein,1,inline_0010,9.0,90,10\n"
+                             "scruff,2,crossline_0005,1.0,50,50\n"
+                             "scruff,1,inline_0005,2.0,100,50\n"
+                             "scruff,3,test1_inline_0000,0.5,25,50\n")
+    rows = load_ranking(tmp_path, "scruff")
+    assert [r["section"] for r in rows] == ["inline_0005", "crossline_0005", "test1_inline_0000"]
+    assert rows[0] == {"class": "scruff", "rank": 1, "section": "inline_0005", "density": 2.0,
+                       "events": 100, "class_pixels": 50}
+    assert [r["rank"] for r in load_ranking(tmp_path)] == [1, 1, 2, 3]
+    with pytest.raises(FalseCliError, match="rank --class upper_ns --force"):
+        load_ranking(tmp_path, "upper_ns")
+    for text, message in [(header + "scruff,one,inline_0005,2.0,100,50\n", "line 2: invalid"),
+                          (header + "scruff,1,,2.0,100,50\n", "line 2: no section"),
+                          (header + "scruff,1,inline_0005\n", "line 2: no density"),
+                          (header.replace(",density", ""), "no column density")]:
+        path.write_text(text)
+        with pytest.raises(FalseCliError, match=f"{message} .*'falsecli rank --force -w "):
+            load_ranking(tmp_path)
+
+
+@pytest.mark.parametrize("stage", [heatmap, rank, report])
+def test_one_stage_signature(stage) -> None:
+    """(cfg, workdir, *, force=False, resume=False), as every stage."""
+    params = inspect.signature(stage).parameters
+    assert [(p.name, p.kind, p.default) for p in params.values()] == [
+        ("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ("workdir", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ("force", inspect.Parameter.KEYWORD_ONLY, False),
+        ("resume", inspect.Parameter.KEYWORD_ONLY, False)]
 
 
 def test_retrain_run_heat_maps_live_beside_it(cli, tmp_path: Path) -> None:

@@ -9,21 +9,22 @@ import pytest
 import segyio
 
 import make_data
-from conftest import F3_CROP, TINY, sets_args
+import conftest
+from conftest import TINY, sets_args
 
 CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
 
 
 @pytest.fixture
-def crop_args(tmp_path) -> tuple[list[str], np.ndarray]:
+def crop_args(tmp_path, f3_crop) -> tuple[list[str], np.ndarray]:
     """The F3 crop with depth-banded labels (a few ignored pixels) as data.source files,
     and also as a test volume."""
     labels = make_data.banded_labels((23, 18, 75))
     labels[0, :, :5] = 255
     path = tmp_path / "crop_labels.npy"
     np.save(path, labels)
-    test = json.dumps([{"name": "crop", "seismic": str(F3_CROP), "labels": str(path)}])
-    args = sets_args(["data.source=files", f"data.seismic={F3_CROP}", f"data.labels={path}",
+    test = json.dumps([{"name": "crop", "seismic": str(f3_crop), "labels": str(path)}])
+    args = sets_args(["data.source=files", f"data.seismic={f3_crop}", f"data.labels={path}",
                       f"data.test={test}"])
     return args, labels
 
@@ -33,10 +34,10 @@ def test_inspect_json_on_the_f3_crop(cli, crop_args):
     result = cli("inspect", "--json", *args)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    cube = segyio.tools.cube(str(F3_CROP)).astype(np.float64)
+    cube = segyio.tools.cube(str(conftest.F3_CROP)).astype(np.float64)
 
     train = summary["volumes"][0]
-    assert train["name"] == "train" and train["source"] == str(F3_CROP)
+    assert train["name"] == "train" and train["source"] == str(conftest.F3_CROP)
     assert train["shape"] == [23, 18, 75] and train["dtype"] == "float32"
     assert (train["min"], train["max"]) == (cube.min(), cube.max())
     assert train["ignored_pixels"] == 18 * 5

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from falsecli.core import config, workdir
-from falsecli.stages import report
+from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import stage_run
+from falsecli.stages import report
 
 
 def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None) -> None:
@@ -41,6 +42,18 @@ def test_collect_and_aggregate(tmp_path: Path) -> None:
     flip_acc = rows[("flip", "val", "pixel_acc")]
     assert flip_acc["mean"] == pytest.approx(np.mean([0.70, 0.75]))
     assert flip_acc["std"] == pytest.approx(np.std([0.70, 0.75]))
+    with pytest.raises(FalseCliError, match="metrics.jsonl: missing"):
+        runs[0].curve()
+
+
+def test_table_csv_round_trip(tmp_path: Path) -> None:
+    rows = [{"method": "baseline", "split": "val", "metric": "pixel_acc", "mean": 0.85,
+             "std": 0.05, "n": 2},
+            {"method": "flip", "split": "tracked", "metric": "target_density", "mean": 1 / 3,
+             "std": 0.0, "n": 1}]
+    (tmp_path / "report").mkdir()
+    report._write_table(tmp_path / "report" / "table.csv", rows)
+    assert report.read_table(tmp_path) == rows
 
 
 def test_regions_are_8_connected_and_filtered() -> None:

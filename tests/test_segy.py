@@ -10,9 +10,9 @@ import pytest
 import segyio
 
 import make_data
-from conftest import F3_CROP
-from falsecli.data import segy
+import make_segy
 from falsecli.core.errors import FalseCliError
+from falsecli.data import segy
 
 
 def files_args(seismic: Path, labels: Path, *extra: str) -> list[str]:
@@ -20,23 +20,33 @@ def files_args(seismic: Path, labels: Path, *extra: str) -> list[str]:
             "--set", f"data.labels={labels}", *extra]
 
 
-def test_reads_the_f3_crop_like_segyio():
-    vol = segy.read(F3_CROP)
+def test_reads_the_f3_crop_like_segyio(f3_crop):
+    vol = segy.read(f3_crop)
     assert vol.shape == (23, 18, 75) and vol.dtype == np.float32
-    np.testing.assert_array_equal(vol, segyio.tools.cube(str(F3_CROP)).astype(np.float32))
+    np.testing.assert_array_equal(vol, segyio.tools.cube(str(f3_crop)).astype(np.float32))
+
+
+@pytest.mark.parametrize("case", sorted(make_segy.GOOD))
+def test_reads_sorted_files_like_segyio(tmp_path, case):
+    """IEEE, IBM-float and int16 samples; steps 1 and odd steps from a non-zero origin."""
+    path = make_segy.GOOD[case](tmp_path / f"{case}.sgy")
+    vol = segy.read(path)
+    assert vol.dtype == np.float32
+    np.testing.assert_array_equal(vol, make_segy.volume())
+    np.testing.assert_array_equal(vol, segyio.tools.cube(str(path)))
 
 
 @pytest.mark.parametrize("order, seed", [("inline", None), ("crossline", None), ("inline", 3)])
 def test_any_trace_order_and_line_step(tmp_path, order, seed):
     vol = make_data.seismic((5, 4, 6))
-    path = make_data.segy_cube(tmp_path / "v.sgy", vol, il0=1000, xl0=7, il_step=2, xl_step=5,
-                               order=order, seed=seed)
+    path = make_segy.cube(tmp_path / "v.sgy", vol, il0=1000, xl0=7, il_step=2, xl_step=5,
+                          order=order, seed=seed)
     np.testing.assert_array_equal(segy.read(path), vol)
 
 
 def test_custom_header_bytes(tmp_path):
     vol = make_data.seismic((3, 5, 4))
-    path = make_data.segy_cube(tmp_path / "v.sgy", vol, iline=9, xline=21)
+    path = make_segy.cube(tmp_path / "v.sgy", vol, iline=9, xline=21)
     np.testing.assert_array_equal(segy.read(path, iline=9, xline=21), vol)
     with pytest.raises(FalseCliError, match="byte 189 is 0 in every trace"):
         segy.read(path)
@@ -45,11 +55,11 @@ def test_custom_header_bytes(tmp_path):
 def test_labels_are_rounded_to_uint8(tmp_path):
     labels = make_data.banded_labels((4, 3, 12))
     noisy = labels + np.random.default_rng(1).uniform(-0.3, 0.3, labels.shape)
-    path = make_data.segy_cube(tmp_path / "lab.sgy", noisy)
+    path = make_segy.cube(tmp_path / "lab.sgy", noisy)
     out = segy.read_labels(path)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, labels)
-    far = make_data.segy_cube(tmp_path / "seis.sgy", labels * 100.0 + 0.5)
+    far = make_segy.cube(tmp_path / "seis.sgy", labels * 100.0 + 0.5)
     with pytest.raises(FalseCliError, match="not label ids 0..255"):
         segy.read_labels(far)
 
@@ -74,34 +84,37 @@ def test_write_is_standard_segy(tmp_path):
 
 
 def test_segy_seismic_through_cli(cli, tmp_path):
-    seis = make_data.segy_cube(tmp_path / "v.sgy", make_data.seismic())
+    seis = make_segy.regular(tmp_path / "v.sgy")
     labels = make_data.npy_pair(tmp_path, "v")[1]
     result = cli("inspect", "--json", *files_args(seis, labels))
     assert result.exit_code == 0, result.stderr
     assert '"shape": [\n        6,\n        7,\n        10\n      ]' in result.stdout
 
 
+#: the error of each bad file of tests/make_segy.py, and of a path that does not exist
 BAD_SEGY = {
-    "empty": (lambda p: make_data.empty(p), "empty file"),
-    "truncated": (lambda p: make_data.truncated(
-        p, make_data.segy_cube(p.with_name("good.sgy"), make_data.seismic())), "truncated"),
-    "short_header": (lambda p: make_data.truncated(
-        p, make_data.segy_cube(p.with_name("good.sgy"), make_data.seismic()),
-        cut=p.with_name("good.sgy").stat().st_size - 1000), "shorter than the 3600-byte"),
-    "not_segy": (make_data.not_segy, "not a SEG-Y file"),
-    "missing_trace": (make_data.segy_missing_trace, r"not a regular inline/crossline grid .*1 "
-                                                     "missing"),
-    "duplicate_trace": (make_data.segy_duplicate_trace, "duplicate traces"),
-    "prestack": (make_data.segy_prestack, "prestack .*offsets 100, 200, 300"),
-    "missing": (lambda p: p, "missing"),
+    "empty": "empty file",
+    "truncated": "truncated",
+    "short_header": "shorter than the 3600-byte",
+    "not_segy": "not a SEG-Y file",
+    "unstructured": r"not a regular inline/crossline grid — 39 traces for 6 inlines x 7 "
+                    r"crosslines \(3 missing\)",
+    "duplicate_trace": "duplicate traces",
+    "prestack": "prestack — 3 traces with offsets 100, 200, 300",
+    "missing": "missing",
 }
+
+
+def test_every_bad_file_is_checked():
+    assert sorted(BAD_SEGY) == sorted([*make_segy.BAD, "missing"])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SEGY))
 def test_bad_segy_is_one_line_naming_the_file(cli, tmp_path, case):
-    make, message = BAD_SEGY[case]
+    message = BAD_SEGY[case]
     path = tmp_path / f"{case}.sgy"
-    make(path)
+    if case != "missing":
+        make_segy.BAD[case](path)
     labels = make_data.npy_pair(tmp_path, "lab")[1]
     result = cli("inspect", *files_args(path, labels))
     assert result.exit_code == 1
@@ -118,7 +131,7 @@ def test_bad_segy_is_one_line_naming_the_file(cli, tmp_path, case):
     (["data.segy.iline=181"], "not a regular inline/crossline grid"),   # CDP X: one per trace
 ])
 def test_header_bytes_that_hold_no_inline_numbers(cli, tmp_path, sets, message):
-    seis = make_data.segy_traces(
+    seis = make_segy.traces(
         tmp_path / "v.sgy", make_data.seismic((1, 6, 5))[0], [1, 1, 1, 2, 2, 2],
         [1, 2, 3, 1, 2, 3])
     with segyio.open(str(seis), "r+", ignore_geometry=True) as f:   # distinct CDP X per trace

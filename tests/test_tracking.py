@@ -10,7 +10,8 @@ import torch
 
 from falsecli.data.dataset import Section
 from falsecli.core.errors import FalseCliError
-from falsecli.method.tracking import HEADER_BYTES, RowFile, Tracker, offsets, packbits
+from falsecli.method.history import HEADER_BYTES, RowFile
+from falsecli.method.tracking import Tracker, offsets, packbits
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 61, 1000, 1003])

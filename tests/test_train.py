@@ -23,13 +23,15 @@ from falsecli.data.dataset import load_dataset
 from falsecli.core.errors import FalseCliError
 from falsecli.method.model import load_model
 from falsecli.method.tracking import RowFile
-from falsecli.stages.train import Pool, _cuts, _loss, class_weights, predict, train
+from falsecli.method.pool import Pool, _cuts
+from falsecli.method.training import _loss, class_weights, predict
+from falsecli.stages.train import train
 
 #: two section shapes (13 and 12 wide), a group of 9 (its last batch of one merges), and
 #: 2175 tracked pixels (not a multiple of 8)
 SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]"]
 EPOCHS = 3
-ARTIFACTS = ["manifest.json", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
+ARTIFACTS = ["manifest.json", "config.yaml", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
              "tracking/labels.npy", "tracking/correct.npy", "tracking/switch.npy",
              "tracking/pred_last.npy"]
 
@@ -69,6 +71,17 @@ def assert_same_history(a, b) -> None:
 
 
 # ---------------------------------------------------------------- the stage
+
+
+def test_config_yaml_beside_the_manifest_reproduces_the_run(trained, tmp_path) -> None:
+    """``-c train/config.yaml`` alone (no --set) repeats the run bit for bit on CPU."""
+    work, _ = trained
+    again = tmp_path / "again"
+    result = run_cli("train", "-c", work / "train" / "config.yaml", "-w", again, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert_same_history(work / "train", again / "train")
+    saved = json.loads((work / "train" / "manifest.json").read_text())["config"]
+    assert json.loads((again / "train" / "manifest.json").read_text())["config"] == saved
 
 
 def test_cli_writes_every_artifact(trained, cfg) -> None:

@@ -13,9 +13,12 @@ import torch
 from conftest import TINY, sets_args
 
 from falsecli.core import config
+from falsecli.method import style
+from falsecli.method.pool import Pool
 from falsecli.stages import transfer as tr
 from falsecli.data.dataset import Dataset, load_dataset
 from falsecli.data.volumes import Volume
+from falsecli.core.checkpoint import CHECKPOINT
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, stage_run, write_text
 
@@ -24,21 +27,6 @@ SCRUFF = 4
 
 
 # ---------------------------------------------------------------- units
-
-
-def test_read_sources_takes_the_class_rows_in_rank_order(tmp_path: Path) -> None:
-    path = tmp_path / "rank" / "ranking.csv"
-    path.parent.mkdir()
-    path.write_text("class,rank,section,density,events,class_pixels\n"
-                    "zechstein,1,inline_0010,9.0,90,10\n"
-                    "scruff,2,crossline_0005,1.0,50,50\n"
-                    "scruff,1,inline_0005,2.0,100,50\n"
-                    "scruff,3,test1_inline_0000,0.5,25,50\n")
-    assert tr.read_sources(path, "scruff", 2) == ["inline_0005", "crossline_0005"]
-    assert tr.read_sources(path, "scruff", 9) == ["inline_0005", "crossline_0005",
-                                                  "test1_inline_0000"]
-    with pytest.raises(FalseCliError, match="rank --class upper_ns"):
-        tr.read_sources(path, "upper_ns", 2)
 
 
 def _dataset() -> Dataset:
@@ -53,7 +41,7 @@ def _dataset() -> Dataset:
 
 def test_pool_crops_are_true_crops_of_one_section_and_clipped() -> None:
     ds = _dataset()
-    pool = tr.Pool.load(ds, ds.sections("train"), torch.device("cpu"))
+    pool = Pool.load(ds, ds.sections("train"), torch.device("cpu"))
     assert [len(g) for g in pool.sections] == [5, 4]
     crop = pool.crop_size([8, 6])
     assert crop == (8, 5)  # the inlines are only 5 traces wide
@@ -75,29 +63,29 @@ def test_pool_crops_are_true_crops_of_one_section_and_clipped() -> None:
 
 def test_targets_are_the_most_common_shape_containing_the_class() -> None:
     ds = _dataset()
-    pool = tr.Pool.load(ds, ds.sections("train"), torch.device("cpu"))
+    pool = Pool.load(ds, ds.sections("train"), torch.device("cpu"))
     names = [s.name for s in pool.targets(SCRUFF, "scruff")]
     assert names == ["crossline_0001", "crossline_0002", "crossline_0003"]
     with pytest.raises(FalseCliError, match="no training section contains class 'zechstein'"):
         pool.targets(5, "zechstein")
     # no training section at all (e.g. data.val_every 1): the same one-line error
     with pytest.raises(FalseCliError, match="no training section contains class 'scruff'"):
-        tr.Pool.load(ds, [], torch.device("cpu")).targets(SCRUFF, "scruff")
+        Pool.load(ds, [], torch.device("cpu")).targets(SCRUFF, "scruff")
 
 
 def test_targets_are_all_used_once_before_any_twice() -> None:
     rng = np.random.default_rng(0)
-    picks = tr.pick_targets(rng, 3, 8)
+    picks = style.pick_targets(rng, 3, 8)
     assert len(picks) == 8
     for start in (0, 3):  # two full rounds, then a partial one without repeats
         assert sorted(picks[start:start + 3].tolist()) == [0, 1, 2]
     assert len(set(picks[6:].tolist())) == 2
-    assert len(set(tr.pick_targets(rng, 10, 4).tolist())) == 4  # distinct when n >= count
+    assert len(set(style.pick_targets(rng, 10, 4).tolist())) == 4  # distinct when n >= count
 
 
 def test_change_metrics_by_hand() -> None:
-    s = tr.Samples(source=["a", "a", "b"], inside=[2.0, 4.0, 1.0], outside=[1.0, 1.0, 0.5])
-    m = tr.change_metrics(s)
+    s = style.Samples(source=["a", "a", "b"], inside=[2.0, 4.0, 1.0], outside=[1.0, 1.0, 0.5])
+    m = style.change_metrics(s)
     assert m["class_local_change_ratio"] == pytest.approx((2 + 4 + 2) / 3)
     assert m["change_inside"] == pytest.approx(7 / 3)
     assert m["change_outside"] == pytest.approx(2.5 / 3)
@@ -167,7 +155,7 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
     assert metrics["reconstruction_sections"] == [v.name for v in ds.sections("val")]
     for name in ["fig3.png", *(f"fig3_{src}.png" for src in sources), "losses.png"]:
         assert (out / "figures" / name).stat().st_size > 1000
-    assert not (out / tr.CHECKPOINT).exists()
+    assert not (out / CHECKPOINT).exists()
 
     # complete: refuses without --force
     again = _run(cli, w)
@@ -201,6 +189,22 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
         assert np.allclose(npz["images"], s["images"], atol=1e-5)
 
 
+def _kill_at_step(step: int, cfg: config.Config, workdir: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the stage and interrupt it (KeyboardInterrupt) at generator training step ``step``."""
+    real_step, calls = style.train_step, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(style, "train_step", dies)
+        tr.transfer(cfg, workdir)
+
+
 def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2,
@@ -210,23 +214,12 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
         _fabricate_rank(w, cfg)
     assert tr.transfer(cfg, whole)["generator"] == "trained"
 
-    real_step, calls = tr.train_step, []
-
-    def dies_at_step_4(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(tr, "train_step", dies_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        tr.transfer(cfg, broken)
+    _kill_at_step(4, cfg, broken, monkeypatch)
     assert not Stage(broken, "transfer").is_complete()
-    ckpt = torch.load(broken / "transfer" / tr.CHECKPOINT, weights_only=True)
+    ckpt = torch.load(broken / "transfer" / CHECKPOINT, weights_only=True)
     assert ckpt["step"] == 2
 
-    monkeypatch.setattr(tr, "train_step", real_step)
-    assert tr.transfer(cfg, broken)["generator"] == "resumed"
+    assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
     a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
     b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
     for part in ("encoder", "generator"):
@@ -242,3 +235,28 @@ def test_bad_options_and_missing_rows_fail_in_one_line(cli, tiny_cfg, tmp_path: 
     missing = _run(cli, tmp_path, "--class", "upper_ns")
     assert missing.exit_code == 1
     assert "rank --class upper_ns" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_interrupted_training_continues_only_with_resume(cli, tiny_cfg, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted generator training is refused in one line without --resume, and with
+    other training keys; --force starts over."""
+    cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2}})
+    _fabricate_rank(tmp_path, cfg)
+    _kill_at_step(3, cfg, tmp_path, monkeypatch)
+    out = tmp_path / "transfer"
+    sets = ["--set", "transfer.iterations=5", "--set", "transfer.checkpoint_every=2"]
+
+    refused = _run(cli, tmp_path, *sets)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert (f"an interrupted run is in {out} (step 2 of 5) — use --resume to continue or "
+            "--force to start over") in refused.stderr
+    assert (out / CHECKPOINT).is_file()
+
+    other = _run(cli, tmp_path, *sets, "--set", "transfer.lr=0.5", "--resume")
+    assert other.exit_code == 1 and "transfer.lr=0.0002, not 0.5" in other.stderr
+
+    forced = _run(cli, tmp_path, *sets, "--force", "--resume")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["generator"] == "trained"
+    assert not (out / CHECKPOINT).exists()

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import make_data
+import make_segy
 from conftest import TINY, sets_args
 from falsecli.core import config
-from falsecli.data import dataset as data, synthetic, volumes
 from falsecli.core.errors import FalseCliError
+from falsecli.data import dataset as data, synthetic, volumes
 
 SYNTH_TINY = [s for s in TINY if s.startswith("data.")]
 
@@ -93,7 +94,7 @@ def test_relative_paths_start_in_the_cwd(tmp_path, monkeypatch):
 
 def test_files_source_with_test_volumes(tmp_path):
     s, lab = make_data.npy_pair(tmp_path, "train")
-    t2 = make_data.segy_cube(tmp_path / "t2.sgy", make_data.seismic((3, 7, 10)))
+    t2 = make_segy.cube(tmp_path / "t2.sgy", make_data.seismic((3, 7, 10)))
     d = data_cfg(source="files", seismic=str(s), labels=str(lab),
                  test=[{"name": "blind", "seismic": str(s), "labels": str(lab)},
                        {"name": "far", "seismic": str(t2), "labels": None}])
@@ -104,6 +105,26 @@ def test_files_source_with_test_volumes(tmp_path):
         volumes.load({**d, "test": [d["test"][0], d["test"][0]]})
     with pytest.raises(FalseCliError, match=r"data.test\[0\]: seismic must be a .npy or SEG-Y"):
         volumes.load({**d, "test": [{"name": "x", "seismic": 5, "labels": None}]})
+
+
+def test_read_array_segy_seismic_labels_and_errors(tmp_path):
+    """SEG-Y by suffix (any case): seismic as float32, labels as uint8, and the reader's
+    errors for files that are no post-stack cube."""
+    segy_bytes = data_cfg()["segy"]
+    seis = make_segy.odd_step(tmp_path / "seis.sgy")
+    out = volumes.read_array(seis, segy_bytes)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, make_segy.volume())
+    labels = make_data.banded_labels(make_data.SHAPE)
+    path = make_segy.cube(tmp_path / "labels.SEGY", labels, fmt=make_segy.INT16)
+    out = volumes.read_array(path, segy_bytes, labels=True)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, labels)
+    for case, message in [("unstructured", "not a regular inline/crossline grid"),
+                          ("prestack", "prestack")]:
+        path = make_segy.BAD[case](tmp_path / f"{case}.sgy")
+        with pytest.raises(FalseCliError, match=f"^{re.escape(str(path))}: {message}"):
+            volumes.read_array(path, segy_bytes)
 
 
 def test_dataset_from_f3_layout(tmp_path):
@@ -180,7 +201,7 @@ def test_labels_error_follows_the_class_list(cli, cases):
     (["data.source=files"], ["data.seismic is not set"]),
     (["data.source=files", "data.seismic=a.txt", "data.labels=b.npy"],
      ["a.txt", "unsupported file type '.txt'"]),
-    (["data.val_every=0"], ["'data.val_every' is 0", "at least 2"]),
+    (["data.val_every=0"], ["'data.val_every' is 0", ">= 2"]),
 ])
 def test_config_errors(cli, sets, needles):
     assert_one_line_error(cli("inspect", *sets_args(sets)), *needles)

@@ -26,7 +26,7 @@ def test_manifest_has_the_spec_fields(tmp_path: Path) -> None:
     for key in ("stage", "status", "falsecli_version", "config", "inputs", "outputs", "seed",
                 "device", "versions", "started", "finished", "wall_seconds"):
         assert key in manifest
-    assert manifest["status"] == "complete" and manifest["outputs"] == ["a.npy", "sub/b.json"]
+    assert manifest["status"] == "complete" and manifest["outputs"] == ["a.npy", "config.yaml", "sub/b.json"]
     assert manifest["config"] == CFG and manifest["seed"] == 3
     assert set(manifest["versions"]) >= {"python", "torch", "torchvision", "numpy", "segyio",
                                          "cuda"}

@@ -1,14 +1,19 @@
 """Layered configuration: packaged defaults < YAML file < ``--set key=value`` < explicit flags.
 
-The defaults file is the schema: a key that is not in it does not exist, and a value must have
-the type of its default (with the few exceptions listed below). Errors name the key and the
-closest valid one, because a typo in a 60-epoch run should fail before the first epoch.
+The defaults file names the keys: a key that is not in it does not exist. :data:`RULES` says
+what each key accepts (type, choices, range, list length and items), once, for the resolver,
+the CLI's choice options and the tests alike. Every value is checked while the config is
+resolved, and errors name the key, the value and what it must be (or the closest valid key),
+because a typo in a 60-epoch run should fail before the first epoch, not in its fourth stage.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import operator
+import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -19,26 +24,130 @@ from falsecli.core.errors import FalseCliError
 
 Config = dict[str, Any]
 
-#: keys whose value must be one of these
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "data.source": ("synthetic", "f3", "files"),
-    "model.output_stride": (8, 16),
-    "train.aug": ("none", "flip", "rotate"),
-    "heatmap.never_learned": ("zero", "max"),
-    "rank.by": ("forgetting", "switch"),
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config key (or one item of a list key) accepts.
+
+    ``kind``: the type, or a tuple of types (an int is accepted, as a float, where a float is
+    expected; a bool is never an int). Numbers lie within ``ge`` (>=), ``gt`` (>) and ``le``
+    (<=). Lists have ``length`` = (least, most or None) items, each checked by ``items``.
+    ``fields``: a mapping of exactly these keys, each value checked by its rule. ``form``: a
+    regular expression a string must match in full, and how to write it. ``why`` ends every
+    error about the key.
+    """
+
+    kind: type | tuple[type, ...]
+    nullable: bool = False
+    choices: tuple[Any, ...] = ()
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    length: tuple[int, int | None] = (0, None)
+    items: Rule | None = None
+    distinct: bool = False
+    fields: tuple[tuple[str, Rule], ...] = ()
+    form: tuple[str, str] | None = None
+    why: str = ""
+
+    @property
+    def kinds(self) -> tuple[type, ...]:
+        return self.kind if isinstance(self.kind, tuple) else (self.kind,)
+
+
+#: the augmentation methods: train.aug takes the first three, retrain.augs all of them
+AUGS = ("none", "flip", "rotate", "transfer")
+_COUNT = Rule(int, ge=1)
+_SEED = Rule(int, ge=0)
+_WEIGHT = Rule(float, ge=0)
+_PATH = Rule(str, nullable=True)
+_STR = Rule(str)
+_CLASS = Rule((str, int), ge=0, why="a class name or id of data.classes")
+_HEADER_BYTE = Rule(int, ge=1, le=240, why="a byte of the 240-byte trace header")
+_SHAPE = Rule(list, items=_COUNT, length=(3, 3), why="inlines, crosslines, depth samples")
+#: one test volume: split names must not clash with train and val, nor hold the ':' of
+#: ``<name>:all``
+_TEST_ENTRY = Rule(dict, fields=(
+    ("name", Rule(str, form=(r"(?!(train|val)$)[^:]+", "a name other than train or val, "
+                                                     "without ':', e.g. test1"))),
+    ("seismic", Rule(str, form=(r".+", "a .npy or SEG-Y path"))),
+    ("labels", _PATH),
+))
+
+#: every key of defaults.yaml and what it accepts
+RULES: dict[str, Rule] = {
+    "data.source": Rule(str, choices=("synthetic", "f3", "files")),
+    "data.root": _PATH,
+    "data.seismic": _PATH,
+    "data.labels": _PATH,
+    "data.test": Rule(list, items=_TEST_ENTRY),
+    "data.classes": Rule(list, items=_STR, length=(1, 255), distinct=True,
+                         why="label id = position; labels are uint8"),
+    "data.ignore_index": Rule(int, ge=0, le=255, why="labels are uint8"),
+    "data.val_every": Rule(int, ge=2, why="every val_every-th inline and crossline is tracked, "
+                                          "the others train; the paper uses 5"),
+    "data.segy.iline": _HEADER_BYTE,
+    "data.segy.xline": _HEADER_BYTE,
+    "data.synthetic.shape": _SHAPE,
+    "data.synthetic.test_shape": _SHAPE,
+    "data.synthetic.seed": _SEED,
+    "data.synthetic.noise": _WEIGHT,
+    "model.output_stride": Rule(int, choices=(8, 16)),
+    "model.aspp_channels": _COUNT,
+    "train.epochs": _COUNT,
+    "train.batch_size": Rule(int, ge=2, why="ASPP's image pooling normalises over the batch"),
+    "train.lr": Rule(float, gt=0),
+    "train.weight_decay": _WEIGHT,
+    "train.class_weights": Rule(bool),
+    "train.aug": Rule(str, choices=AUGS[:3]),
+    "train.rotate_degrees": Rule(float, ge=0, le=180),
+    "train.seed": _SEED,
+    "train.device": Rule(str, form=(r"auto|cpu|cuda(:\d+)?",
+                                    "one of auto | cpu | cuda | cuda:N")),
+    "train.amp": Rule(bool),
+    "train.compile": Rule(bool),
+    "train.track": Rule(list, items=_STR, length=(1, None),
+                        why="val and/or test volume names"),
+    "train.eval_batch_size": _COUNT,
+    "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
+    "heatmap.epochs": Rule(int, nullable=True, ge=1),
+    "heatmap.never_learned": Rule(str, choices=("zero", "max")),
+    "heatmap.run": Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+",
+                                   "train or retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0")),
+    "heatmap.sections": Rule(list, items=_STR),
+    "heatmap.figures": Rule(int, ge=0),
+    "rank.class": _CLASS,
+    "rank.top": Rule(int, ge=0),
+    "rank.by": Rule(str, choices=("forgetting", "switch")),
+    "rank.min_pixels": Rule(int, ge=0),
+    "transfer.class": _CLASS,
+    "transfer.sources": _COUNT,
+    "transfer.per_source": _COUNT,
+    "transfer.iterations": _COUNT,
+    "transfer.crop": Rule(list, items=_COUNT, length=(2, 2), why="depth, width"),
+    "transfer.batch_size": _COUNT,
+    "transfer.lr": Rule(float, gt=0),
+    "transfer.style_dim": _COUNT,
+    "transfer.channels": _COUNT,
+    "transfer.seed": _SEED,
+    "transfer.l1_weight": _WEIGHT,
+    "transfer.fm_weight": _WEIGHT,
+    "transfer.checkpoint_every": _COUNT,
+    "transfer.log_every": _COUNT,
+    "transfer.eval_sections": _COUNT,
+    "retrain.augs": Rule(list, items=Rule(str, choices=AUGS), distinct=True),
+    "retrain.seeds": Rule(list, items=_SEED, distinct=True),
+    "retrain.epochs": Rule(int, nullable=True, ge=1, why="null = train.epochs"),
+    "report.sections": Rule(int, ge=1, why="Fig. 5 shows at least one section"),
+    "report.region_events": _COUNT,
+    "report.min_region": _COUNT,
 }
-#: keys whose default is null, with the type they take when set
-NULLABLE: dict[str, type] = {
-    "data.root": str,
-    "data.seismic": str,
-    "data.labels": str,
-    "heatmap.epochs": int,
-    "retrain.epochs": int,
-}
-#: keys that accept a class name or a class id
-CLASS_KEYS = ("rank.class", "transfer.class")
-#: the fields of one entry of data.test
-TEST_ENTRY_KEYS = ("name", "seismic", "labels")
+
+
+def choices(key: str) -> tuple[Any, ...]:
+    """The values ``key``, or each item of the list ``key``, may take (the CLI's enums)."""
+    rule = RULES[key]
+    return (rule.items or rule).choices
 
 
 def load_defaults() -> Config:
@@ -67,48 +176,80 @@ def _unknown_key(path: str, valid: Iterable[str]) -> FalseCliError:
     return FalseCliError(f"unknown config key '{path}'{hint} (see example.yaml for every key)")
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+#: exponent notation without a dot or an exponent sign, which YAML 1.1 (PyYAML) reads as a
+#: string: ``lr: 1e-4`` must still be a number
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
 
 
-def _check_value(path: str, default: Any, value: Any) -> Any:
-    """Return ``value`` converted to the type of ``default``, or raise naming the key."""
-    if path in CHOICES:
-        if value not in CHOICES[path]:
-            allowed = " | ".join(str(c) for c in CHOICES[path])
-            raise FalseCliError(f"config key '{path}' is {value!r}; it must be one of {allowed}")
-        return value
-    if path in CLASS_KEYS:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise FalseCliError(f"config key '{path}' must be a class name or id, not {value!r}")
-        return value
-    if path == "data.test":
-        return _check_test_entries(value)
+def _has_kind(value: Any, kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds) or (isinstance(value, int) and float in kinds)
+
+
+#: the bounds of a Rule, in its field order; NaN satisfies none of them
+_BOUNDS = {">=": operator.ge, ">": operator.gt, "<=": operator.le}
+
+
+def _bounds(rule: Rule) -> list[tuple[str, float]]:
+    return [(op, bound) for op, bound in zip(_BOUNDS, (rule.ge, rule.gt, rule.le))
+            if bound is not None]
+
+
+def _items_text(length: tuple[int, int | None]) -> str:
+    least, most = length
+    if least == most:
+        return f"{least} item{'s' * (least != 1)}"
+    if most is None:
+        return f"at least {least} item{'s' * (least != 1)}"
+    return f"{least} to {most} items"
+
+
+def check(path: str, value: Any, rule: Rule | None = None) -> Any:
+    """``value`` if the rule of ``path`` accepts it (ints made floats where floats are due);
+    otherwise a one-line error naming the key, the value and what it must be."""
+    rule = RULES[path] if rule is None else rule
+    why = f" ({rule.why})" if rule.why else ""
+
+    def error(must: str) -> FalseCliError:
+        return FalseCliError(f"config key '{path}' is {value!r}; it must be {must}{why}")
+
+    kinds = rule.kinds
+    kind_text = " or ".join(_TYPE_NAMES[k] for k in kinds)
+    if float in kinds and isinstance(value, str) and _EXPONENT.fullmatch(value):
+        value = float(value)
     if value is None:
-        if path in NULLABLE:
+        if rule.nullable:
             return None
-        raise FalseCliError(f"config key '{path}' cannot be null; it must be {_type_name(default)}")
-    expected = NULLABLE.get(path, type(default))
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-        raise FalseCliError(
-            f"config key '{path}' is {value!r}; it must be {_type_name(expected())}"
-        )
-    if isinstance(value, list) and default:
-        return [_check_value(f"{path}[{i}]", default[0], item) for i, item in enumerate(value)]
-    return value
-
-
-def _check_test_entries(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list):
-        raise FalseCliError("config key 'data.test' must be a list of {name, seismic, labels}")
-    for i, entry in enumerate(value):
-        if not isinstance(entry, dict) or set(entry) != set(TEST_ENTRY_KEYS):
-            raise FalseCliError(
-                f"config key 'data.test[{i}]' must have exactly the keys name, seismic, labels"
-            )
+        raise FalseCliError(f"config key '{path}' cannot be null; it must be {kind_text}{why}")
+    if not _has_kind(value, kinds):
+        raise error(kind_text)
+    if rule.choices and value not in rule.choices:
+        raise error("one of " + " | ".join(str(c) for c in rule.choices))
+    if rule.form and not re.fullmatch(rule.form[0], value):
+        raise error(rule.form[1])
+    bounds = _bounds(rule)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not all(_BOUNDS[op](value, bound) for op, bound in bounds):
+            raise error(" and ".join(f"{op} {bound}" for op, bound in bounds))
+        return float(value) if kinds == (float,) else value
+    if isinstance(value, list):
+        least, most = rule.length
+        if len(value) < least or (most is not None and len(value) > most):
+            raise error(f"a list of {_items_text(rule.length)}")
+        items = value if rule.items is None else [
+            check(f"{path}[{i}]", item, rule.items) for i, item in enumerate(value)]
+        if rule.distinct and len(set(items)) < len(items):
+            raise error("a list of distinct items")
+        return items
+    if isinstance(value, dict) and rule.fields:
+        keys = [key for key, _ in rule.fields]
+        if set(value) != set(keys):
+            raise error(f"a mapping with exactly the keys {', '.join(keys)}")
+        return {key: check(f"{path}.{key}", value[key], sub) for key, sub in rule.fields}
     return value
 
 
@@ -125,7 +266,7 @@ def merge(base: Config, override: Mapping[str, Any], prefix: str = "") -> Config
                 raise FalseCliError(f"config key '{path}' must be a mapping of sub-keys")
             out[key] = merge(default, value, path + ".")
         else:
-            out[key] = _check_value(path, default, value)
+            out[key] = check(path, value)
     return out
 
 

@@ -24,14 +24,17 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import yaml
 
 from falsecli import __version__
 from falsecli.core.errors import FalseCliError
 
 MANIFEST = "manifest.json"
+#: the resolved config of a stage, beside its manifest: rerun it with ``-c <stage>/config.yaml``
+CONFIG_YAML = "config.yaml"
 LOCK = ".lock"
 #: the command that produces each top-level stage, for "run X first" hints
 PRODUCER = {"train": "train", "heatmap": "heatmap", "rank": "rank", "transfer": "transfer",
@@ -181,13 +184,17 @@ class Stage:
     def is_complete(self) -> bool:
         return self.manifest() is not None
 
-    def is_fresh(self) -> bool:
+    def is_fresh(self, upstream: Iterable[str] | None = None) -> bool:
         """Complete, and every upstream manifest it read is still the one on disk (a stage
-        whose upstream was redone since is stale)."""
+        whose upstream was redone since is stale). With ``upstream``, it must also have read
+        exactly those stages (a report is stale once a new run appears)."""
         manifest = self.manifest()
         if manifest is None:
             return False
-        for name, digest in manifest.get("inputs", {}).items():
+        inputs = manifest.get("inputs", {})
+        if upstream is not None and set(inputs) != set(upstream):
+            return False
+        for name, digest in inputs.items():
             upstream = Stage(self.workdir, name)
             if not upstream.is_complete() or upstream.digest() != digest:
                 return False
@@ -226,7 +233,8 @@ class StageRun:
     inputs: dict[str, str]
     seed: int | None = None
     device: str | None = None
-    outputs: list[str] = field(default_factory=list)
+    #: config.yaml from the start, so that summaries a stage builds before finishing list it
+    outputs: list[str] = field(default_factory=lambda: [CONFIG_YAML])
     extra: dict[str, Any] = field(default_factory=dict)
     started: str = field(default_factory=_now)
     _t0: float = field(default_factory=time.perf_counter)
@@ -244,6 +252,10 @@ class StageRun:
         return path
 
     def finish(self) -> dict[str, Any]:
+        """Write the resolved config as YAML (to rerun or diff the stage), then the manifest,
+        last, because its presence is what marks the stage complete."""
+        write_text(self.out(CONFIG_YAML),
+                   yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None))
         manifest = {
             "stage": self.stage.name, "status": "complete", "falsecli_version": __version__,
             "config": self.config, "inputs": self.inputs, "outputs": sorted(self.outputs),

@@ -162,9 +162,6 @@ class Dataset:
 def load_dataset(cfg: Config) -> Dataset:
     """Load and validate the data described by ``cfg['data']`` (synthetic, f3 or files)."""
     d = cfg["data"]
-    if d["val_every"] < 2:
-        raise FalseCliError(f"config key 'data.val_every' is {d['val_every']}; it must be at "
-                            "least 2 (every 5th inline and crossline is the paper's val set)")
     train, tests = volumes.load(d)
     ds = Dataset(train, tests, list(d["classes"]), int(d["ignore_index"]), int(d["val_every"]))
     for vol in [train, *tests]:

@@ -182,6 +182,56 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
     return fig
 
 
+def fig3(rows: Sequence[dict[str, Any]], classes: Sequence[str], ignore_index: int,
+         class_name: str) -> Figure:
+    """Paper Fig. 3, one row per style source: target | transfer | target annotation |
+    style source | its annotation | difference of two transfers of the same target."""
+    n = len(classes)
+    cmap = label_cmap(n)
+    fig = Figure(figsize=(16, 2.6 * len(rows) + 0.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(rows), 6, squeeze=False)
+    titles = ["target", "transfer", "target annotation", "style source", "source annotation"]
+    for r, row in enumerate(rows):
+        lo, hi = seismic_limits(row["target"])
+        panels = [(row["target"], "seis"), (row["transfer"], "seis"),
+                  (row["target_labels"], "lab"), (row["source"], "seis"),
+                  (row["source_labels"], "lab")]
+        for c, (values, kind) in enumerate(panels):
+            ax = axes[r, c]
+            if kind == "seis":
+                ax.imshow(values, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
+                          interpolation="nearest")
+            else:
+                ax.imshow(mask_ignored(values, values, ignore_index), cmap=cmap,
+                          vmin=-0.5, vmax=n - 0.5, aspect="auto", interpolation="nearest")
+            ax.set_title(f"{titles[c]}\n{row['names'][c]}", fontsize=8)
+        diff = row["difference"]
+        lim = float(np.percentile(np.abs(diff), 99.5)) or 1.0
+        im = axes[r, 5].imshow(diff, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
+                               interpolation="nearest")
+        axes[r, 5].set_title(f"difference\n{row['difference_name']}", fontsize=8)
+        fig.colorbar(im, ax=axes[r, 5], shrink=0.8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"class-specific style transfer of '{class_name}'")
+    return fig
+
+
+def loss_figure(history: Sequence[Mapping[str, float]]) -> Figure:
+    """The style-transfer GAN's losses over training: ``history`` rows are ``{"step": s,
+    loss name: value, ...}`` (read out every ``transfer.log_every`` steps)."""
+    names = [k for k in history[0] if k != "step"]
+    fig = Figure(figsize=(8, 3), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    steps = [h["step"] for h in history]
+    for ax, name in zip(axes, names):
+        ax.plot(steps, [h[name] for h in history])
+        ax.set_title(name)
+        ax.set_xlabel("step")
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> None:
     """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend)."""
     FigureCanvasAgg(fig)

@@ -8,7 +8,6 @@ and dilations of ResNet-18 are set here). Random initialisation: nothing is down
 
 from __future__ import annotations
 
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,11 @@ from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from falsecli.core import checkpoint
 from falsecli.core.errors import FalseCliError
 
+#: a training run's network, written by :func:`save_model`, read by :func:`load_model`
+MODEL = "model.pt"
 #: ASPP rates per output stride (DeepLabv3 doubles them when the stride halves)
 ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 #: layers whose stride becomes a dilation, per output stride
@@ -84,26 +86,18 @@ def build_model(model_cfg: dict[str, Any], n_classes: int) -> DeepLabV3:
     return DeepLabV3(backbone, classifier)
 
 
-def read_payload(path: Path, what: str, fix: str) -> dict[str, Any]:
-    """A torch file of tensors and plain containers (``weights_only``: never pickled code);
-    errors name the file, the problem and ``fix``."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FalseCliError(f"{path}: missing — {fix}") from None
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise FalseCliError(f"{path}: not a falsecli {what} ({exc}) — {fix}") from None
-    if not isinstance(payload, dict):
-        raise FalseCliError(f"{path}: not a falsecli {what} (it holds a "
-                            f"{type(payload).__name__}, not a dict) — {fix}")
-    return payload
+def save_model(path: Path, payload: dict[str, Any]) -> None:
+    """Write a trained network's ``payload`` (``state_dict``, ``config``, ``classes``, ``norm``,
+    ...) as ``model.pt``, with host tensors so that it loads on a machine without the GPU
+    that trained it."""
+    checkpoint.save(path, checkpoint.host_copy(payload))
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[DeepLabV3, dict[str, Any]]:
     """A trained ``model.pt`` as an eval-mode network, plus its payload (config, classes,
     norm)."""
     fix = "train it again with 'falsecli train --force'"
-    payload = read_payload(path, "model file", fix)
+    payload = checkpoint.load(path, "model file", fix)
     try:
         model = build_model(payload["config"]["model"], len(payload["classes"]))
         model.load_state_dict(payload["state_dict"])

@@ -8,22 +8,16 @@ valid ``.npy`` files after every epoch (fixed-size header rewritten with the row
 
 from __future__ import annotations
 
-import ast
-import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from falsecli.core.workdir import save_npy, write_json
 from falsecli.data.dataset import Section
-from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import atomic_path, save_npy, write_json
-
-#: bytes before the data of a growing .npy: magic, version, header length, padded dict
-HEADER_BYTES = 128
-FILES = ("sections.json", "labels.npy", "correct.npy", "switch.npy", "pred_last.npy")
+from falsecli.method.history import (CORRECT, FILES, LABELS, PRED_LAST, SECTIONS_JSON, SWITCH,
+                                     RowFile)
 
 
 def packbits(bits: torch.Tensor) -> torch.Tensor:
@@ -44,66 +38,6 @@ def offsets(sections: list[Section]) -> list[int]:
     return out
 
 
-class RowFile:
-    """A uint8 (rows, width) ``.npy`` that grows in place, one appended row at a time.
-
-    Data go first, then the header with the new count, so a process killed mid-append
-    leaves a file numpy still reads with the previous rows.
-    """
-
-    def __init__(self, path: Path, width: int) -> None:
-        self.path = Path(path)
-        self.width = width
-
-    def _header(self, rows: int) -> bytes:
-        text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({rows}, {self.width}), }}"
-        body_len = HEADER_BYTES - 10
-        return (b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len)
-                + text.ljust(body_len - 1).encode("latin1") + b"\n")
-
-    def create(self) -> None:
-        """An empty (0, width) array."""
-        with atomic_path(self.path) as tmp:
-            tmp.write_bytes(self._header(0))
-
-    def rows(self) -> int:
-        """Rows recorded in the header; raises if the file is not one of ours."""
-        try:
-            with open(self.path, "rb") as fh:
-                head = fh.read(HEADER_BYTES)
-            if not head.startswith(b"\x93NUMPY\x01\x00"):
-                raise ValueError("no .npy 1.0 header")
-            rows, width = ast.literal_eval(head[10:].decode("latin1"))["shape"]
-        except (OSError, ValueError, SyntaxError, KeyError, TypeError) as exc:
-            raise FalseCliError(f"{self.path}: not a tracking history file ({exc}) — "
-                                "use --force to start the run over") from None
-        if width != self.width:
-            raise FalseCliError(f"{self.path}: rows of {width} bytes, expected {self.width} — "
-                                "the tracked sections changed; use --force to start over")
-        return int(rows)
-
-    def truncate(self, rows: int) -> None:
-        """Keep the first ``rows`` rows (a resumed run drops rows after its checkpoint)."""
-        have = self.rows()
-        if have < rows:
-            raise FalseCliError(f"{self.path}: {have} epochs recorded but the checkpoint is "
-                                f"at epoch {rows} — use --force to start over")
-        with open(self.path, "r+b") as fh:
-            fh.truncate(HEADER_BYTES + rows * self.width)
-            fh.write(self._header(rows))
-
-    def append(self, row: np.ndarray) -> None:
-        """Append one row of ``width`` bytes."""
-        rows = self.rows()
-        with open(self.path, "r+b") as fh:
-            fh.seek(HEADER_BYTES + rows * self.width)
-            fh.write(np.ascontiguousarray(row, dtype=np.uint8).tobytes())
-            fh.truncate()
-            fh.flush()
-            fh.seek(0)
-            fh.write(self._header(rows + 1))
-
-
 class Tracker:
     """The ``tracking/`` directory of one training run.
 
@@ -120,8 +54,8 @@ class Tracker:
         self.epochs = epochs
         n_pixels = labels.numel()
         width = (n_pixels + 7) // 8
-        self.correct = RowFile(self.directory / "correct.npy", width)
-        self.switch = RowFile(self.directory / "switch.npy", width)
+        self.correct = RowFile(self.directory / CORRECT, width)
+        self.switch = RowFile(self.directory / SWITCH, width)
         self.meta: dict[str, Any] = {
             "classes": list(classes), "ignore_index": ignore_index, "n_pixels": n_pixels,
             "epochs": epochs,
@@ -136,8 +70,8 @@ class Tracker:
                 raise ValueError("resuming a tracker needs the previous predictions")
             for rows in (self.correct, self.switch):
                 rows.truncate(epochs)
-        save_npy(self.directory / "labels.npy", labels.cpu().numpy())
-        write_json(self.directory / "sections.json", self.meta)
+        save_npy(self.directory / LABELS, labels.cpu().numpy())
+        write_json(self.directory / SECTIONS_JSON, self.meta)
         pinned = labels.is_cuda
         self._host = torch.empty((2, width), dtype=torch.uint8, pin_memory=pinned)
 
@@ -159,10 +93,10 @@ class Tracker:
         self.previous = pred
         self.epochs += 1
         self.meta["epochs"] = self.epochs
-        write_json(self.directory / "sections.json", self.meta)
+        write_json(self.directory / SECTIONS_JSON, self.meta)
 
     def finish(self) -> None:
         """Write the predictions of the last recorded epoch."""
         if self.previous is None:
             raise ValueError("no epoch recorded")
-        save_npy(self.directory / "pred_last.npy", self.previous.cpu().numpy())
+        save_npy(self.directory / PRED_LAST, self.previous.cpu().numpy())

@@ -19,9 +19,20 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.method.forgetting import EventMaps, SectionStats, Tracking, event_maps, load_tracking
 from falsecli.core.workdir import Stage, save_npz, stage_run, write_text
+from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
+from falsecli.method.history import Tracking, load_tracking
+from falsecli.stages import Step
 
+FORGETTING_NPZ = "forgetting.npz"
+SWITCH_NPZ = "switch.npz"
+NEVER_LEARNED_NPZ = "never_learned.npz"
+SUMMARY_CSV = "summary.csv"
+#: folder of the figures, one ``<section>.png`` each
+FIGURES = "figures"
+#: each map file: the :class:`EventMaps` field it holds, and that field's dtype
+MAPS = {FORGETTING_NPZ: ("forgetting", np.uint16), SWITCH_NPZ: ("switch", np.uint16),
+        NEVER_LEARNED_NPZ: ("never_learned", np.bool_)}
 _RUN = re.compile(r"train|retrain/[^/]+/seed\d+")
 #: sections listed in the summary dict (all are in summary.csv)
 TOP = 5
@@ -55,9 +66,8 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
                             f"-w {workdir}' first")
     tracking = load_tracking(source.path)
     maps = {}
-    for key, dtype in (("forgetting", np.uint16), ("switch", np.uint16),
-                       ("never_learned", bool)):
-        path = stage.path / f"{key}.npz"
+    for file, (key, dtype) in MAPS.items():
+        path = stage.path / file
         try:
             with np.load(path, allow_pickle=False) as npz:
                 maps[key] = tracking.flatten(dict(npz.items()), path).astype(dtype, copy=False)
@@ -117,9 +127,14 @@ def _figure_sections(cfg: Config, tracking: Tracking, stats: SectionStats | None
     return [stats.sections[i].name for i in order]
 
 
-def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+def heatmap(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
+            ) -> dict[str, Any]:
     """Stage 2: count every tracked pixel's forgetting and switch events over the first T
-    epochs; write the maps, a per-section summary and Fig. 2-style figures."""
+    epochs; write the maps, a per-section summary and Fig. 2-style figures.
+
+    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
+    stage has the same signature.
+    """
     opts = cfg["heatmap"]
     run = opts["run"]
     name = stage_name(run)
@@ -132,9 +147,9 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         console.log(f"{name}: counting events of {tracking.n_pixels:,} pixels over {T} epochs")
         maps = event_maps(tracking, T, opts["never_learned"])
         stats = maps.stats()
-        for key in ("forgetting", "switch", "never_learned"):
-            save_npz(out.out(f"{key}.npz"), **tracking.images(getattr(maps, key)))
-        write_text(out.out("summary.csv"), _summary_csv(stats))
+        for file, (key, _) in MAPS.items():
+            save_npz(out.out(file), **tracking.images(getattr(maps, key)))
+        write_text(out.out(SUMMARY_CSV), _summary_csv(stats))
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:
             _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)
@@ -144,7 +159,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
 
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
           names: list[str]) -> None:
-    """figures/<section>.png on one colour scale (the largest count of any tracked pixel)."""
+    """``figures/<section>.png`` on one colour scale (the largest count of any tracked pixel)."""
     from falsecli.method.figures import save_figure, section_figure
 
     tracking = maps.tracking
@@ -161,7 +176,7 @@ def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.
             fig = section_figure(seismic[name], labels[name], heat[name],
                                  classes=tracking.classes, ignore_index=tracking.ignore_index,
                                  title=title, vmax=vmax)
-            save_figure(fig, out.out(f"figures/{name}.png"))
+            save_figure(fig, out.out(f"{FIGURES}/{name}.png"))
             bar.advance(task)
 
 
@@ -180,3 +195,6 @@ def _summary(path: Path, name: str, run: str, maps: EventMaps, stats: SectionSta
     return {"stage": name, "run": run, "epochs": maps.epochs,
             "never_learned": maps.never_learned_mode, "path": str(path), "totals": totals,
             "top": top, "lines": [line], "outputs": [str(p) for p in outputs]}
+
+
+STEP = Step("heatmap", heatmap, lambda cfg, workdir: [cfg["heatmap"]["run"]])

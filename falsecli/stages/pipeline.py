@@ -1,19 +1,21 @@
-"""``falsecli run`` and ``falsecli demo``: all six stages in order, skipping complete ones.
+"""``falsecli run`` and ``falsecli demo``: every stage in order, skipping the fresh ones.
 
-A stage counts as done when it is fresh (:meth:`Stage.is_fresh`: complete, and the upstream
-manifests it recorded are still the ones on disk); a stale stage runs again, and so does the
-report when a training run appeared that it has not seen.
+Each stage module declares its :class:`~falsecli.stages.Step` (the folders it writes and the
+stages it reads); the pipeline treats them all alike. A folder is skipped when it is fresh
+(complete, and it read exactly the upstream results that are on disk now); a stale one is
+redone, an interrupted one continues (``resume``).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from falsecli.core import config, console
 from falsecli.core.config import Config
-from falsecli.core.workdir import Stage, retrain_name
+from falsecli.core.workdir import Stage
+from falsecli.stages import Step
 
 #: the demo profile: the whole workflow (baseline, flip, rotate, transfer over 2 seeds, report)
 #: in at most ~10 minutes on 2 CPU cores; README's "Demo profile" documents it
@@ -36,53 +38,44 @@ def demo_config() -> Config:
     return config.merge(config.load_defaults(), DEMO)
 
 
-def _report_is_current(workdir: Path) -> bool:
-    """The report's runs are still every complete run (a new seed or method is not one of
-    its recorded inputs, so :func:`_fresh` cannot see it)."""
-    from falsecli.stages.report import collect_runs
+def steps() -> list[Step]:
+    """The workflow's stages in order (imported here: most of them need torch)."""
+    from falsecli.stages import heatmap, rank, report, retrain, train, transfer
 
-    manifest = Stage(workdir, "report").manifest()
-    return manifest is not None and manifest.get("runs") == [r.name for r in collect_runs(workdir)]
+    return [m.STEP for m in (train, heatmap, rank, transfer, retrain, report)]
 
 
-def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Run train, heatmap, rank, transfer, retrain and report; skip the fresh ones."""
-    from falsecli.stages.heatmap import heatmap
-    from falsecli.stages.rank import rank
-    from falsecli.stages.report import report
-    from falsecli.stages.retrain import repeats_train, retrain, run_config
-    from falsecli.stages.train import train
-    from falsecli.stages.transfer import transfer
+def run(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
+        ) -> dict[str, Any]:
+    """Run every stage; skip the fresh folders, redo the stale ones, continue interrupted ones.
 
+    The summary has one entry per stage; a stage that writes several folders (retrain) lists
+    each folder under ``runs``.
+    """
     workdir = Path(workdir)
     cfg = copy.deepcopy(cfg)
     cfg["heatmap"]["run"] = "train"
-    runs = [retrain_name(a, s) for a in cfg["retrain"]["augs"] for s in cfg["retrain"]["seeds"]
-            if not (a == "none" and repeats_train(workdir, run_config(cfg, a, s)))]
-    steps: list[tuple[str, list[str], Callable[..., dict[str, Any]]]] = [
-        ("train", ["train"], train),
-        ("heatmap", ["heatmap"], heatmap),
-        ("rank", ["rank"], rank),
-        ("transfer", ["transfer"], transfer),
-        ("retrain", runs, retrain),
-        ("report", ["report"], report),
-    ]
     done: dict[str, Any] = {}
-    for name, stages, fn in steps:
-        todo = stages if force else [s for s in stages if not Stage(workdir, s).is_fresh()]
-        if not todo and name == "report" and not _report_is_current(workdir):
-            todo = stages
-        if not todo:
-            console.log(f"run: {name} is complete, skipped")
-            done[name] = {"status": "skipped"}
-            continue
-        console.log(f"run: {name}")
-        if name == "retrain":  # redoes its stale runs itself, resumes interrupted ones
-            done[name] = {"status": "done", **retrain(cfg, workdir, force=force, resume=True)}
-            continue
-        stale = not force and any(Stage(workdir, s).is_complete() for s in stages)
-        # an interrupted training continues where it stopped
-        extra = {"resume": True} if name == "train" else {}
-        done[name] = {"status": "done", **fn(cfg, workdir, force=force or stale, **extra)}
-    outputs = [str(workdir / "report" / "report.html"), str(workdir / "report" / "report.md")]
+    for step in steps():
+        results = []
+        for name, step_cfg in step.folders(cfg, workdir).items():
+            stage = Stage(workdir, name)
+            if not force and stage.is_fresh(step.upstream(step_cfg, workdir)):
+                console.log(f"run: {name} is complete, skipped")
+                results.append({"run": name, "status": "skipped"})
+                continue
+            console.log(f"run: {name}")
+            summary = step.run(step_cfg, workdir, force=force or stage.is_complete(),
+                               resume=resume)
+            # a stage that writes several folders reports each one under "runs"
+            results += summary["runs"] if step.plan else [{"run": name, "status": "done",
+                                                           **summary}]
+        status = "done" if any(r["status"] != "skipped" for r in results) else "skipped"
+        if step.plan is None:
+            done[step.name] = {**results[0], "status": status}
+        else:
+            done[step.name] = {"status": status, "runs": results}
+    from falsecli.stages.report import REPORT_HTML, REPORT_MD
+
+    outputs = [str(Stage(workdir, "report").path / name) for name in (REPORT_HTML, REPORT_MD)]
     return {"stage": "run", "workdir": str(workdir), "stages": done, "outputs": outputs}

@@ -10,18 +10,23 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from falsecli.core import console
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import Stage, stage_run, write_json, write_text
 from falsecli.method.forgetting import SectionStats
 from falsecli.stages.heatmap import load_heatmap
-from falsecli.core.workdir import Stage, stage_run, write_json, write_text
+from falsecli.stages import Step
 
-COLUMNS = ("class", "rank", "section", "density", "events", "class_pixels")
+RANKING_CSV = "ranking.csv"
+RANKING_JSON = "ranking.json"
+#: the columns of ranking.csv and the type of each
+COLUMNS = {"class": str, "rank": int, "section": str, "density": float, "events": int,
+           "class_pixels": int}
 
 
 def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: int = 50,
@@ -52,15 +57,20 @@ def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: i
 
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
-def rank(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+def rank(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
+         ) -> dict[str, Any]:
     """Stage 3: rank every section tracked in ``train`` by ``rank.class``'s event density,
-    from the heat maps of ``heatmap/``."""
+    from the heat maps of ``heatmap/``.
+
+    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
+    stage has the same signature.
+    """
     opts = cfg["rank"]
     cls = class_id(cfg, opts["class"])
     maps = load_heatmap(workdir, "train", for_stage="rank")  # checks heatmap/ and train/
@@ -74,12 +84,61 @@ def rank(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
                "min_pixels": opts["min_pixels"], "epochs": maps.epochs,
                "never_learned": maps.never_learned_mode, "run": "train"}
     with stage_run(workdir, "rank", cfg, upstream=[upstream], force=force) as out:
-        write_text(out.out("ranking.csv"), _csv(rows))
-        write_json(out.out("ranking.json"), {**options, "rows": rows})
+        write_text(out.out(RANKING_CSV), _csv(rows))
+        write_json(out.out(RANKING_JSON), {**options, "rows": rows})
         out.extra.update(options)
     return {"stage": "rank", **options, "ranked": len(rows),
             "sections": len(tracking.sections), "top": rows[: max(opts["top"], 0)],
             "outputs": [str(out.path / rel) for rel in out.outputs]}
+
+
+def read_csv(workdir: Path, stage: str, name: str, columns: Mapping[str, Callable[[str], Any]]
+             ) -> list[dict[str, Any]]:
+    """The rows of the CSV table ``<workdir>/<stage>/<name>``, each value converted by its
+    column's type; errors name the file and the command that rewrites it."""
+    path = Path(workdir) / stage / name
+    redo = f"redo it with 'falsecli {stage} --force -w {workdir}'"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise FalseCliError(f"{path}: no column {missing[0]} — {redo}")
+            rows = [_typed(row, columns) for row in reader]
+    except FileNotFoundError:
+        raise FalseCliError(f"{path}: missing — run 'falsecli {stage} -w {workdir}' "
+                            "first") from None
+    except OSError as exc:
+        raise FalseCliError(f"{path}: unreadable ({exc.strerror}) — {redo}") from None
+    except (ValueError, csv.Error) as exc:
+        raise FalseCliError(f"{path}: line {reader.line_num}: {exc} — {redo}") from None
+    return rows
+
+
+def _typed(row: dict[str, str | None], columns: Mapping[str, Callable[[str], Any]]
+           ) -> dict[str, Any]:
+    """One CSV row converted by ``columns``; ValueError names the first empty column."""
+    empty = [c for c in columns if not row[c]]
+    if empty:
+        raise ValueError(f"no {empty[0]}")
+    return {c: cast(row[c]) for c, cast in columns.items()}
+
+
+def load_ranking(workdir: Path, class_name: str | None = None) -> list[dict[str, Any]]:
+    """The rows of ``rank/ranking.csv`` in rank order, typed as :func:`ranking` made them;
+    only ``class_name``'s when given (an error when it has none).
+
+    The CSV is read, not ranking.json: it is the table users look at and may edit by hand to
+    choose other sections.
+    """
+    rows = read_csv(workdir, "rank", RANKING_CSV, COLUMNS)
+    if class_name is not None:
+        rows = [row for row in rows if row["class"] == class_name]
+        if not rows:
+            raise FalseCliError(f"{Path(workdir) / 'rank' / RANKING_CSV} ranks no section for "
+                                f"class '{class_name}' — run 'falsecli rank --class "
+                                f"{class_name} --force -w {workdir}' first")
+    return sorted(rows, key=lambda row: row["rank"])
 
 
 def print_ranking(summary: dict[str, Any]) -> None:
@@ -98,3 +157,6 @@ def print_ranking(summary: dict[str, Any]) -> None:
     console.stdout.print(table)
     for path in summary["outputs"]:
         print(path)
+
+
+STEP = Step("rank", rank, lambda cfg, workdir: ["heatmap"])

@@ -4,10 +4,10 @@ Collects every complete training run in the workdir: ``baseline`` = ``train/`` a
 ``retrain/none/seed*``, then ``flip``, ``rotate`` and ``transfer``. Accuracies are mean and
 population standard deviation over a method's runs, exactly as read from their ``eval.json``.
 Forgetting statistics are computed here from each run's tracking history, over the epochs
-every run has (the shortest run's), so no ``heatmap`` call per run is needed. A *high-density region* is an 8-connected set of at
-least ``report.min_region`` pixels of the target class each forgotten at least
-``report.region_events`` times: the paper's claim is that transfer makes such regions disappear
-where flip and rotate only weaken them.
+every run has (the shortest run's), so no ``heatmap`` call per run is needed. A
+*high-density region* is an 8-connected set of at least ``report.min_region`` pixels of the
+target class each forgotten at least ``report.region_events`` times: the paper's claim is
+that transfer makes such regions disappear where flip and rotate only weaken them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,18 @@ import numpy as np
 from falsecli.core import workdir as wd
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
+from falsecli.method.runfolder import read_eval, read_metrics
+from falsecli.stages.rank import load_ranking, read_csv
+from falsecli.stages import Step
 
+TABLE_CSV = "table.csv"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+FIG5 = "figures/fig5_heatmaps.png"
+CURVES = "figures/training_curves.png"
+#: the columns of table.csv and the type of each
+TABLE_COLUMNS = {"method": str, "split": str, "metric": str, "mean": float, "std": float,
+                 "n": int}
 METHODS = ("baseline", "flip", "rotate", "transfer")
 SUMMARY_METRICS = ("pixel_acc", "mean_class_acc", "miou", "fwiou")
 
@@ -44,15 +55,10 @@ class Run:
         return self.stage.name
 
     def eval(self) -> dict[str, Any]:
-        return wd.read_json(self.stage.path / "eval.json")
+        return read_eval(self.stage.path)
 
     def curve(self) -> list[dict[str, Any]]:
-        path = self.stage.path / "metrics.jsonl"
-        try:
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, ValueError) as exc:
-            raise FalseCliError(f"report: {path} is missing or unreadable ({exc}) — redo "
-                                f"{self.name} with --force") from None
+        return read_metrics(self.stage.path)
 
 
 def collect_runs(workdir: Path) -> list[Run]:
@@ -141,9 +147,9 @@ def forgetting_stats(run: Run, target: int, epochs: int, region_events: int, min
                      ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
     """Forgetting statistics of one run over its first ``epochs`` epochs, and its heat maps
     (ignored pixels masked)."""
-    from falsecli.method import figures, forgetting
+    from falsecli.method import figures, forgetting, history
 
-    tracking = forgetting.load_tracking(run.stage.path)
+    tracking = history.load_tracking(run.stage.path)
     maps = forgetting.event_maps(tracking, epochs, "zero")
     labels = tracking.labels
     in_class = labels == target
@@ -171,8 +177,13 @@ def forgetting_stats(run: Run, target: int, epochs: int, region_events: int, min
 # ---------------------------------------------------------------- the stage
 
 
-def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Write ``report/``: table.csv, report.md, report.html (self-contained), figures/."""
+def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
+           ) -> dict[str, Any]:
+    """Write ``report/``: table.csv, report.md, report.html (self-contained), figures/.
+
+    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
+    stage has the same signature.
+    """
     from falsecli.method import figures
 
     workdir = Path(workdir)
@@ -183,9 +194,6 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
     classes = runs[0].manifest["config"]["data"]["classes"]
     target = target_class(workdir, cfg, classes)
     rep = cfg["report"]
-    if rep["sections"] < 1:
-        raise FalseCliError(f"config key 'report.sections' is {rep['sections']}; Fig. 5 needs "
-                            "at least 1 section")
     # events grow with the epochs counted: compare every run over the shortest run's epochs
     window = min(r.manifest["config"]["train"]["epochs"] for r in runs)
     by_method: dict[str, list[Run]] = {m: [r for r in runs if r.method == m] for m in METHODS}
@@ -204,20 +212,19 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
                 if i == 0:  # Fig. 5 shows each method's first run; the others' maps are freed
                     heat[method] = h
         rows = aggregate(per_run_eval) + aggregate(stats)
-        _write_table(out.out("table.csv"), rows)
+        _write_table(out.out(TABLE_CSV), rows)
 
         shown = _fig5_sections(workdir, heat, rep["sections"])
-        fig5 = out.out("figures/fig5_heatmaps.png")
+        fig5 = out.out(FIG5)
         figures.save_figure(figures.heatmap_grid(
             {m: {s: heat[m][s] for s in shown if s in heat[m]} for m in heat},
             title="Forgetting events per method (first run of each), one colour scale"), fig5)
-        curves = out.out("figures/training_curves.png")
+        curves = out.out(CURVES)
         figures.save_figure(figures.training_curves(
             {m: [r.curve() for r in rs] for m, rs in by_method.items()}), curves)
         doc = _Document(classes, target, rows, by_method, runs, cfg, rep, window)
-        wd.write_text(out.out("report.md"), doc.markdown({"fig5": "figures/fig5_heatmaps.png",
-                                                           "curves": "figures/training_curves.png"}))
-        wd.write_text(out.out("report.html"), doc.html({"fig5": fig5, "curves": curves}))
+        wd.write_text(out.out(REPORT_MD), doc.markdown({"fig5": FIG5, "curves": CURVES}))
+        wd.write_text(out.out(REPORT_HTML), doc.html({"fig5": fig5, "curves": curves}))
         out.extra["runs"] = [r.name for r in runs]
     return {"stage": "report", "runs": [r.name for r in runs],
             "methods": {m: len(rs) for m, rs in by_method.items()},
@@ -229,10 +236,8 @@ def _fig5_sections(workdir: Path, heat: dict[str, dict[str, np.ndarray]], count:
     """The top-ranked sections of rank/ (the ones the paper's Fig. 5 shows), else the
     baseline's most-forgotten ones."""
     names = list(next(iter(heat.values())))
-    ranking = wd.Stage(workdir, "rank")
-    if ranking.is_complete():
-        with open(ranking.path / "ranking.csv", newline="") as fh:
-            ranked = [row["section"] for row in csv.DictReader(fh)]
+    if wd.Stage(workdir, "rank").is_complete():
+        ranked = [row["section"] for row in load_ranking(workdir)]
         ranked = [s for s in dict.fromkeys(ranked) if s in names]
         if ranked:
             return ranked[:count]
@@ -242,11 +247,15 @@ def _fig5_sections(workdir: Path, heat: dict[str, dict[str, np.ndarray]], count:
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, ["method", "split", "metric", "mean", "std", "n"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(buf, list(TABLE_COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     wd.write_text(path, buf.getvalue())
+
+
+def read_table(workdir: Path) -> list[dict[str, Any]]:
+    """The rows of ``report/table.csv`` (method, split, metric, mean, std, n), typed."""
+    return read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
 
 
 # ---------------------------------------------------------------- rendering
@@ -344,3 +353,5 @@ class _Document:
         parts.append(f"<h2>Configuration and versions</h2><pre>{esc(cfg)}</pre></body></html>")
         return "\n".join(parts)
 
+
+STEP = Step("report", report, lambda cfg, workdir: [r.name for r in collect_runs(workdir)])

@@ -14,6 +14,7 @@ from typing import Any
 from falsecli.core import console
 from falsecli.core.config import Config, run_signature
 from falsecli.core.workdir import Stage, retrain_name
+from falsecli.stages import Step
 
 
 def run_config(cfg: Config, aug: str, seed: int) -> Config:
@@ -36,12 +37,31 @@ def repeats_train(workdir: Path, run_cfg: Config) -> bool:
             and done["train"]["epochs"] == run_cfg["train"]["epochs"])
 
 
-def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
+def plan(cfg: Config, workdir: Path) -> dict[str, Config]:
+    """Every run of ``retrain.augs`` x ``retrain.seeds`` but a baseline seed that would repeat
+    ``train/``, each with the config that trains exactly that run."""
+    out = {}
+    for aug in cfg["retrain"]["augs"]:
+        for seed in cfg["retrain"]["seeds"]:
+            if not (aug == "none" and repeats_train(workdir, run_config(cfg, aug, seed))):
+                one = copy.deepcopy(cfg)
+                one["retrain"].update(augs=[aug], seeds=[seed])
+                out[retrain_name(aug, seed)] = one
+    return out
+
+
+def upstream(cfg: Config, workdir: Path) -> list[str]:
+    """Transfer runs read ``transfer/``; the others read only the data."""
+    return ["transfer"] if "transfer" in cfg["retrain"]["augs"] else []
+
+
+def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
             ) -> dict[str, Any]:
     """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``. Fresh runs are
     skipped unless ``force``; stale ones (their transfer samples were redone) start over;
-    interrupted ones resume unless ``resume`` is false or ``force``."""
+    interrupted ones continue with ``resume`` (the policy of :func:`train`)."""
     from falsecli.stages.train import train
+    from falsecli.stages.transfer import SAMPLES
 
     workdir = Path(workdir)
     transfer = Stage(workdir, "transfer")
@@ -63,11 +83,14 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = T
                             "epochs): skipped, the report counts train/")
                 runs.append({"run": name, "status": "same as train"})
                 continue
-            extra = transfer.path / "samples.npz" if aug == "transfer" else None
+            extra = transfer.path / SAMPLES if aug == "transfer" else None
             summary = train(run_cfg, workdir, stage=name, force=redo,
                             resume=resume and not redo, extra_samples=extra,
                             upstream=[transfer] if extra else [])
             runs.append({"run": name, "status": "trained", **summary})
-    outputs = [str(workdir / r["run"] / "manifest.json") for r in runs
+    outputs = [str(Stage(workdir, r["run"]).manifest_path) for r in runs
                if r["status"] != "same as train"]
     return {"stage": "retrain", "runs": runs, "outputs": outputs}
+
+
+STEP = Step("retrain", retrain, upstream, plan)

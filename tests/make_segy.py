@@ -1,0 +1,169 @@
+"""Small SEG-Y test files, good and bad: ``python tests/make_segy.py DIR``.
+
+The one place the tests get SEG-Y from (tests/make_data.py makes the .npy volumes), so that
+the SEG-Y reader is covered in a clone without ``../shared`` and its real F3 crop. Tests
+import the functions; the script writes every case into DIR so that a person can try
+``falsecli inspect`` or another SEG-Y reader on them by hand. Every good case holds
+:func:`volume` (integer-valued, so int16 and IBM-float files hold it exactly).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import segyio
+
+import make_data
+
+#: SEG-Y sample format codes written here, and the dtype segyio wants for each
+IBM_FLOAT, INT16, IEEE_FLOAT = 1, 3, 5
+DTYPES = {IBM_FLOAT: np.float32, INT16: np.int16, IEEE_FLOAT: np.float32}
+#: offsets of the prestack case (three traces per inline/crossline bin)
+OFFSETS = (100, 200, 300)
+
+
+def volume(shape: tuple[int, int, int] = make_data.SHAPE) -> np.ndarray:
+    """The float32 samples of the good cases: distinct integers (misplaced traces show)."""
+    return np.round(make_data.seismic(shape) * 1000).astype(np.float32)
+
+
+def traces(path: Path, samples: np.ndarray, ilines: Iterable[int], xlines: Iterable[int],
+           offsets: Iterable[int] | None = None, iline: int = 189, xline: int = 193,
+           fmt: int = IEEE_FLOAT) -> Path:
+    """A SEG-Y of the (traces, samples) array ``samples``: trace t has inline ``ilines[t]``,
+    crossline ``xlines[t]`` (at the given header bytes) and ``offsets[t]`` — any geometry,
+    good or broken. segyio writes it without a geometry (as unstructured)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    ilines, xlines = list(ilines), list(xlines)
+    offsets = [0] * len(ilines) if offsets is None else list(offsets)
+    spec = segyio.spec()
+    spec.format = fmt
+    spec.samples = np.arange(samples.shape[1]) * 4.0
+    spec.tracecount = len(samples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with segyio.create(str(path), spec) as f:
+        f.bin.update(hdt=4000, hns=samples.shape[1], format=fmt)
+        for t in range(len(samples)):
+            f.header[t] = {iline: ilines[t], xline: xlines[t],
+                           segyio.TraceField.offset: offsets[t],
+                           segyio.TraceField.TRACE_SAMPLE_INTERVAL: 4000}
+        f.trace.raw[:] = samples.astype(DTYPES[fmt])
+    return path
+
+
+def cube(path: Path, vol: np.ndarray, il0: int = 1, xl0: int = 1, il_step: int = 1,
+         xl_step: int = 1, order: str = "inline", seed: int | None = None, iline: int = 189,
+         xline: int = 193, fmt: int = IEEE_FLOAT) -> Path:
+    """A regular 3-D cube: inline numbers ``il0 + il_step * i``, crossline numbers
+    ``xl0 + xl_step * j``; inline- or crossline-major trace order, shuffled when ``seed``
+    is given."""
+    n_il, n_xl, _ = vol.shape
+    ii, jj = np.meshgrid(np.arange(n_il), np.arange(n_xl), indexing="ij")
+    if order == "crossline":
+        ii, jj = ii.T, jj.T
+    ii, jj = ii.ravel(), jj.ravel()
+    if seed is not None:
+        perm = np.random.default_rng(seed).permutation(len(ii))
+        ii, jj = ii[perm], jj[perm]
+    return traces(path, vol[ii, jj], il0 + il_step * ii, xl0 + xl_step * jj,
+                  iline=iline, xline=xline, fmt=fmt)
+
+
+def _grid(shape: tuple[int, int, int] = make_data.SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """Array indices (inline, crossline) of every trace of ``shape``, inline-major."""
+    return np.divmod(np.arange(shape[0] * shape[1]), shape[1])
+
+
+# ---------------------------------------------------------------- good cases
+
+
+def regular(path: Path, fmt: int = IEEE_FLOAT) -> Path:
+    """Sorted inline-major, inline and crossline numbers 1, 2, 3, ..."""
+    return cube(path, volume(), fmt=fmt)
+
+
+def f3_like(path: Path) -> Path:
+    """The layout of the real F3 crop: int16 samples, inlines from 111, crosslines from 875."""
+    return cube(path, volume(), il0=111, xl0=875, fmt=INT16)
+
+
+def odd_step(path: Path) -> Path:
+    """Inline numbers step 2 from 1001, crossline numbers step 3 from 2001."""
+    return cube(path, volume(), il0=1001, xl0=2001, il_step=2, xl_step=3)
+
+
+#: sorted inline-major files (any trace order: :func:`cube`), each holding :func:`volume`
+GOOD: dict[str, Callable[[Path], Path]] = {
+    "regular": regular, "ibm_float": functools.partial(regular, fmt=IBM_FLOAT),
+    "f3_like": f3_like, "odd_step": odd_step,
+}
+
+
+# ---------------------------------------------------------------- bad cases
+
+
+def unstructured(path: Path) -> Path:
+    """No regular grid: the first inline lacks its first three traces (a survey outline
+    that is not a rectangle)."""
+    ii, jj = _grid()
+    keep = ~((ii == 0) & (jj < 3))
+    return traces(path, volume()[ii[keep], jj[keep]], 1 + ii[keep], 1 + jj[keep])
+
+
+def duplicate_trace(path: Path) -> Path:
+    """Trace 5 lands on trace 4's bin, so one bin holds two traces and one is empty."""
+    ii, jj = _grid()
+    ii[5], jj[5] = ii[4], jj[4]
+    return traces(path, volume()[ii, jj], 1 + ii, 1 + jj)
+
+
+def prestack(path: Path) -> Path:
+    """Three traces per inline/crossline bin, at offsets :data:`OFFSETS`."""
+    ii, jj = (np.repeat(a, len(OFFSETS)) for a in _grid())
+    offsets = np.tile(OFFSETS, len(ii) // len(OFFSETS))
+    return traces(path, volume()[ii, jj], 1 + ii, 1 + jj, offsets)
+
+
+def not_segy(path: Path) -> Path:
+    """A text file of a plausible size, named like SEG-Y."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("inline,crossline,amplitude\n" + "1,1,0.5\n" * 1000)
+    return path
+
+
+def truncated(path: Path) -> Path:
+    """A regular file without its last 100 bytes (part of the last trace)."""
+    return make_data.truncated(path, regular(path.with_name(f"{path.stem}_whole.sgy")))
+
+
+def short_header(path: Path) -> Path:
+    """The first 1000 bytes of a regular file: not even the 3600-byte file header."""
+    whole = regular(path.with_name(f"{path.stem}_whole.sgy"))
+    return make_data.truncated(path, whole, cut=whole.stat().st_size - 1000)
+
+
+#: files the reader must refuse, each with a one-line error
+BAD: dict[str, Callable[[Path], Path]] = {
+    "unstructured": unstructured, "duplicate_trace": duplicate_trace, "prestack": prestack,
+    "not_segy": not_segy, "empty": make_data.empty, "truncated": truncated,
+    "short_header": short_header,
+}
+
+
+def write_all(folder: Path) -> dict[str, Path]:
+    """Every case into ``folder/good`` and ``folder/bad``; returns case name -> path."""
+    folder = Path(folder)
+    cases = {name: make(folder / "good" / f"{name}.sgy") for name, make in GOOD.items()}
+    cases.update({name: make(folder / "bad" / f"{name}.sgy") for name, make in BAD.items()})
+    return cases
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/make_segy.py DIR")
+    for name, path in write_all(Path(sys.argv[1])).items():
+        print(f"{name}: {path}")
