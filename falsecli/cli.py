@@ -44,6 +44,7 @@ Aug = _choice("Aug", "train.aug")
 RetrainAug = _choice("RetrainAug", "retrain.augs")
 NeverLearned = _choice("NeverLearned", "heatmap.never_learned")
 RankBy = _choice("RankBy", "rank.by")
+Axes = _choice("Axes", "predict.axes")
 
 
 class Format(str, Enum):
@@ -344,6 +345,39 @@ def demo_cmd(ctx: Context) -> None:
 
     cfg = ctx.config(base=demo_config())
     ctx.emit(run(cfg, ctx.workdir, force=ctx.force))
+
+
+# ---------------------------------------------------------------- interpretation
+
+
+@command("predict")
+def predict_cmd(
+    ctx: Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the results to.")],
+    input_path: Annotated[Optional[Path], typer.Option(
+        "--input", help="Volume to predict, .npy or SEG-Y (.sgy/.segy) \\[default: the "
+        "configured test volumes]")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Labels of --input (.npy or SEG-Y): adds the benchmark's metrics")] = None,
+    run: Annotated[Optional[str], typer.Option(
+        help=_h("Model: train or retrain/<aug>/seed<k>", "predict.run"))] = None,
+    axes: Annotated[Optional[Axes], typer.Option(
+        help=_h("Sections predicted; both averages the two softmax estimates",
+                "predict.axes"))] = None,
+    fmt: Annotated[Optional[Format], typer.Option(
+        "--format", help="segy: also SEG-Y for .npy input; npy: no SEG-Y \\[default: SEG-Y "
+        "for SEG-Y input]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=_h("Sections per forward pass", "predict.batch_size"))] = None,
+) -> None:
+    """Apply a run's model to a whole volume: facies, confidence and entropy as .npy and
+    SEG-Y with the input's headers."""
+    cfg = ctx.config({"predict.run": run, "predict.axes": axes and axes.value,
+                      "predict.batch_size": batch_size})
+    from falsecli.stages.predict import predict
+
+    ctx.emit(predict(cfg, ctx.workdir, out, input_path=input_path, labels=labels,
+                     fmt=fmt and fmt.value, force=ctx.force))
 
 
 def main() -> None:

@@ -65,6 +65,9 @@ _STR = Rule(str)
 _CLASS = Rule((str, int), ge=0, why="a class name or id of data.classes")
 _HEADER_BYTE = Rule(int, ge=1, le=240, why="a byte of the 240-byte trace header")
 _SHAPE = Rule(list, items=_COUNT, length=(3, 3), why="inlines, crosslines, depth samples")
+#: a training run's folder
+_RUN = Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+",
+                       "train or retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0"))
 #: one test volume: split names must not clash with train and val, nor hold the ':' of
 #: ``<name>:all``
 _TEST_ENTRY = Rule(dict, fields=(
@@ -112,8 +115,7 @@ RULES: dict[str, Rule] = {
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
-    "heatmap.run": Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+",
-                                   "train or retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0")),
+    "heatmap.run": _RUN,
     "heatmap.sections": Rule(list, items=_STR),
     "heatmap.figures": Rule(int, ge=0),
     "rank.class": _CLASS,
@@ -138,6 +140,9 @@ RULES: dict[str, Rule] = {
     "retrain.augs": Rule(list, items=Rule(str, choices=AUGS), distinct=True),
     "retrain.seeds": Rule(list, items=_SEED, distinct=True),
     "retrain.epochs": Rule(int, nullable=True, ge=1, why="null = train.epochs"),
+    "predict.run": _RUN,
+    "predict.axes": Rule(str, choices=("inline", "crossline", "both")),
+    "predict.batch_size": _COUNT,
     "report.sections": Rule(int, ge=1, why="Fig. 5 shows at least one section"),
     "report.region_events": _COUNT,
     "report.min_region": _COUNT,

@@ -11,7 +11,11 @@ inline-sorted file that is within a few per cent of ``segyio.tools.cube``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import segyio
@@ -25,6 +29,10 @@ FIRST_INLINE, FIRST_XLINE, BIN_M = 100, 300, 25.0
 ORIGIN_X, ORIGIN_Y = 605_835.0, 6_073_556.0
 #: SEG-Y sample format code of IEEE 4-byte floats
 IEEE_FLOAT = 5
+#: sample formats read through a memory map (big-endian), by format code
+MAPPED = {2: ">i4", 3: ">i2", 5: ">f4", 8: "i1"}
+#: byte offset of the sample format code in the file (binary header bytes 3225-3226)
+FORMAT_OFFSET = 3224
 
 
 def _open(path: Path) -> segyio.SegyFile:
@@ -187,17 +195,157 @@ def read_labels(path: Path | str, iline: int = INLINE_BYTE, xline: int = XLINE_B
     return values.astype(np.uint8)
 
 
-def write(path: Path | str, volume: np.ndarray, iline: int = INLINE_BYTE,
-          xline: int = XLINE_BYTE, dt_us: int = 4000) -> None:
-    """Write a 3-D volume as an inline-sorted IEEE-float SEG-Y (atomically).
+# ---------------------------------------------------------------- lazy access and streaming
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Where every trace of a post-stack SEG-Y lies on its inline/crossline grid, read from
+    the trace headers only: samples are read later, a block of traces at a time."""
+
+    path: Path
+    index: np.ndarray  # (inlines, crosslines) trace number of each grid cell
+    n_samples: int
+    dt_us: int
+    start: int  # byte offset of the first trace
+    trace_bytes: int
+    fmt: int
+    ilines: np.ndarray  # inline number of each grid row
+    xlines: np.ndarray  # crossline number of each grid column
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*self.index.shape, self.n_samples)
+
+    def _map(self) -> np.ndarray:
+        """The traces as (traces, trace_bytes) bytes; mapped afresh by every reader so that
+        the pages read do not stay counted in the process's memory."""
+        return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start,
+                         shape=(self.index.size, self.trace_bytes))
+
+    def headers(self, traces: np.ndarray) -> np.ndarray:
+        """The 240-byte headers (len(traces), 240) of the given trace numbers."""
+        return np.ascontiguousarray(self._map()[traces, :240])
+
+    def samples(self, traces: np.ndarray) -> np.ndarray:
+        """Samples (len(traces), n_samples) float32 of the given trace numbers."""
+        dtype = MAPPED.get(self.fmt)
+        if dtype is not None and self.trace_bytes == 240 + np.dtype(dtype).itemsize * \
+                self.n_samples:
+            raw = np.ascontiguousarray(self._map()[traces, 240:])
+            return raw.view(dtype).astype(np.float32)
+        with _open(self.path) as f:  # IBM floats and others: segyio converts
+            return np.stack([f.trace.raw[int(t)] for t in traces]).astype(np.float32, copy=False)
+
+
+def survey(path: Path | str, iline: int = INLINE_BYTE, xline: int = XLINE_BYTE) -> Survey:
+    """The grid of a post-stack SEG-Y (any step, any trace order), samples left on disk."""
+    path = Path(path)
+    with _open(path) as f:
+        start = 3600 + 3200 * max(int(f.ext_headers), 0)
+        n, ns, fmt = f.tracecount, len(f.samples), int(f.format)
+        dt = int(f.bin[segyio.BinField.Interval]) or int(round(
+            float(np.diff(f.samples[:2])[0]) * 1000 if ns > 1 else 4000))
+    trace_bytes = (path.stat().st_size - start) // n
+    headers = np.memmap(path, dtype=np.uint8, mode="r", offset=start,
+                        shape=(n, trace_bytes))[:, :240]
+    n_il, n_xl, flat = _grid(path, headers, iline, xline)
+    index = np.arange(n, dtype=np.int64)
+    if flat is not None:
+        index[flat] = np.arange(n)
+    index = index.reshape(n_il, n_xl)
+    il = _field(path, headers[index[:, 0]], iline, "iline")
+    xl = _field(path, headers[index[0]], xline, "xline")
+    return Survey(path, index, ns, dt, start, trace_bytes, fmt, il, xl)
+
+
+class SegyVolume:
+    """A SEG-Y cube that reads like a read-only (inlines, crosslines, samples) float32 array:
+    ``vol[i]``, ``vol[a:b]``, ``vol[:, j]`` read only the traces they need."""
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, grid: Survey) -> None:
+        self.survey = grid
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.survey.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        traces = self.survey.index[key[:2]]
+        out = self.survey.samples(traces.ravel()).reshape(*traces.shape, -1)
+        return out[(..., *key[2:])] if len(key) > 2 else out
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        return np.asarray(self[:], dtype=dtype)
+
+
+class TraceWriter:
+    """An IEEE-float SEG-Y being written a block of inlines at a time, in the trace order
+    of its layout: ``write(first_inline, block)`` with block (inlines, crosslines, samples)."""
+
+    def __init__(self, fh: object, start: int, index: np.ndarray, n_samples: int,
+                 headers: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.fd = fh.fileno()  # type: ignore[attr-defined]
+        self.start, self.index, self.headers = start, index, headers
+        self.record = np.dtype([("header", np.uint8, 240), ("samples", ">f4", n_samples)])
+
+    def write(self, first: int, block: np.ndarray) -> None:
+        traces = self.index[first: first + len(block)].ravel()
+        order = np.argsort(traces, kind="stable")
+        traces = traces[order]
+        records = np.empty(len(traces), self.record)
+        records["header"] = self.headers(traces)
+        records["samples"] = np.asarray(block, dtype=np.float32).reshape(len(order), -1)[order]
+        breaks = np.flatnonzero(np.diff(traces) != 1) + 1  # runs of consecutive traces
+        for run, recs in zip(np.split(traces, breaks), np.split(records, breaks)):
+            os.pwrite(self.fd, recs.tobytes(), self.start + int(run[0]) * self.record.itemsize)
+
+
+@contextlib.contextmanager
+def create_like(path: Path | str, grid: Survey) -> Iterator[TraceWriter]:
+    """A new SEG-Y (atomic) with the textual, binary and trace headers of ``grid``'s file,
+    byte for byte, and IEEE-float samples (the sample format code is the one change)."""
+    from falsecli.core.workdir import atomic_path
+
+    with open(grid.path, "rb") as src:
+        head = bytearray(src.read(grid.start))
+    head[FORMAT_OFFSET:FORMAT_OFFSET + 2] = IEEE_FLOAT.to_bytes(2, "big")
+    with atomic_path(Path(path)) as tmp, open(tmp, "r+b") as fh:
+        fh.write(head)
+        writer = TraceWriter(fh, grid.start, grid.index, grid.n_samples, grid.headers)
+        fh.truncate(grid.start + grid.index.size * writer.record.itemsize)
+        yield writer
+
+
+def _set_field(headers: np.ndarray, byte: int, values: np.ndarray | int) -> None:
+    """Write one big-endian trace-header field (starting at 1-based ``byte``) of every row."""
+    width = _WIDTH[int(byte)]
+    raw = np.broadcast_to(np.asarray(values, dtype=">i4" if width == 4 else ">i2"),
+                          (len(headers),))
+    headers[:, byte - 1: byte - 1 + width] = np.ascontiguousarray(raw).view(np.uint8
+                                                                           ).reshape(-1, width)
+
+
+@contextlib.contextmanager
+def create_regular(path: Path | str, shape: tuple[int, int, int], iline: int = INLINE_BYTE,
+                   xline: int = XLINE_BYTE, dt_us: int = 4000,
+                   title: str = "falsecli synthetic F3-like volume (not real data)"
+                   ) -> Iterator[TraceWriter]:
+    """A new inline-sorted IEEE-float SEG-Y (atomic) on a regular F3-like grid.
 
     Inline/crossline numbers go to the standard bytes 189/193 (so any reader opens it) and
     to ``iline``/``xline`` when those differ; CDP X/Y follow a 25 m grid.
     """
     from falsecli.core.workdir import atomic_path
 
-    volume = np.asarray(volume, dtype=np.float32)
-    n_il, n_xl, n_z = volume.shape
+    n_il, n_xl, n_z = shape
     spec = segyio.spec()
     spec.iline, spec.xline = INLINE_BYTE, XLINE_BYTE
     spec.format, spec.sorting = IEEE_FLOAT, segyio.TraceSortingFormat.INLINE_SORTING
@@ -205,26 +353,44 @@ def write(path: Path | str, volume: np.ndarray, iline: int = INLINE_BYTE,
     spec.ilines = np.arange(FIRST_INLINE, FIRST_INLINE + n_il)
     spec.xlines = np.arange(FIRST_XLINE, FIRST_XLINE + n_xl)
     spec.offsets = [0]
-    with atomic_path(Path(path)) as tmp, segyio.create(str(tmp), spec) as f:
-        f.text[0] = segyio.tools.create_text_header({
-            1: "falsecli synthetic F3-like volume (not real data)",
-            2: f"{n_il} inlines {FIRST_INLINE}-{FIRST_INLINE + n_il - 1}, {n_xl} crosslines "
-               f"{FIRST_XLINE}-{FIRST_XLINE + n_xl - 1}, {n_z} samples at {dt_us} us",
-            3: f"inline number in trace byte {iline}, crossline number in byte {xline}",
-            4: "IEEE float samples, CDP X/Y in metres on a 25 m grid",
-        })
-        f.bin.update(hdt=dt_us, hns=n_z, format=IEEE_FLOAT, tsort=2, mfeet=1)
-        for t, (i, j) in enumerate(np.ndindex(n_il, n_xl)):
-            il, xl = FIRST_INLINE + i, FIRST_XLINE + j
-            header = {
-                segyio.TraceField.TRACE_SEQUENCE_FILE: t + 1,
-                segyio.TraceField.CDP: t + 1,
-                segyio.TraceField.SourceGroupScalar: 1,
-                segyio.TraceField.CDP_X: int(ORIGIN_X + BIN_M * j),
-                segyio.TraceField.CDP_Y: int(ORIGIN_Y + BIN_M * i),
-                segyio.TraceField.TRACE_SAMPLE_COUNT: n_z,
-                segyio.TraceField.TRACE_SAMPLE_INTERVAL: dt_us,
-                INLINE_BYTE: il, XLINE_BYTE: xl, int(iline): il, int(xline): xl,
-            }
-            f.header[t] = header
-        f.trace.raw[:] = volume.reshape(n_il * n_xl, n_z)
+
+    def headers(traces: np.ndarray) -> np.ndarray:
+        i, j = np.divmod(traces, n_xl)
+        out = np.zeros((len(traces), 240), np.uint8)
+        for byte, values in ((segyio.TraceField.TRACE_SEQUENCE_FILE, traces + 1),
+                             (segyio.TraceField.CDP, traces + 1),
+                             (segyio.TraceField.SourceGroupScalar, 1),
+                             (segyio.TraceField.CDP_X, (ORIGIN_X + BIN_M * j).astype(np.int64)),
+                             (segyio.TraceField.CDP_Y, (ORIGIN_Y + BIN_M * i).astype(np.int64)),
+                             (segyio.TraceField.TRACE_SAMPLE_COUNT, n_z),
+                             (segyio.TraceField.TRACE_SAMPLE_INTERVAL, dt_us),
+                             (iline, FIRST_INLINE + i), (xline, FIRST_XLINE + j),
+                             (INLINE_BYTE, FIRST_INLINE + i), (XLINE_BYTE, FIRST_XLINE + j)):
+            _set_field(out, int(byte), values)
+        return out
+
+    with atomic_path(Path(path)) as tmp:
+        with segyio.create(str(tmp), spec) as f:
+            f.text[0] = segyio.tools.create_text_header({
+                1: title,
+                2: f"{n_il} inlines {FIRST_INLINE}-{FIRST_INLINE + n_il - 1}, {n_xl} crosslines "
+                   f"{FIRST_XLINE}-{FIRST_XLINE + n_xl - 1}, {n_z} samples at {dt_us} us",
+                3: f"inline number in trace byte {iline}, crossline number in byte {xline}",
+                4: "IEEE float samples, CDP X/Y in metres on a 25 m grid",
+            })
+            f.bin.update(hdt=dt_us, hns=n_z, format=IEEE_FLOAT, tsort=2, mfeet=1)
+        with open(tmp, "r+b") as fh:
+            index = np.arange(n_il * n_xl, dtype=np.int64).reshape(n_il, n_xl)
+            writer = TraceWriter(fh, 3600, index, n_z, headers)
+            fh.truncate(3600 + index.size * writer.record.itemsize)
+            yield writer
+
+
+def write(path: Path | str, volume: np.ndarray, iline: int = INLINE_BYTE,
+          xline: int = XLINE_BYTE, dt_us: int = 4000) -> None:
+    """Write a 3-D volume as an inline-sorted IEEE-float SEG-Y (atomically), a block of
+    inlines (about 16 MB) at a time (see :func:`create_regular`)."""
+    step = max(1, (1 << 22) // max(int(np.prod(volume.shape[1:])), 1))
+    with create_regular(path, volume.shape, iline, xline, dt_us) as out:
+        for start in range(0, volume.shape[0], step):
+            out.write(start, volume[start: start + step])

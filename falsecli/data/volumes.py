@@ -45,14 +45,17 @@ class Volume:
 # ---------------------------------------------------------------- reading
 
 
-def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = False
-               ) -> np.ndarray:
-    """A volume from ``.npy`` (memory-mapped) or SEG-Y; labels from SEG-Y become uint8."""
+def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = False,
+               lazy: bool = False) -> np.ndarray:
+    """A volume from ``.npy`` (memory-mapped) or SEG-Y; labels from SEG-Y become uint8.
+    ``lazy``: SEG-Y seismic as a :class:`~falsecli.data.segy.SegyVolume`, read when indexed."""
     from falsecli.data import segy
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SEGY_SUFFIXES:
+        if lazy and not labels:
+            return segy.SegyVolume(segy.survey(path, segy_bytes["iline"], segy_bytes["xline"]))
         read = segy.read_labels if labels else segy.read
         return read(path, segy_bytes["iline"], segy_bytes["xline"])
     if suffix != ".npy":
@@ -74,13 +77,13 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
 
 
 def _volume(name: str, seismic: Path | str, labels: Path | str | None,
-            segy_bytes: dict[str, int]) -> Volume:
-    seis = read_array(seismic, segy_bytes)
+            segy_bytes: dict[str, int], lazy: bool = False) -> Volume:
+    seis = read_array(seismic, segy_bytes, lazy=lazy)
     lab = None if labels is None else read_array(labels, segy_bytes, labels=True)
     return Volume(name, seis, lab, str(seismic), "" if labels is None else str(labels))
 
 
-def _f3(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
+def _f3(d: dict[str, Any], lazy: bool) -> tuple[Volume, list[Volume]]:
     """The F3 facies benchmark layout: train/ and test_once/ under ``data.root``."""
     if not d["root"]:
         raise FalseCliError("data.source is f3 but data.root is not set; set data.root to the "
@@ -98,23 +101,24 @@ def _f3(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
     if train_seismic is None:
         raise FalseCliError(f"{root / 'train' / 'train_seismic.npy'}: missing (also no .sgy) — "
                             f"data.root={root} must hold the F3 layout")
-    train = _volume("train", train_seismic, root / "train" / "train_labels.npy", d["segy"])
+    train = _volume("train", train_seismic, root / "train" / "train_labels.npy", d["segy"],
+                    lazy)
     tests = []
     for stem in ("test1", "test2"):
         seismic = seismic_file("test_once", stem)
         if seismic is not None:
             tests.append(_volume(stem, seismic, root / "test_once" / f"{stem}_labels.npy",
-                                 d["segy"]))
+                                 d["segy"], lazy))
     return train, tests
 
 
-def _files(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
+def _files(d: dict[str, Any], lazy: bool) -> tuple[Volume, list[Volume]]:
     """Volumes named one by one: ``data.seismic``, ``data.labels``, ``data.test``."""
     for key in ("seismic", "labels"):
         if not d[key]:
             raise FalseCliError(f"data.source is files but data.{key} is not set; set it to a "
                                 ".npy or SEG-Y file (e.g. --set data.{key}=PATH)")
-    train = _volume("train", d["seismic"], d["labels"], d["segy"])
+    train = _volume("train", d["seismic"], d["labels"], d["segy"], lazy)
     tests = []
     for i, entry in enumerate(d["test"]):
         name, seismic = entry["name"], entry["seismic"]
@@ -127,11 +131,11 @@ def _files(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
         if not (isinstance(seismic, str) and seismic and isinstance(labels, (str, type(None)))):
             raise FalseCliError(f"data.test[{i}]: seismic must be a .npy or SEG-Y path and "
                                 f"labels a path or null, not {seismic!r} and {labels!r}")
-        tests.append(_volume(name, seismic, labels, d["segy"]))
+        tests.append(_volume(name, seismic, labels, d["segy"], lazy))
     return train, tests
 
 
-def _synthetic(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
+def _synthetic(d: dict[str, Any], lazy: bool) -> tuple[Volume, list[Volume]]:
     from falsecli.data import synthetic
 
     (seis, lab), (test_seis, test_lab) = synthetic.volumes(d)
@@ -140,12 +144,13 @@ def _synthetic(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
             [Volume("test1", test_seis, test_lab, f"synthetic (seed {seed}, test)")])
 
 
-def load(d: dict[str, Any]) -> tuple[Volume, list[Volume]]:
-    """The training volume and the test volumes of ``cfg['data']`` (not validated yet)."""
+def load(d: dict[str, Any], lazy: bool = False) -> tuple[Volume, list[Volume]]:
+    """The training volume and the test volumes of ``cfg['data']`` (not validated yet);
+    ``lazy``: SEG-Y seismic is read trace block by trace block when indexed (predict)."""
     loaders = {"synthetic": _synthetic, "f3": _f3, "files": _files}
     if d["source"] not in loaders:
         raise FalseCliError(f"data.source '{d['source']}': expected synthetic, f3 or files")
-    return loaders[d["source"]](d)
+    return loaders[d["source"]](d, lazy)
 
 
 # ---------------------------------------------------------------- validation

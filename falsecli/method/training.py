@@ -108,14 +108,18 @@ class EvalSet:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, images: torch.Tensor, amp: bool) -> torch.Tensor:
-    """Class ids (N, H, W) uint8 of images (N, H, W) (moved to the model's device)."""
+def logits(model: torch.nn.Module, images: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Class scores (N, C, H, W) of images (N, H, W) (moved to the model's device)."""
     device = next(model.parameters()).device
     x = images.to(device, non_blocking=True)[:, None].contiguous(
         memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(x)
-    return logits.argmax(1).to(torch.uint8)
+        return model(x)
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Class ids (N, H, W) uint8 of images (N, H, W) (moved to the model's device)."""
+    return logits(model, images, amp).argmax(1).to(torch.uint8)
 
 
 # ---------------------------------------------------------------- loss and scores
