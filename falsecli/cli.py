@@ -380,6 +380,21 @@ def predict_cmd(
                      fmt=fmt and fmt.value, force=ctx.force))
 
 
+@command("export")
+def export_cmd(
+    ctx: Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the SEG-Y cubes to.")],
+    run: Annotated[Optional[str], typer.Option(
+        help=_h("Heat maps of: train or retrain/<aug>/seed<k>", "heatmap.run"))] = None,
+) -> None:
+    """Heat maps (forgetting, switch, never-learned) as SEG-Y cubes with the training
+    volume's geometry, to overlay the seismic in any SEG-Y viewer."""
+    cfg = ctx.config({"heatmap.run": run})
+    from falsecli.stages.export import export
+
+    ctx.emit(export(cfg, ctx.workdir, out, force=ctx.force))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -76,18 +76,18 @@ def _model(cfg: Config, workdir: Path) -> tuple[Any, dict[str, Any], Path, Any]:
     return model, payload, path, device
 
 
-def _check_out(out: Path, force: bool) -> None:
-    """Refuse an existing output unless ``force``; never replace a folder that is not a
-    prediction (``--force --out .`` must not delete a project)."""
+def check_out(out: Path, force: bool, marker: str, command: str) -> None:
+    """Refuse an existing output folder unless ``force``; never replace one that lacks the
+    ``marker`` summary of ``command`` (``--force --out .`` must not delete a project)."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not force:
-        raise FalseCliError(f"predict: {out} exists — use --force to replace it, or choose "
+        raise FalseCliError(f"{command}: {out} exists — use --force to replace it, or choose "
                             "another --out")
-    if not (out / SUMMARY_JSON).is_file():
-        raise FalseCliError(f"predict: {out} exists and holds no {SUMMARY_JSON}, so it is not "
-                            "a falsecli prediction; --force replaces only those — choose "
-                            "another --out")
+    if not (out / marker).is_file():
+        raise FalseCliError(f"{command}: {out} exists and holds no {marker}, so it is not "
+                            f"a falsecli {command} folder; --force replaces only those — "
+                            "choose another --out")
 
 
 def _inline_blocks(shape: tuple[int, ...]) -> Iterator[slice]:
@@ -159,7 +159,7 @@ def _statistics(paths: dict[str, Path], vol: Volume, classes: list[str], ignore_
         for key in sums:
             sums[key] += float(np.load(paths[key], mmap_mode="r")[rows].sum(dtype=np.float64))
         if cm is not None:
-            labels = np.ascontiguousarray(vol.labels[rows], dtype=np.uint8)
+            labels = np.array(vol.labels[rows], dtype=np.uint8)
             cm.update(torch.from_numpy(facies), torch.from_numpy(labels))
     n = int(np.prod(shape))
     out: dict[str, Any] = {
@@ -185,7 +185,7 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
     if fmt not in (None, *FORMATS):
         raise FalseCliError(f"--format {fmt}: expected npy or segy")
     out = Path(out)
-    _check_out(out, force)
+    check_out(out, force, SUMMARY_JSON, "predict")
     model, payload, model_path, device = _model(cfg, workdir)
     classes, ignore = list(payload["classes"]), int(payload["ignore_index"])
     vols = _inputs(cfg, input_path, labels)
