@@ -126,6 +126,7 @@ def test_predict_test_volume_copies_the_survey(work, tmp_path) -> None:
     conf, ent = np.load(folder / "confidence.npy"), np.load(folder / "entropy.npy")
     assert conf.min() >= 1 / 6 - 1e-6 and conf.max() <= 1 and 0 <= ent.min() <= ent.max() <= 1
     assert json.loads((out / "predict.json").read_text())["volumes"][0]["name"] == "test1"
+    assert (folder / "preview.png").stat().st_size > 0
 
 
 def test_predict_odd_step_shuffled_segy(work, tmp_path) -> None:

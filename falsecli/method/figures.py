@@ -74,6 +74,46 @@ def _panel_size(shape: tuple[int, int], height: float = 3.0) -> float:
     return float(np.clip(height * width / max(depth, 1), 1.5, 3.0 * height))
 
 
+def _three_panels(shape: tuple[int, int]) -> tuple[Figure, Any, bool]:
+    """A figure of three panels side by side, stacked for sections much wider than deep
+    (F3 inlines are 701 x 255); returns (figure, axes, stacked)."""
+    depth, width = shape
+    stacked = width > 1.5 * depth
+    if stacked:
+        height = float(np.clip(9.0 * depth / width, 1.2, 4.0))
+        fig = Figure(figsize=(11.0, 3 * height + 1.0), dpi=DPI, layout="constrained")
+        axes = fig.subplots(3, 1, sharex=True, sharey=True)
+    else:
+        panel = _panel_size(shape)
+        fig = Figure(figsize=(3 * panel + 2.2, 3.9), dpi=DPI, layout="constrained")
+        axes = fig.subplots(1, 3, sharex=True, sharey=True)
+    return fig, axes, stacked
+
+
+def _seismic_and_facies(axes: Any, stacked: bool, seismic: np.ndarray, facies: np.ndarray,
+                        classes: Sequence[str], title: str) -> None:
+    """Seismic (grey) in the first panel, facies colours with their legend in the second,
+    axis labels on all three."""
+    lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
+    axes[0].imshow(seismic, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
+                   interpolation="nearest")
+    axes[0].set_title("seismic")
+    n = len(classes)
+    axes[1].imshow(facies, cmap=label_cmap(n), vmin=-0.5, vmax=n - 0.5, aspect="auto",
+                   interpolation="nearest")
+    axes[1].set_title(title)
+    colors = label_colors(n)
+    where = ({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)} if stacked
+             else {"loc": "lower left"})
+    axes[1].legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
+                   fontsize=6, framealpha=0.8, **where)
+    for ax in axes:
+        if stacked or ax is axes[0]:
+            ax.set_ylabel("depth (samples)")
+        if not stacked or ax is axes[-1]:
+            ax.set_xlabel("trace")
+
+
 def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
                    classes: Sequence[str], ignore_index: int, title: str,
                    vmax: float | None = None) -> Figure:
@@ -83,39 +123,28 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     the heat scale (pass the same value to make several figures comparable). Sections much
     wider than deep (F3 inlines are 701 x 255) get the three panels stacked instead.
     """
-    depth, width = labels.shape
-    stacked = width > 1.5 * depth
-    if stacked:
-        height = float(np.clip(9.0 * depth / width, 1.2, 4.0))
-        fig = Figure(figsize=(11.0, 3 * height + 1.0), dpi=DPI, layout="constrained")
-        axes = fig.subplots(3, 1, sharex=True, sharey=True)
-    else:
-        panel = _panel_size(labels.shape)
-        fig = Figure(figsize=(3 * panel + 2.2, 3.9), dpi=DPI, layout="constrained")
-        axes = fig.subplots(1, 3, sharex=True, sharey=True)
-    lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
-    axes[0].imshow(seismic, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
-                   interpolation="nearest")
-    axes[0].set_title("seismic")
-    n = len(classes)
-    axes[1].imshow(mask_ignored(labels, labels, ignore_index), cmap=label_cmap(n), vmin=-0.5,
-                   vmax=n - 0.5, aspect="auto", interpolation="nearest")
-    axes[1].set_title("annotation")
-    colors = label_colors(n)
-    where = ({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)} if stacked
-             else {"loc": "lower left"})
-    axes[1].legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
-                   fontsize=6, framealpha=0.8, **where)
+    fig, axes, stacked = _three_panels(labels.shape)
+    _seismic_and_facies(axes, stacked, seismic, mask_ignored(labels, labels, ignore_index),
+                        classes, "annotation")
     top = float(vmax) if vmax is not None else max(float(np.max(heat, initial=0)), 1.0)
     image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=heat_cmap(), vmin=0,
                            vmax=top, aspect="auto", interpolation="nearest")
     axes[2].set_title("heat map")
     fig.colorbar(image, ax=axes[2], label=HEAT_LABEL, shrink=0.9, ticks=_count_ticks())
-    for ax in axes:
-        if stacked or ax is axes[0]:
-            ax.set_ylabel("depth (samples)")
-        if not stacked or ax is axes[-1]:
-            ax.set_xlabel("trace")
+    fig.suptitle(title)
+    return fig
+
+
+def prediction_figure(seismic: np.ndarray, facies: np.ndarray, confidence: np.ndarray, *,
+                      classes: Sequence[str], title: str) -> Figure:
+    """A predicted section: seismic (grey) | predicted facies | confidence (blue: unsure,
+    red: sure, from 1/classes, a uniform guess, to 1), all [depth, width]."""
+    fig, axes, stacked = _three_panels(facies.shape)
+    _seismic_and_facies(axes, stacked, seismic, facies, classes, "predicted facies")
+    image = axes[2].imshow(confidence, cmap=heat_cmap(), vmin=1.0 / max(len(classes), 1),
+                           vmax=1.0, aspect="auto", interpolation="nearest")
+    axes[2].set_title("confidence")
+    fig.colorbar(image, ax=axes[2], label="max softmax probability", shrink=0.9)
     fig.suptitle(title)
     return fig
 

@@ -70,7 +70,7 @@ def probabilities(model: torch.nn.Module, raw: np.ndarray, norm: dict[str, float
 def sections(volume: Any, axis: str, start: int, stop: int) -> np.ndarray:
     """Sections ``start:stop`` along ``axis`` as (N, width, depth) float32."""
     block = volume[start:stop] if axis == "inline" else volume[:, start:stop]
-    block = np.asarray(block, dtype=np.float32)
+    block = np.array(block, dtype=np.float32)  # read into memory, writable for torch
     return block if axis == "inline" else block.transpose(1, 0, 2)
 
 

@@ -30,6 +30,8 @@ from falsecli.data.volumes import SEGY_SUFFIXES, Volume
 
 #: the three results, each written as ``<name>.npy`` (and ``<name>.sgy``), with its dtype
 RESULTS = {"facies": np.uint8, "confidence": np.float32, "entropy": np.float32}
+#: a quick look at each predicted volume: its middle inline with facies and confidence
+PREVIEW_PNG = "preview.png"
 #: the summary of a prediction folder; its presence marks a folder --force may replace
 SUMMARY_JSON = "predict.json"
 #: samples per block when copying a result into SEG-Y or scoring it (16 MB of float32)
@@ -141,6 +143,20 @@ def _write_segy(paths: dict[str, Path], vol: Volume, cfg: Config) -> list[Path]:
     return written
 
 
+def _preview(paths: dict[str, Path], vol: Volume, classes: list[str]) -> Path:
+    """``<volume>/preview.png``: the middle inline, seismic | facies | confidence."""
+    from falsecli.method.figures import prediction_figure, save_figure
+
+    i = vol.seismic.shape[0] // 2
+    fig = prediction_figure(np.asarray(vol.seismic[i], dtype=np.float32).T,
+                            np.load(paths["facies"], mmap_mode="r")[i].T,
+                            np.load(paths["confidence"], mmap_mode="r")[i].T,
+                            classes=classes, title=f"{vol.name}: inline index {i} predicted")
+    path = paths["facies"].with_name(PREVIEW_PNG)
+    save_figure(fig, path)
+    return path
+
+
 def _statistics(paths: dict[str, Path], vol: Volume, classes: list[str], ignore_index: int
                 ) -> dict[str, Any]:
     """Predicted class shares, mean confidence and entropy, and — with labels — the facies
@@ -206,6 +222,7 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
             files = list(paths.values())
             if fmt == "segy" or (fmt is None and is_segy):
                 files += _write_segy(paths, vol, cfg)
+            files.append(_preview(paths, vol, classes))
             shape = tuple(vol.seismic.shape)
             results.append({
                 "name": vol.name, "input": vol.source, "labels": vol.labels_origin
