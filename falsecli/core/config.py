@@ -73,6 +73,9 @@ _TEST_ENTRY = Rule(dict, fields=(
     ("seismic", Rule(str, form=(r".+", "a .npy or SEG-Y path"))),
     ("labels", _PATH),
 ))
+#: a training run's folder
+_RUN = Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+",
+                       "train or retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0"))
 
 #: every key of defaults.yaml and what it accepts
 RULES: dict[str, Rule] = {
@@ -110,10 +113,10 @@ RULES: dict[str, Rule] = {
                         why="val and/or test volume names"),
     "train.eval_batch_size": _COUNT,
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
+    "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
-    "heatmap.run": Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+",
-                                   "train or retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0")),
+    "heatmap.run": _RUN,
     "heatmap.sections": Rule(list, items=_STR),
     "heatmap.figures": Rule(int, ge=0),
     "rank.class": _CLASS,
@@ -138,6 +141,14 @@ RULES: dict[str, Rule] = {
     "retrain.augs": Rule(list, items=Rule(str, choices=AUGS), distinct=True),
     "retrain.seeds": Rule(list, items=_SEED, distinct=True),
     "retrain.epochs": Rule(int, nullable=True, ge=1, why="null = train.epochs"),
+    "trace.run": _RUN,
+    "trace.section": Rule(str, nullable=True),
+    "trace.class": Rule((str, int), nullable=True, ge=0, why="a class name or id of data.classes"),
+    "trace.mask": _PATH,
+    "trace.layers": Rule(str, form=(r"[\w.]+(,[\w.]+)*", "last | head | all | comma-separated "
+                                                         "parameter name prefixes")),
+    "trace.top": _COUNT,
+    "trace.batch_size": _COUNT,
     "report.sections": Rule(int, ge=1, why="Fig. 5 shows at least one section"),
     "report.region_events": _COUNT,
     "report.min_region": _COUNT,
@@ -329,9 +340,9 @@ def resolve(
     return cfg
 
 
-#: train keys that change where, how fast or how long a run goes, not what it learns: a run
-#: may resume with other values of these
-RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")
+#: train keys that change where, how fast or how long a run goes, or what it keeps, not what it
+#: learns: a run may resume with other values of these
+RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size", "keep_every")
 
 
 def run_signature(cfg: Config) -> dict[str, Any]:
