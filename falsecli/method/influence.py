@@ -131,7 +131,7 @@ def pixel_influence(model: torch.nn.Module, tangent: dict[str, torch.Tensor],
     return torch.where(valid, dloss, 0.0) / count[:, None, None]
 
 
-def _class_sums(maps: torch.Tensor, labels: torch.Tensor, n_classes: int,
+def class_sums(maps: torch.Tensor, labels: torch.Tensor, n_classes: int,
                 ignore_index: int) -> torch.Tensor:
     """(N, C) float64: each section's pixel terms summed per class of the pixel."""
     lab = labels.long().flatten(1)
@@ -172,7 +172,7 @@ def class_scores(model: torch.nn.Module, checkpoints: Sequence[Checkpoint],
     out = np.zeros((len(sections), len(checkpoints), n_classes))
     for k, index, maps, labels in _terms(model, checkpoints, names, query, ds, sections,
                                          batch_size, advance):
-        out[index, k] = _class_sums(maps, labels, n_classes, ds.ignore_index).cpu().numpy()
+        out[index, k] = class_sums(maps, labels, n_classes, ds.ignore_index).cpu().numpy()
     return out
 
 
