@@ -30,6 +30,8 @@ HEAT_CMAP = "jet"
 #: colour-bar label of every heat map
 HEAT_LABEL = "forgetting events"
 DPI = 110
+#: outline of a query region (``trace``): visible on facies colours and on grey seismic
+REGION_COLOR = "magenta"
 
 
 def _count_ticks() -> MaxNLocator:
@@ -241,7 +243,7 @@ def influence_figure(image: np.ndarray, labels: np.ndarray, region: np.ndarray,
                      panels: Sequence[Mapping[str, Any]], *, classes: Sequence[str],
                      ignore_index: int, title: str) -> Figure:
     """The query section (annotation above, seismic below, the query region outlined in
-    black) beside training sections, each ``{"name", "score", "labels", "map"}``: its
+    magenta) beside training sections, each ``{"name", "score", "labels", "map"}``: its
     annotation above its per-pixel influence map (red: lowers the query loss, blue: raises
     it; one scale for all, symmetric about 0)."""
     n = len(classes)
@@ -259,8 +261,8 @@ def influence_figure(image: np.ndarray, labels: np.ndarray, region: np.ndarray,
             axes[1, 0].imshow(image, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
                               interpolation="nearest")
             for ax in axes[:, 0]:
-                ax.contour(region.astype(np.float32), levels=[0.5], colors="k",
-                           linewidths=1.0)
+                ax.contour(region.astype(np.float32), levels=[0.5], colors=REGION_COLOR,
+                           linewidths=1.5)
             axes[0, 0].set_title("query: annotation", fontsize=8)
             axes[1, 0].set_title("query: seismic, region outlined", fontsize=8)
             axes[0, 0].set_ylabel("depth (samples)")
