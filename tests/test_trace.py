@@ -61,7 +61,7 @@ def run(planted, tmp_path_factory):
     return work, cfg
 
 
-def setup(work, cfg, layers: str = "last", region: np.ndarray | None = None):
+def prepare_trace(work, cfg, layers: str = "last", region: np.ndarray | None = None):
     """What the stage computes with: model, checkpoints, parameter names, dataset, query."""
     model, _ = load_model(work / "train" / MODEL)
     ckpts = [Checkpoint(e, k["lr"], k["state_dict"]) for e in kept_epochs(work / "train")
@@ -144,7 +144,7 @@ def test_scores_are_lr_times_gradient_dot_products(run, layers) -> None:
     """Against the plain definition: autograd gradients of each section's mean loss (and of
     each class's share of it), one section at a time, dotted with the query gradient."""
     work, cfg = run
-    model, ckpts, names, ds, query = setup(work, cfg, layers)
+    model, ckpts, names, ds, query = prepare_trace(work, cfg, layers)
     sections = ds.sections("train")[:3]
     scores = class_scores(model, ckpts, names, query, ds, sections, batch_size=3)
     expect = np.zeros_like(scores)
@@ -171,7 +171,7 @@ def test_scores_are_lr_times_gradient_dot_products(run, layers) -> None:
 
 def test_one_batch_equals_section_by_section(run) -> None:
     work, cfg = run
-    model, ckpts, names, ds, query = setup(work, cfg)
+    model, ckpts, names, ds, query = prepare_trace(work, cfg)
     sections = ds.sections("train")
     batched = class_scores(model, ckpts, names, query, ds, sections, batch_size=16)
     single = class_scores(model, ckpts, names, query, ds, sections, batch_size=1)
@@ -186,7 +186,7 @@ def test_one_batch_equals_section_by_section(run) -> None:
 def flip_region(work, cfg) -> tuple[np.ndarray, tuple[int, int]]:
     """The query section's pixels whose predictions over the kept epochs take exactly two
     classes (the most common such pair) and change at least once."""
-    model, ckpts, _, ds, query = setup(work, cfg)
+    model, ckpts, _, ds, query = prepare_trace(work, cfg)
     preds = []
     for ckpt in ckpts:
         model.load_state_dict(ckpt.state_dict)
@@ -202,7 +202,7 @@ def test_a_flipping_region_is_attributed_to_its_two_classes(run) -> None:
     work, cfg = run
     region, pair = flip_region(work, cfg)
     assert region.sum() >= 5
-    model, ckpts, names, ds, query = setup(work, cfg, region=region)
+    model, ckpts, names, ds, query = prepare_trace(work, cfg, region=region)
     scores = class_scores(model, ckpts, names, query, ds, ds.sections("train"))
     magnitude = np.abs(scores).sum((0, 1))  # per class of the training pixels
     share = magnitude[list(pair)].sum() / magnitude.sum()
