@@ -329,6 +329,33 @@ def report_cmd(ctx: Context) -> None:
     ctx.emit(report(cfg, ctx.workdir, force=ctx.force))
 
 
+@command("trace")
+def trace_cmd(
+    ctx: Context,
+    section: Annotated[Optional[str], typer.Option(
+        help="Tracked section whose region is explained, e.g. inline_0005")] = None,
+    class_: Annotated[Optional[str], typer.Option(
+        "--class", help="Query region: this class's pixels of the section \\[default: all]")
+    ] = None,
+    mask: Annotated[Optional[Path], typer.Option(
+        help="Query region: a bool .npy of the section's shape (depth, width)")] = None,
+    run: Annotated[Optional[str], typer.Option(
+        help=_h("Training run: train or retrain/<aug>/seed<k>", "trace.run"))] = None,
+    layers: Annotated[Optional[str], typer.Option(
+        help=_h("Parameters compared: last | head | all | name prefixes", "trace.layers"))
+    ] = None,
+    top: Annotated[Optional[int], typer.Option(
+        help=_h("Proponents and opponents shown", "trace.top"))] = None,
+) -> None:
+    """Which training sections made the network learn or forget a region: TracIn influence
+    over the run's kept checkpoints (train.keep_every), per class and per epoch."""
+    cfg = ctx.config({"trace.section": section, "trace.class": class_,
+                      "trace.mask": mask and str(mask), "trace.run": run,
+                      "trace.layers": layers, "trace.top": top})
+    from falsecli.stages.trace import print_trace, trace
+    ctx.emit(trace(cfg, ctx.workdir, force=ctx.force), print_trace)
+
+
 @command("run")
 def run_cmd(ctx: Context) -> None:
     """All six stages in order from the config, skipping the complete ones."""

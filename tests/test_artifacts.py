@@ -22,7 +22,7 @@ ARTIFACTS = (
     "sections.json", "labels.npy", "correct.npy", "switch.npy", "pred_last.npy",
     "forgetting.npz", "switch.npz", "never_learned.npz", "summary.csv",
     "ranking.csv", "ranking.json", "samples.npz", "generator.pt",
-    "table.csv", "report.md", "report.html", "manifest.json", "config.yaml",
+    "table.csv", "report.md", "report.html", "manifest.json", "config.yaml", "influence.csv",
 )
 
 

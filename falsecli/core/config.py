@@ -113,6 +113,7 @@ RULES: dict[str, Rule] = {
                         why="val and/or test volume names"),
     "train.eval_batch_size": _COUNT,
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
+    "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
     "heatmap.run": _RUN,
@@ -143,6 +144,14 @@ RULES: dict[str, Rule] = {
     "predict.run": _RUN,
     "predict.axes": Rule(str, choices=("inline", "crossline", "both")),
     "predict.batch_size": _COUNT,
+    "trace.run": _RUN,
+    "trace.section": Rule(str, nullable=True),
+    "trace.class": Rule((str, int), nullable=True, ge=0, why="a class name or id of data.classes"),
+    "trace.mask": _PATH,
+    "trace.layers": Rule(str, form=(r"[\w.]+(,[\w.]+)*", "last | head | all | comma-separated "
+                                                         "parameter name prefixes")),
+    "trace.top": _COUNT,
+    "trace.batch_size": _COUNT,
     "report.sections": Rule(int, ge=1, why="Fig. 5 shows at least one section"),
     "report.region_events": _COUNT,
     "report.min_region": _COUNT,
@@ -334,9 +343,9 @@ def resolve(
     return cfg
 
 
-#: train keys that change where, how fast or how long a run goes, not what it learns: a run
-#: may resume with other values of these
-RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")
+#: train keys that change where, how fast or how long a run goes, or what it keeps, not what it
+#: learns: a run may resume with other values of these
+RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size", "keep_every")
 
 
 def run_signature(cfg: Config) -> dict[str, Any]:

@@ -8,6 +8,7 @@ and dilations of ResNet-18 are set here). Random initialisation: nothing is down
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from falsecli.core.errors import FalseCliError
 
 #: a training run's network, written by :func:`save_model`, read by :func:`load_model`
 MODEL = "model.pt"
+#: the weights kept during training (``train.keep_every``): ``kept/epoch_0005.pt`` ...,
+#: written by :func:`save_kept`, listed by :func:`kept_epochs`, read by :func:`load_kept`
+KEPT = "kept"
+KEPT_FILE = "epoch_{:04d}.pt"
+KEPT_PATTERN = re.compile(r"epoch_(\d{4,})\.pt")
 #: ASPP rates per output stride (DeepLabv3 doubles them when the stride halves)
 ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 #: layers whose stride becomes a dilation, per output stride
@@ -104,3 +110,34 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[DeepLabV
     except (KeyError, TypeError, RuntimeError) as exc:
         raise FalseCliError(f"{path}: not a falsecli model file ({exc!r}) — {fix}") from None
     return model.to(device).eval(), payload
+
+
+def kept_path(run: Path, epoch: int) -> Path:
+    """Where the weights after ``epoch`` of the run in folder ``run`` are kept."""
+    return Path(run) / KEPT / KEPT_FILE.format(epoch)
+
+
+def save_kept(run: Path, epoch: int, state_dict: dict[str, torch.Tensor], lr: float) -> Path:
+    """Keep the weights after ``epoch`` with the learning rate of the steps that led there
+    (what TracIn weighs each checkpoint by); returns the file."""
+    path = kept_path(run, epoch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(path, checkpoint.host_copy({"state_dict": state_dict, "epoch": epoch,
+                                                "lr": float(lr)}))
+    return path
+
+
+def kept_epochs(run: Path) -> list[int]:
+    """The epochs whose weights the run in folder ``run`` kept, in order."""
+    folder = Path(run) / KEPT
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir()
+                  if (m := KEPT_PATTERN.fullmatch(p.name)))
+
+
+def load_kept(run: Path, epoch: int) -> dict[str, Any]:
+    """Kept weights: ``{"state_dict", "epoch", "lr"}``."""
+    return checkpoint.load(kept_path(run, epoch), "kept checkpoint",
+                           "train the run again with 'falsecli train --force'",
+                           keys=("state_dict", "epoch", "lr"))

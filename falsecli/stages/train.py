@@ -28,7 +28,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, StageRun, stage_run
 from falsecli.method.history import TRACKING
 from falsecli.method.metrics import scores
-from falsecli.method.model import MODEL, save_model
+from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
 from falsecli.method.runfolder import EVAL, METRICS, write_eval, write_metrics
 from falsecli.method.tracking import Tracker
 from falsecli.method.training import Session, chunked_confusion, evaluate_tests, prepare
@@ -150,6 +150,7 @@ def _train_run(cfg: Config, stage: str, run: StageRun | None, ranks: Ranks,
                           s.ds.ignore_index, epochs=done, previous=previous)
         for path in tracker.paths():
             run.out(str(path.relative_to(run.path)))
+        _keep_kept(run, done)
     val_scores = _epochs(cfg, stage, s, run, tracker, done, history, val_scores, on_epoch)
     if run is None or tracker is None:  # ranks other than 0
         return {"stage": stage, "outputs": [], "rank": ranks.rank}
@@ -191,12 +192,26 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                 "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
                 "previous": tracker.previous, "rng": checkpoint.capture_rng(s.device, s.gens)})
+            if tc["keep_every"] and epoch % tc["keep_every"] == 0:
+                kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
+                run.out(str(kept.relative_to(run.path)))
             acc = val_scores["pixel_acc"]
             bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.4f} val acc "
                                   f"{'n/a' if acc is None else f'{acc:.3f}'}")
             if on_epoch is not None:
                 on_epoch(epoch, history[-1])
     return val_scores
+
+
+def _keep_kept(run: StageRun, done: int) -> None:
+    """A resumed run keeps the weights it kept up to its checkpoint at epoch ``done`` (they
+    join the outputs again) and drops any kept after it (those epochs are trained again)."""
+    for epoch in kept_epochs(run.path):
+        path = kept_path(run.path, epoch)
+        if epoch <= done:
+            run.out(str(path.relative_to(run.path)))
+        else:
+            path.unlink()
 
 
 # ---------------------------------------------------------------- the artifacts

@@ -1,0 +1,239 @@
+"""``falsecli trace``: which training sections made the network learn, or forget, a region.
+
+Scores every training section of a run by its TracIn influence on the loss over a query
+region of one tracked section (a class's pixels, a mask such as a high-density region of
+the heat map, or the whole section), from the weights the run kept (``train.keep_every``);
+splits each score by the classes of the training section's pixels and by checkpoint. The
+computation is :mod:`falsecli.method.influence`'s; this module picks the data, writes
+``trace/<section>/`` (``<run>/trace/<section>/`` for a retraining run) and draws it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from falsecli.core import console
+from falsecli.core.config import Config, class_id
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import Stage, stage_run, write_json, write_text
+from falsecli.stages import Step
+
+INFLUENCE_CSV = "influence.csv"
+#: per checkpoint and class, summed over the training sections (the epoch-by-class plot)
+EPOCHS_CSV = "epochs.csv"
+QUERY_JSON = "query.json"
+PROPONENTS_PNG = "proponents.png"
+OPPONENTS_PNG = "opponents.png"
+EPOCHS_PNG = "epochs.png"
+
+
+def stage_name(run: str, section: str) -> str:
+    """Where the trace of ``section`` in ``run`` goes: beside the run's heat maps."""
+    return f"trace/{section}" if run == "train" else f"{run}/trace/{section}"
+
+
+def _query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
+    """The region (bool, the section's shape) of ``trace.class`` or ``trace.mask``, else every
+    pixel; and a few words naming it."""
+    if opts["class"] is not None and opts["mask"] is not None:
+        raise FalseCliError("trace: give --class or --mask, not both")
+    if opts["class"] is not None:
+        cid = class_id(cfg, opts["class"])
+        return labels == cid, f"class {cfg['data']['classes'][cid]}"
+    if opts["mask"] is None:
+        return np.ones(labels.shape, bool), "every labelled pixel"
+    path = Path(opts["mask"])
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FalseCliError(f"--mask {path}: not a readable .npy file ({exc})") from None
+    if mask.shape != labels.shape:
+        raise FalseCliError(f"--mask {path}: shape {list(mask.shape)}, but section "
+                            f"{opts['section']} is {list(labels.shape)} (depth, width)")
+    if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+        raise FalseCliError(f"--mask {path}: values other than 0/1 ({mask.dtype}); save a bool "
+                            "array, e.g. np.save(path, events >= 2)")
+    return mask.astype(bool), f"mask {path.name}"
+
+
+def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
+    from falsecli.method.influence import Checkpoint
+    from falsecli.method.model import kept_epochs, load_kept
+
+    epochs = kept_epochs(run_path)
+    if not epochs:
+        how = ("falsecli train --force --set train.keep_every=5" if run == "train" else
+               "falsecli retrain --force --set train.keep_every=5 --aug ... --seeds ...")
+        raise FalseCliError(f"trace: {run_path} kept no weights during training — train it "
+                            f"again keeping them every k epochs: '{how} -w {workdir}'")
+    out = []
+    for epoch in epochs:
+        kept = load_kept(run_path, epoch)
+        out.append(Checkpoint(epoch, float(kept["lr"]), kept["state_dict"]))
+    return out
+
+
+def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
+          ) -> dict[str, Any]:
+    """Score every training section of ``trace.run`` by its influence on ``trace.section``'s
+    query region. ``resume`` has no effect (nothing to resume); every stage accepts it."""
+    from falsecli.core.runtime import resolve_device
+    from falsecli.data.dataset import load_dataset
+    from falsecli.method import influence
+    from falsecli.method.model import MODEL, load_model
+    from falsecli.method.pool import by_shape
+
+    opts = cfg["trace"]
+    run, name = opts["run"], opts["section"]
+    if not name:
+        raise FalseCliError("trace: which tracked section? give --section, e.g. "
+                            "--section inline_0005")
+    workdir = Path(workdir)
+    source = Stage(workdir, run)
+    source.require(stage_name(run, name))
+    checkpoints = _checkpoints(source.path, run, workdir)
+    device = resolve_device(cfg["train"]["device"])
+    model, payload = load_model(source.path / MODEL, device)
+    run_cfg = payload["config"]
+    ds = load_dataset(run_cfg)
+    tracked = {s.name: s for s in ds.tracked(run_cfg["train"]["track"])}
+    if name not in tracked:
+        some = ", ".join(list(tracked)[:4])
+        raise FalseCliError(f"trace: {name} is not a tracked section of {run} (e.g. {some})")
+    section = tracked[name]
+    labels = ds.label(section)
+    region, what = _query_region(opts, run_cfg, labels)
+    query = influence.Query(ds.image(section), labels, region)
+    names = influence.parameter_names(model, opts["layers"])
+    sections = ds.sections("train")
+    n_params = sum(p.numel() for n, p in model.named_parameters() if n in names)
+    n_batches = len(checkpoints) * sum(
+        -(-len(g) // opts["batch_size"]) for g in by_shape(sections).values())
+    folder = stage_name(run, name)
+    with stage_run(workdir, folder, cfg, upstream=[source], force=force,
+                   device=str(device)) as out, console.progress() as bar:
+        console.log(f"{folder}: {len(sections)} training sections x {len(checkpoints)} kept "
+                    f"checkpoints, {n_params:,} parameters ({opts['layers']}), query: {what} "
+                    f"({int((region & (labels != ds.ignore_index)).sum())} pixels)")
+        task = bar.add_task("trace", total=n_batches, info="")
+        scores = influence.class_scores(model, checkpoints, names, query, ds, sections,
+                                        opts["batch_size"], lambda: bar.advance(task))
+        rows = _rows(scores, sections, ds.classes)
+        top = opts["top"]
+        chosen = [rows[i]["section"] for i in range(min(top, len(rows)))]
+        chosen += [r["section"] for r in rows[::-1][:top] if r["section"] not in chosen]
+        by_name = {s.name: s for s in sections}
+        maps = dict(zip(chosen, influence.influence_maps(
+            model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
+            opts["batch_size"])))
+        write_text(out.out(INFLUENCE_CSV), _csv(rows, ds.classes))
+        per_epoch = scores.sum(0)  # (checkpoints, classes)
+        epochs = [c.epoch for c in checkpoints]
+        write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
+        options = {"run": run, "section": name, "query": what, "layers": opts["layers"],
+                   "parameters": n_params, "epochs": epochs,
+                   "lr": [c.lr for c in checkpoints],
+                   "query_pixels": int((region & (labels != ds.ignore_index)).sum())}
+        write_json(out.out(QUERY_JSON), options)
+        _draw(out, ds, section, query, rows, maps, per_epoch, epochs, options, top)
+        out.extra.update(options)
+    class_totals = dict(zip(ds.classes, scores.sum((0, 1)).tolist()))
+    return {"stage": folder, **options, "training_sections": len(rows),
+            "proponents": rows[:top], "opponents": rows[::-1][:top],
+            "class_totals": class_totals,
+            "outputs": [str(out.path / rel) for rel in out.outputs]}
+
+
+def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[dict[str, Any]]:
+    """Rows of influence.csv, most positive first (ties: section order)."""
+    totals = scores.sum((1, 2))
+    order = np.lexsort((np.arange(len(totals)), -totals))
+    per_class = scores.sum(1)
+    return [{"section": sections[i].name, "score": float(totals[i]), "rank": r + 1,
+             **{c: float(per_class[i, k]) for k, c in enumerate(classes)}}
+            for r, i in enumerate(order)]
+
+
+def _csv(rows: list[dict[str, Any]], classes: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["section", "score", "rank", *classes],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()}
+                     for row in rows)
+    return buf.getvalue()
+
+
+def _epochs_csv(per_epoch: np.ndarray, epochs: list[int], classes: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *classes])
+    for epoch, row in zip(epochs, per_epoch):
+        writer.writerow([epoch, *(repr(float(v)) for v in row)])
+    return buf.getvalue()
+
+
+def load_influence(path: Path) -> list[dict[str, Any]]:
+    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, score, rank
+    and one float per class."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        out = [{k: v if k == "section" else int(v) if k == "rank" else float(v)
+                for k, v in row.items()} for row in rows]
+    except (OSError, ValueError, TypeError) as exc:
+        raise FalseCliError(f"{path}: missing or unreadable ({exc}) — redo the trace with "
+                            "--force") from None
+    return sorted(out, key=lambda row: row["rank"])
+
+
+def _draw(out: Any, ds: Any, section: Any, query: Any, rows: list[dict[str, Any]],
+          maps: dict[str, np.ndarray], per_epoch: np.ndarray, epochs: list[int],
+          options: dict[str, Any], top: int) -> None:
+    from falsecli.method.figures import epoch_class_figure, influence_figure, save_figure
+
+    by_name = {s.name: s for s in ds.sections("train")}
+    title = (f"{options['section']} ({options['query']}, {options['query_pixels']} px): "
+             f"{{}} of {options['run']} ({options['layers']} layers, epochs "
+             f"{', '.join(map(str, epochs))})")
+    for kind, chosen, png in (("proponents", rows[:top], PROPONENTS_PNG),
+                              ("opponents", rows[::-1][:top], OPPONENTS_PNG)):
+        panels = [{"name": r["section"], "score": r["score"],
+                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]]}
+                  for r in chosen]
+        fig = influence_figure(query.image, query.labels, query.region, panels,
+                               classes=ds.classes, ignore_index=ds.ignore_index,
+                               title=title.format(kind))
+        save_figure(fig, out.out(png))
+    fig = epoch_class_figure(per_epoch, epochs, ds.classes,
+                             title=title.format("influence by epoch and class"))
+    save_figure(fig, out.out(EPOCHS_PNG))
+
+
+def print_trace(summary: dict[str, Any]) -> None:
+    """Top proponents and opponents as tables on stdout."""
+    from rich.table import Table
+
+    classes = list(summary["class_totals"])
+    for kind in ("proponents", "opponents"):
+        table = Table(title=f"{summary['section']} ({summary['query']}): {kind} among "
+                            f"{summary['training_sections']} training sections of "
+                            f"{summary['run']}")
+        for column in ("rank", "section", "score", "largest class share"):
+            table.add_column(column, justify="left" if column == "section" else "right")
+        for row in summary[kind]:
+            main = max(classes, key=lambda c: abs(row[c]))
+            table.add_row(str(row["rank"]), row["section"], f"{row['score']:.3e}",
+                          f"{main} {row[main]:.2e}")
+        console.stdout.print(table)
+    for path in summary["outputs"]:
+        print(path)
+
+
+STEP = Step("trace", trace, lambda cfg, workdir: [cfg["trace"]["run"]],
+            lambda cfg, workdir: {stage_name(cfg["trace"]["run"], cfg["trace"]["section"]): cfg})
