@@ -52,9 +52,12 @@ def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
             pass
     assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
     with stage_run(tmp_path, "rank", CFG, force=True) as run:
-        assert not (tmp_path / "rank" / "ranking.csv").exists()  # a redo starts clean
+        assert not (run.path / "ranking.csv").exists()  # a redo starts clean, beside the old
+        assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
         workdir.write_text(run.out("ranking.csv"), "new")
-    assert Stage(tmp_path, "rank").is_complete()
+    assert Stage(tmp_path, "rank").is_complete() and run.path == tmp_path / "rank"
+    assert (tmp_path / "rank" / "ranking.csv").read_text() == "new"
+    assert not any((tmp_path / ".falsecli" / "redo").iterdir())
 
 
 def test_failure_inside_a_stage_leaves_no_manifest(tmp_path: Path) -> None:
@@ -77,11 +80,13 @@ def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
     """)
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -signal.SIGKILL
-    assert (tmp_path / "rank" / "started").exists()
-    assert not Stage(tmp_path, "rank").is_complete()
-    # and the lock died with the process: the stage can be redone
-    with stage_run(tmp_path, "rank", CFG):
-        pass
+    # the redo was built beside the complete result, which is untouched
+    assert Stage(tmp_path, "rank").is_complete() and not (tmp_path / "rank" / "started").exists()
+    assert (Stage(tmp_path, "rank").redo_path / "started").exists()
+    # the lock died with the process: the stage can be redone, and the leftover goes
+    with stage_run(tmp_path, "rank", CFG, force=True):
+        assert not (Stage(tmp_path, "rank").redo_path / "started").exists()
+    assert not any((tmp_path / ".falsecli" / "redo").iterdir())
 
 
 def test_second_process_is_locked_out(tmp_path: Path) -> None:
@@ -101,7 +106,7 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path: Path) -> None:
         path.write_text("partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(FalseCliError, match=r"x\.json: disk full — check the path"):
         workdir.save_with(target, broken)
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
