@@ -76,6 +76,8 @@ def _reason(exc: BaseException) -> str:
             return ("it holds pickled Python objects besides tensors, which could run code, "
                     "so it will not be loaded")
         return "not tensors and plain containers saved by torch"
+    if isinstance(exc, EOFError):
+        return "empty or cut short"
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else type(exc).__name__
     return first if len(first) <= 120 else first[:119] + "…"

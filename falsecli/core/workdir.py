@@ -531,8 +531,13 @@ def stage_run(
         except OSError as exc:
             raise fs_error(exc) from None
         run = StageRun(stage, config, inputs, seed=seed, device=device, folder=folder)
-        yield run
-        run.finish()
+        try:
+            yield run
+            run.finish()
+        except BaseException:
+            if redo:  # a failed redo: the complete result stays, the half-built one goes
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         try:
             if redo:
                 _swap_in(stage, folder)

@@ -52,6 +52,9 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
 
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise FalseCliError(f"{path}: a folder, not a volume file — give the path of a .npy or "
+                            "SEG-Y (.sgy/.segy) file")
     if suffix in SEGY_SUFFIXES:
         read = segy.read_labels if labels else segy.read
         return read(path, segy_bytes["iline"], segy_bytes["xline"])
