@@ -327,3 +327,18 @@ def test_an_injected_full_disk_loses_nothing_complete(base, tmp_path, monkeypatc
     assert snapshot(work / "heatmap") == before
     assert not any((work / ".falsecli" / "redo").iterdir())
     assert not [p for p in work.rglob("*") if ".tmp" in p.name]
+
+
+def test_a_generator_of_the_wrong_structure_is_trained_again(tiny_cfg, tmp_path) -> None:
+    """A loadable generator.pt that is not ours (wrong mappings, or weights of another shape)
+    is said and ignored, never a traceback: transfer trains the generator again."""
+    from falsecli.core import checkpoint
+    from falsecli.stages import transfer as tr
+
+    path = tmp_path / "generator.pt"
+    keys = {"config": tr.generator_config(tiny_cfg), "training": {}}
+    checkpoint.save(path, {**keys, "encoder": torch.zeros(2), "generator": {}})
+    assert tr._stored_generator(path) is None
+    checkpoint.save(path, {**keys, "encoder": {"w": torch.zeros(2)}, "generator": {}})
+    stored = tr._stored_generator(path)
+    assert stored is not None and not tr._load_weights(tr._new_model(tiny_cfg), stored, path)
