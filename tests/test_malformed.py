@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 from falsecli.cli import app
 from falsecli.core.workdir import Stage, save_npz, stage_run, write_text
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",
                 "train.epochs=2", "heatmap.figures=0"]
 ARGS = [*sets_args(SMALL), "--quiet"]
@@ -218,7 +220,7 @@ CASES: dict[str, tuple[Callable[[Path, contextlib.ExitStack], list], str]] = {
     "read-only, complete": (lambda w, s: (s.enter_context(read_only(w)), ["train"])[1],
                             "train: already complete"),
     "read-only, --force": (lambda w, s: (s.enter_context(read_only(w)), ["heatmap", "--force"])[1],
-                           "make it accessible"),
+                           "Read-only file system — check its permissions"),
     "plain train while another resumes": (lambda w, s: (hold_lock(w, "train", s), ["train"])[1],
                                           "another falsecli process is writing"),
 }
@@ -342,3 +344,26 @@ def test_a_generator_of_the_wrong_structure_is_trained_again(tiny_cfg, tmp_path)
     checkpoint.save(path, {**keys, "encoder": {"w": torch.zeros(2)}, "generator": {}})
     stored = tr._stored_generator(path)
     assert stored is not None and not tr._load_weights(tr._new_model(tiny_cfg), stored, path)
+
+
+def test_an_unreadable_input_is_one_line(tmp_path) -> None:
+    """Permission denied on the seismic file. Root reads anything, so as root the command runs
+    without the capabilities that bypass file permissions."""
+    seismic = tmp_path / "s.npy"
+    np.save(seismic, np.zeros((4, 4, 4), np.float32))
+    seismic.chmod(0)
+    args = ["inspect", "--set", "data.source=files", "--set", f"data.seismic={seismic}",
+            "--set", f"data.labels={seismic}"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be enforced")
+        proc = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                               sys.executable, "-m", "falsecli", *args], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        result = run(*args)
+        code, stderr = result.exit_code, result.stderr
+    assert code == 1 and stderr.strip().splitlines() == [
+        f"falsecli inspect: {seismic}: Permission denied — check its permissions (a workdir "
+        "must be writable) or use another path"]

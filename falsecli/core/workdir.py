@@ -102,7 +102,7 @@ def fs_error(exc: OSError, path: Path | str | None = None) -> FalseCliError:
         fix = ("free some space, then run the command again (an interrupted training "
                "continues with --resume); complete results were kept")
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "make it accessible (writable, for a workdir) or use another path"
+        fix = "check its permissions (a workdir must be writable) or use another path"
     elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
         fix = "a file is in the way of a folder; choose another path (-w for the workdir)"
     elif exc.errno == errno.EISDIR:
