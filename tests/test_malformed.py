@@ -9,7 +9,6 @@ import contextlib
 import fcntl
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from conftest import TINY, sets_args
 from typer.testing import CliRunner
 
 from falsecli.cli import app
-from falsecli.core.workdir import Stage, save_npz, stage_run, write_text
+from falsecli.core.workdir import Stage, save_npz, stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",

@@ -145,13 +145,15 @@ def save_with(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, fix: str = "") -> Any:
+    """The JSON document at ``path``; errors name the file and end with ``fix``."""
+    tail = f" — {fix}" if fix else ""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FalseCliError(f"{path}: missing") from None
+        raise FalseCliError(f"{path}: missing{tail}") from None
     except (OSError, ValueError) as exc:
-        raise FalseCliError(f"{path}: unreadable or not JSON ({exc})") from None
+        raise FalseCliError(f"{path}: unreadable or not JSON ({exc}){tail}") from None
 
 
 # ---------------------------------------------------------------- stages

@@ -227,7 +227,7 @@ def load_tracking(run: Path) -> Tracking:
     training run directory (``train``, ``retrain/<aug>/seed<k>``)."""
     folder = Path(run) / TRACKING
     meta_path = folder / SECTIONS_JSON
-    meta = read_json(meta_path)
+    meta = read_json(meta_path, REDO)
     kinds = {"classes": list, "ignore_index": int, "n_pixels": int, "epochs": int,
              "sections": list}
     if not isinstance(meta, dict) or any(type(meta.get(k)) is not t for k, t in kinds.items()):
