@@ -21,7 +21,7 @@ import typer
 from falsecli import __version__
 from falsecli.core import config, console
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import default_workdir
+from falsecli.core.workdir import default_workdir, fs_error
 
 app = typer.Typer(
     name="falsecli",
@@ -148,10 +148,11 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
                     raise FalseCliError("only train and retrain run under torchrun; run this "
                                         "command as a single process")
                 fn(ctx, **kwargs)
-            except FalseCliError as exc:
+            except (FalseCliError, OSError) as exc:
                 if common["verbose"]:
                     console.stderr.print_exception()
-                text = str(exc)
+                # a file-system fault no stage foresaw: still one line, naming the path
+                text = str(exc if isinstance(exc, FalseCliError) else fs_error(exc))
                 # stage errors already start with their stage ("heatmap: ...", "retrain/x/...")
                 own = text.startswith((f"{name}:", f"{name}/"))
                 print(text if own else f"falsecli {name}: {text}", file=sys.stderr)

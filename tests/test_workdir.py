@@ -52,9 +52,12 @@ def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
             pass
     assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
     with stage_run(tmp_path, "rank", CFG, force=True) as run:
-        assert not (tmp_path / "rank" / "ranking.csv").exists()  # a redo starts clean
+        assert not (run.path / "ranking.csv").exists()  # a redo starts clean, beside the old
+        assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
         workdir.write_text(run.out("ranking.csv"), "new")
-    assert Stage(tmp_path, "rank").is_complete()
+    assert Stage(tmp_path, "rank").is_complete() and run.path == tmp_path / "rank"
+    assert (tmp_path / "rank" / "ranking.csv").read_text() == "new"
+    assert not any((tmp_path / ".falsecli" / "redo").iterdir())
 
 
 def test_failure_inside_a_stage_leaves_no_manifest(tmp_path: Path) -> None:
@@ -77,11 +80,13 @@ def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
     """)
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -signal.SIGKILL
-    assert (tmp_path / "rank" / "started").exists()
-    assert not Stage(tmp_path, "rank").is_complete()
-    # and the lock died with the process: the stage can be redone
-    with stage_run(tmp_path, "rank", CFG):
-        pass
+    # the redo was built beside the complete result, which is untouched
+    assert Stage(tmp_path, "rank").is_complete() and not (tmp_path / "rank" / "started").exists()
+    assert (Stage(tmp_path, "rank").redo_path / "started").exists()
+    # the lock died with the process: the stage can be redone, and the leftover goes
+    with stage_run(tmp_path, "rank", CFG, force=True):
+        assert not (Stage(tmp_path, "rank").redo_path / "started").exists()
+    assert not any((tmp_path / ".falsecli" / "redo").iterdir())
 
 
 def test_second_process_is_locked_out(tmp_path: Path) -> None:
@@ -101,7 +106,7 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path: Path) -> None:
         path.write_text("partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(FalseCliError, match=r"x\.json: disk full — check the path"):
         workdir.save_with(target, broken)
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
@@ -134,3 +139,54 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_scratch_files_go_after_the_manifest_while_the_stage_is_locked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint is removed only once the manifest is written, and before the lock is
+    released (a concurrent --force must not lose its own checkpoint)."""
+    stage = Stage(tmp_path, "train")
+    seen = []
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name == "checkpoint.pt":
+            seen.append((stage.is_complete(), stage.busy()))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with stage_run(tmp_path, "train", CFG) as run:
+        run.temp("checkpoint.pt").write_bytes(b"state")
+    assert seen == [(True, True)] and not (stage.path / "checkpoint.pt").exists()
+
+
+def test_leftover_temporary_files_are_removed_nested_stages_kept(tmp_path: Path) -> None:
+    with stage_run(tmp_path, "retrain/flip/seed0", CFG):
+        pass
+    with stage_run(tmp_path, "retrain/flip/seed0/heatmap", CFG) as run:
+        workdir.write_text(run.out("summary.csv"), "x")
+    run_dir = tmp_path / "retrain/flip/seed0"
+    orphan = run_dir / "tracking" / ".correct.npy.abcd1234.tmp.npy"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"half")
+    nested_tmp = run_dir / "heatmap" / ".x.abcd1234.tmp.npz"
+    nested_tmp.write_bytes(b"another process's write")
+    with stage_run(tmp_path, "retrain/flip/seed0", CFG, force=True):
+        pass
+    assert not orphan.exists() and not (run_dir / "tracking").exists()
+    # the run's heat maps were carried over into the new run folder, their files untouched
+    assert (run_dir / "heatmap" / "summary.csv").read_text() == "x" and nested_tmp.exists()
+    assert Stage(tmp_path, "retrain/flip/seed0/heatmap").is_complete()
+
+
+def test_read_only_refusal_and_corrupt_manifest(tmp_path: Path) -> None:
+    with stage_run(tmp_path, "rank", CFG) as run:
+        workdir.write_text(run.out("ranking.csv"), "old")
+    (tmp_path / "rank" / "manifest.json").write_text('{"status": "complete"}')
+    with pytest.raises(FalseCliError, match="no stage .* use --force|redo it with --force"):
+        with stage_run(tmp_path, "rank", CFG):
+            pass
+    assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
+    with stage_run(tmp_path, "rank", CFG, force=True) as run:  # --force replaces it, whole
+        workdir.write_text(run.out("ranking.csv"), "new")
+    assert Stage(tmp_path, "rank").is_complete()

@@ -35,7 +35,14 @@ RNG_KEYS = ("torch", "cuda")
 
 def save(path: Path, state: Any) -> None:
     """``torch.save`` of ``state`` at ``path``, atomically (a killed write leaves the old one)."""
-    save_with(path, functools.partial(torch.save, state))
+    save_with(path, functools.partial(_save_file, state))
+
+
+def _save_file(state: Any, path: Path) -> None:
+    """Through a Python file, so that a full disk is an OSError (errno ENOSPC) like any other
+    write's, not the RuntimeError of torch's own file writer."""
+    with open(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load(path: Path, what: str, fix: str, keys: Sequence[str] = (),
@@ -65,7 +72,12 @@ def _reason(exc: BaseException) -> str:
     """What went wrong reading a torch file, in a few words on one line (torch's own messages
     run over several lines)."""
     if isinstance(exc, pickle.UnpicklingError):  # weights_only refused it, or not a pickle
+        if "weights only load failed" in str(exc).lower():
+            return ("it holds pickled Python objects besides tensors, which could run code, "
+                    "so it will not be loaded")
         return "not tensors and plain containers saved by torch"
+    if isinstance(exc, EOFError):
+        return "empty or cut short"
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else type(exc).__name__
     return first if len(first) <= 120 else first[:119] + "…"
@@ -172,6 +184,8 @@ def interrupted(stage: Stage, *, resume: bool, force: bool,
     path = stage.path / CHECKPOINT
     if force or not path.is_file() or stage.is_complete():
         return False
+    if stage.busy():  # not interrupted: still running
+        raise stage.busy_error()
     if not resume:
         raise FalseCliError(f"{stage.name}: an interrupted run is in {stage.path} "
                             f"({progress(path)}) — use --resume to continue or --force to "

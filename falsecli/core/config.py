@@ -304,16 +304,26 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``FILE:LINE:COL: problem`` (1-based, as editors count), on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: {problem}" + (f" ({context})" if context else "") + " — not valid YAML"
+
+
 def load_file(path: Path) -> dict[str, Any]:
     """Read a YAML config file (safe_load only), refusing anything but a mapping."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FalseCliError(f"config file {path}: cannot read it ({exc.strerror})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise FalseCliError(f"config file {path}: cannot read it ({reason})") from None
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise FalseCliError(f"config file {path}: not valid YAML ({exc})") from exc
+        raise FalseCliError(_yaml_error(path, exc)) from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -330,8 +340,9 @@ def resolve(
     """Build the resolved config. ``flags`` maps dotted keys to explicit CLI values (None = unset)."""
     cfg = load_defaults() if base is None else base
     if config_file is not None:
+        tree = load_file(config_file)
         try:
-            cfg = merge(cfg, load_file(config_file))
+            cfg = merge(cfg, tree)
         except FalseCliError as exc:
             raise FalseCliError(f"{config_file}: {exc}") from None
     for item in sets:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import fs_error
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 #: samples per block when scanning a volume (about 64 MB of float64)
@@ -53,6 +54,9 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
 
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise FalseCliError(f"{path}: a folder, not a volume file — give the path of a .npy or "
+                            "SEG-Y (.sgy/.segy) file")
     if suffix in SEGY_SUFFIXES:
         if lazy and not labels:
             return segy.SegyVolume(segy.survey(path, segy_bytes["iline"], segy_bytes["xline"]))
@@ -68,6 +72,8 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
         raise FalseCliError(f"{path}: empty file (0 bytes) — write the array again")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except PermissionError as exc:
+        raise fs_error(exc, path) from None
     except (ValueError, OSError, EOFError) as exc:
         raise FalseCliError(f"{path}: not a readable .npy array (truncated or corrupt: {exc}) "
                             "— write it again with numpy.save") from None

@@ -33,6 +33,8 @@ FILES = (SECTIONS_JSON, LABELS, CORRECT, SWITCH, PRED_LAST)
 HEADER_BYTES = 128
 #: event counts are stored as uint16, so no more epochs can be counted
 MAX_EPOCHS = np.iinfo(np.uint16).max
+#: the fix for a damaged history
+REDO = "redo the training run with --force"
 
 
 class RowFile:
@@ -184,11 +186,12 @@ def _load_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     except FileNotFoundError:
         raise FalseCliError(f"{path}: missing — the training run is incomplete; "
                             "redo it with 'falsecli train --force'") from None
-    except (OSError, ValueError) as exc:
-        raise FalseCliError(f"{path}: not a readable .npy file ({exc})") from None
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut-off file
+        raise FalseCliError(f"{path}: not a readable .npy file ({exc or 'empty'}) — {REDO}"
+                            ) from None
     if array.dtype != dtype or array.shape != shape:
         raise FalseCliError(f"{path}: expected {np.dtype(dtype).name} {list(shape)}, found "
-                            f"{array.dtype.name} {list(array.shape)}")
+                            f"{array.dtype.name} {list(array.shape)} — {REDO}")
     return array
 
 
@@ -202,7 +205,7 @@ def _parse_sections(meta: dict[str, Any], path: Path) -> list[TrackedSection]:
                                      int(entry["offset"]))
         except (KeyError, TypeError, ValueError):
             raise FalseCliError(f"{path}: sections[{i}] must have name, split, axis, index, "
-                                "shape [depth, width] and offset") from None
+                                f"shape [depth, width] and offset — {REDO}") from None
         if section.offset != offset:
             raise FalseCliError(f"{path}: section {section.name} starts at pixel "
                                 f"{section.offset}, expected {offset} (sections are stored "
@@ -224,11 +227,17 @@ def load_tracking(run: Path) -> Tracking:
     training run directory (``train``, ``retrain/<aug>/seed<k>``)."""
     folder = Path(run) / TRACKING
     meta_path = folder / SECTIONS_JSON
-    meta = read_json(meta_path)
-    keys = ("classes", "ignore_index", "n_pixels", "epochs", "sections")
-    if not isinstance(meta, dict) or any(k not in meta for k in keys):
-        raise FalseCliError(f"{meta_path}: must be an object with keys {', '.join(keys)}")
-    n_pixels, epochs = int(meta["n_pixels"]), int(meta["epochs"])
+    meta = read_json(meta_path, REDO)
+    kinds = {"classes": list, "ignore_index": int, "n_pixels": int, "epochs": int,
+             "sections": list}
+    if not isinstance(meta, dict) or any(type(meta.get(k)) is not t for k, t in kinds.items()):
+        raise FalseCliError(f"{meta_path}: must be an object with "
+                            + ", ".join(f"{k} ({t.__name__})" for k, t in kinds.items())
+                            + f" — {REDO}")
+    n_pixels, epochs = meta["n_pixels"], meta["epochs"]
+    if not 0 <= meta["ignore_index"] <= 255 or n_pixels < 0:
+        raise FalseCliError(f"{meta_path}: ignore_index must be 0-255 and n_pixels at least 0 "
+                            f"— {REDO}")
     if not 1 <= epochs <= MAX_EPOCHS:
         raise FalseCliError(f"{meta_path}: epochs is {epochs}; tracking needs 1 to "
                             f"{MAX_EPOCHS} recorded epochs")

@@ -46,7 +46,7 @@ def write_eval(path: Path, results: dict[str, dict[str, Any]]) -> None:
 def read_eval(run: Path) -> dict[str, dict[str, Any]]:
     """``{split: {"pixel_acc", "mean_class_acc", "miou", "fwiou", "class_acc"}}`` of a run."""
     path = Path(run) / EVAL
-    results = read_json(path)
+    results = read_json(path, "redo that run with --force")
     if not isinstance(results, dict) or not all(isinstance(v, dict) for v in results.values()):
         raise FalseCliError(f"{path}: not a mapping of split -> metrics — redo that run with "
                             "--force")

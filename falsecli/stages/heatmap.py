@@ -58,6 +58,10 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
     if manifest is None:
         raise FalseCliError(f"{for_stage}: no heat maps in {stage.path} — run "
                             f"'falsecli heatmap{flag} -w {workdir}' first")
+    if not isinstance(manifest.get("epochs"), int) or manifest.get("never_learned") not in (
+            "zero", "max"):
+        raise FalseCliError(f"{stage.manifest_path}: no epochs or never_learned, so not a "
+                            f"heatmap manifest — redo it with 'falsecli heatmap{flag} --force'")
     source = Stage(Path(workdir), run)
     source.require(for_stage)
     if manifest["inputs"].get(run) != source.digest():
@@ -70,10 +74,16 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
         path = stage.path / file
         try:
             with np.load(path, allow_pickle=False) as npz:
-                maps[key] = tracking.flatten(dict(npz.items()), path).astype(dtype, copy=False)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise FalseCliError(f"{path}: unreadable ({exc}) — redo it with "
-                                "'falsecli heatmap --force'") from None
+                images = dict(npz.items())
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise FalseCliError(f"{path}: unreadable ({exc or 'empty'}) — redo it with "
+                                f"'falsecli heatmap{flag} --force'") from None
+        wrong = next((k for k, a in images.items() if a.dtype != dtype), None)
+        if wrong is not None:
+            raise FalseCliError(f"{path}: map {wrong} is {images[wrong].dtype}, not "
+                                f"{np.dtype(dtype).name} — redo it with 'falsecli heatmap{flag} "
+                                "--force'")
+        maps[key] = tracking.flatten(images, path)
     return EventMaps(tracking, int(manifest["epochs"]), str(manifest["never_learned"]),
                      maps["forgetting"], maps["switch"], maps["never_learned"])
 

@@ -72,7 +72,7 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = F
         for seed in cfg["retrain"]["seeds"]:
             name = retrain_name(aug, seed)
             stage = Stage(workdir, name)
-            if stage.is_fresh() and not force:
+            if not force and stage.is_fresh():
                 console.log(f"retrain: {name} is complete, skipped")
                 runs.append({"run": name, "status": "skipped"})
                 continue

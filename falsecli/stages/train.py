@@ -69,8 +69,9 @@ def train(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
     distributed.barrier(ranks)  # the others return once rank 0's artifacts are complete
     if run is None:
         return summary
-    (run.path / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: model.pt replaces it
-    summary["outputs"].append(str(run.stage.manifest_path))
+    # the stage folder now (a redo was built beside it); the checkpoint went with the manifest
+    summary["outputs"] = [str(run.path / rel) for rel in run.outputs] + [
+        str(run.stage.manifest_path)]
     summary["device"] = where
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     return summary
@@ -105,6 +106,7 @@ def _open_stage(stack: contextlib.ExitStack, cfg: Config, workdir: Path, stage: 
                                       progress=_progress)
     run = stack.enter_context(stage_run(workdir, stage, cfg, upstream=upstream, force=force,
                                         keep=resuming, seed=cfg["train"]["seed"], device=where))
+    run.temp(CHECKPOINT)  # removed once the run is complete, before the stage is unlocked
     if not resuming:
         return run, None
     ckpt = _read_checkpoint(run.path / CHECKPOINT)
@@ -188,7 +190,7 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                                                            "miou", "class_acc")},
                             "seconds": round(time.perf_counter() - t0, 3)})
             write_metrics(run.out(METRICS), history)
-            saver.save(run.path / CHECKPOINT, {
+            saver.save(run.temp(CHECKPOINT), {
                 "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
                 "previous": tracker.previous, "rng": checkpoint.capture_rng(s.device, s.gens)})
@@ -231,8 +233,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     s.model.eval()
     results = {"val": val_scores, **evaluate_tests(s.model, ds, tc["eval_batch_size"], s.amp)}
     write_eval(run.out(EVAL), results)
-    return {"stage": stage, "outputs": [str(run.path / rel) for rel in run.outputs],
-            "epochs": tc["epochs"], "processes": s.ranks.world,
+    return {"stage": stage, "outputs": [], "epochs": tc["epochs"], "processes": s.ranks.world,
             "train_samples": s.pool.n_samples, "final_train_loss": history[-1]["train_loss"],
             "metrics": results, "lines": _metric_lines(results)}
 

@@ -40,7 +40,7 @@ from falsecli.core.checkpoint import CHECKPOINT, FORCE
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
 from falsecli.core.runtime import resolve_device, seed_everything
-from falsecli.core.workdir import LOCK, Stage, StageRun, save_npz, stage_run, write_json
+from falsecli.core.workdir import Stage, StageRun, save_npz, stage_run, write_json
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.method import style
 from falsecli.method.pool import Pool
@@ -88,7 +88,8 @@ def load_samples(path: Path, n_classes: int, ignore_index: int
     except FileNotFoundError:
         raise FalseCliError(f"{path}: missing — run 'falsecli transfer' first") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise FalseCliError(f"{path}: not a samples file with images and labels ({exc}) — "
+        raise FalseCliError(f"{path}: not a samples file with images and labels "
+                            f"({str(exc).splitlines()[0] if str(exc) else 'empty'}) — "
                             f"{fix}") from None
     if images.ndim != 3 or labels.shape != images.shape or len(images) == 0:
         raise FalseCliError(f"{path}: images {images.shape} and labels {labels.shape} must be "
@@ -138,11 +139,30 @@ def _stored_generator(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return checkpoint.load(path, "generator", "it is trained again",
-                               keys=("config", "encoder", "generator", "training"))
+        stored = checkpoint.load(path, "generator", "it is trained again",
+                                 keys=("config", "encoder", "generator", "training"))
     except FalseCliError as exc:
         console.log(f"transfer: ignoring {exc}")
         return None
+    if not all(isinstance(stored[k], dict) for k in ("config", "encoder", "generator",
+                                                      "training")):
+        console.log(f"transfer: ignoring {path}: not a falsecli generator (config, encoder, "
+                    "generator and training must be mappings) — it is trained again")
+        return None
+    return stored
+
+
+def _load_weights(model: Sean, stored: dict[str, Any], path: Path) -> bool:
+    """Load a stored generator's weights into ``model``; False (said) when they do not fit
+    it (a file of another falsecli version, or edited)."""
+    try:
+        model.encoder.load_state_dict(stored["encoder"])
+        model.generator.load_state_dict(stored["generator"])
+    except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+        console.log(f"transfer: ignoring {path}: its weights do not fit the generator "
+                    f"({str(exc).splitlines()[0]}) — it is trained again")
+        return False
+    return True
 
 
 def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device, amp: bool,
@@ -153,12 +173,11 @@ def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device,
     stored = _stored_generator(run.path / GENERATOR)
     if stored is not None and stored["config"] == want:
         model = _new_model(cfg)
-        model.encoder.load_state_dict(stored["encoder"])
-        model.generator.load_state_dict(stored["generator"])
-        console.log(f"transfer: reusing {run.path / GENERATOR} (same training config)")
-        run.out(GENERATOR)
-        (run.path / CHECKPOINT).unlink(missing_ok=True)
-        return model.to(device), {**stored["training"], "generator": "reused"}
+        if _load_weights(model, stored, run.path / GENERATOR):
+            console.log(f"transfer: reusing {run.path / GENERATOR} (same training config)")
+            run.out(GENERATOR)
+            (run.path / CHECKPOINT).unlink(missing_ok=True)
+            return model.to(device), {**stored["training"], "generator": "reused"}
     if ckpt is None:
         seed_everything(cfg["transfer"]["seed"])  # the initialisation depends on the seed only
     model = _new_model(cfg)
@@ -179,7 +198,7 @@ def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device,
 def _clear_results(path: Path) -> None:
     """Remove an interrupted run's results but keep what resuming and reuse need."""
     for child in path.iterdir():
-        if child.name in (LOCK, GENERATOR, CHECKPOINT):
+        if child.name in (GENERATOR, CHECKPOINT):
             continue
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 
@@ -247,7 +266,7 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
     with stage_run(workdir, "transfer", cfg, upstream=[rank], force=force, keep=not force,
                    seed=t["seed"], device=str(device)) as run:
         _clear_results(run.path)
-        ckpt = _read_checkpoint(run.path / CHECKPOINT) if resuming else None
+        ckpt = _read_checkpoint(run.temp(CHECKPOINT)) if resuming else None
         if ckpt is not None:
             checkpoint.check_signature("transfer", ckpt["config"], generator_config(cfg))
         names = [row["section"] for row in load_ranking(workdir, class_name)[:t["sources"]]]
