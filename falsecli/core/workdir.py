@@ -36,6 +36,8 @@ MANIFEST = "manifest.json"
 #: the resolved config of a stage, beside its manifest: rerun it with ``-c <stage>/config.yaml``
 CONFIG_YAML = "config.yaml"
 LOCK = ".lock"
+#: the manifest field holding the digest of a stage's output contents (:func:`content_digest`)
+DIGEST = "digest"
 #: the command that produces each top-level stage, for "run X first" hints
 PRODUCER = {"train": "train", "heatmap": "heatmap", "rank": "rank", "transfer": "transfer",
             "report": "report"}
@@ -102,7 +104,11 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for name, array in arrays.items():
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                # a fixed entry date: equal arrays give equal bytes, so content digests
+                # (Stage.digest) see no change when a stage rewrites the same result
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(entry, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
     save_with(path, write)
@@ -152,6 +158,20 @@ def _torch_cuda() -> str | None:
     return match.group(1) if match else None
 
 
+def content_digest(root: Path, outputs: Iterable[str]) -> str:
+    """sha256 over the sorted relative paths and the bytes of the files ``outputs`` under
+    ``root``: the same results give the same digest, whenever and however often written."""
+    total = hashlib.sha256()
+    for rel in sorted(set(outputs)):
+        path = Path(root) / rel
+        if not path.is_file():
+            continue
+        total.update(rel.encode() + b"\0")
+        with open(path, "rb") as fh:
+            total.update(hashlib.file_digest(fh, "sha256").digest())
+    return total.hexdigest()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -185,9 +205,10 @@ class Stage:
         return self.manifest() is not None
 
     def is_fresh(self, upstream: Iterable[str] | None = None) -> bool:
-        """Complete, and every upstream manifest it read is still the one on disk (a stage
-        whose upstream was redone since is stale). With ``upstream``, it must also have read
-        exactly those stages (a report is stale once a new run appears)."""
+        """Complete, and the content of every upstream stage it read is unchanged (a stage
+        whose upstream was redone with other results is stale; one redone with the same
+        results is not). With ``upstream``, it must also have read exactly those stages (a
+        report is stale once a new run appears)."""
         manifest = self.manifest()
         if manifest is None:
             return False
@@ -201,6 +222,12 @@ class Stage:
         return True
 
     def digest(self) -> str:
+        """The digest of the stage's output files' contents, recorded in its manifest when
+        it completed (timestamps and wall times do not count). Manifests written before
+        content digests existed fall back to the digest of the manifest itself."""
+        manifest = self.manifest()
+        if manifest is not None and manifest.get(DIGEST):
+            return manifest[DIGEST]
         return hashlib.sha256(self.manifest_path.read_bytes()).hexdigest()
 
     def require(self, for_stage: str) -> dict[str, Any]:
@@ -262,6 +289,7 @@ class StageRun:
             "seed": self.seed, "device": self.device, "versions": versions(),
             "started": self.started, "finished": _now(),
             "wall_seconds": round(time.perf_counter() - self._t0, 3), **self.extra,
+            DIGEST: content_digest(self.path, self.outputs),
         }
         write_json(self.stage.manifest_path, manifest)
         return manifest
