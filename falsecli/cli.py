@@ -21,7 +21,7 @@ import typer
 from falsecli import __version__
 from falsecli.core import config, console
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import default_workdir
+from falsecli.core.workdir import Stage, default_workdir, remembered_config
 
 app = typer.Typer(
     name="falsecli",
@@ -55,6 +55,7 @@ class Format(str, Enum):
 class Context:
     """What every command receives: the common options, resolved."""
 
+    name: str
     workdir: Path
     config_file: Optional[Path]
     sets: list[str]
@@ -65,9 +66,21 @@ class Context:
 
     def config(self, flags: dict[str, Any] | None = None,
                base: config.Config | None = None) -> config.Config:
-        """Resolved config: defaults (or ``base``) < file < --set < explicit flags."""
+        """Resolved config: the workdir's settings (``<workdir>/config.yaml``, written by its
+        first stage; else ``base``, else the defaults) < file < --set < explicit flags.
+
+        Changing the data or the model of a workdir that holds a training run is refused,
+        except by a forced retraining (train, run, demo with ``--force``)."""
         explicit = {"train.device": self.device, "train.seed": self.seed, **(flags or {})}
-        return config.resolve(self.config_file, self.sets, explicit, base=base)
+        remembered = remembered_config(self.workdir)
+        if remembered.is_file():
+            base = config.resolve(remembered)
+        cfg = config.resolve(self.config_file, self.sets, explicit, base=base)
+        retrains = self.force and self.name in RETRAINS
+        if remembered.is_file() and not retrains and \
+                self.name not in READ_ONLY and Stage(self.workdir, "train").is_complete():
+            config.refuse_other_results(base, cfg, f"the workdir {self.workdir} ({remembered})")
+        return cfg
 
     def emit(self, summary: dict[str, Any], text: Callable[[dict[str, Any]], None] | None = None
              ) -> None:
@@ -88,6 +101,10 @@ def _print_outputs(summary: dict[str, Any]) -> None:
 
 
 _DEFAULTS = config.load_defaults()
+#: commands that may change a workdir's data or model with --force: they retrain train/
+RETRAINS = ("train", "run", "demo")
+#: commands that read data but write nothing into the workdir
+READ_ONLY = ("synth", "inspect")
 #: commands that run under torchrun (DistributedDataParallel); the others refuse to
 DISTRIBUTED = ("train", "retrain")
 
@@ -138,7 +155,7 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
             common = {k: kwargs.pop(k) for k in _COMMON_NAMES}
             console.set_quiet(common["quiet"])
             ctx = Context(
-                workdir=common["workdir"] or default_workdir(), config_file=common["config_file"],
+                name=name, workdir=common["workdir"] or default_workdir(), config_file=common["config_file"],
                 sets=common["sets"] or [], device=common["device"], seed=common["seed"],
                 force=common["force"], json=common["as_json"],
             )

@@ -116,7 +116,8 @@ def test_run_redoes_only_what_a_redone_transfer_made_stale(chain) -> None:
     work, _ = chain
     runner = CliRunner()
     args = ["-w", str(work), *sets_args(TINY), "--json", "--quiet"]
-    assert runner.invoke(app, ["transfer", "--force", *args]).exit_code == 0
+    # other samples (a redo with the same ones would leave everything fresh)
+    assert runner.invoke(app, ["transfer", "--force", "--per-source", "2", *args]).exit_code == 0
     result = runner.invoke(app, ["run", *args])
     assert result.exit_code == 0, result.output
     stages = json.loads(result.stdout)["stages"]
@@ -127,3 +128,41 @@ def test_run_redoes_only_what_a_redone_transfer_made_stale(chain) -> None:
     assert {runs[f"retrain/{a}/seed{s}"] for a in ("none", "flip", "rotate") for s in (0, 1)} \
         == {"skipped"}
     assert stages["report"]["status"] == "done"
+
+
+def test_identical_redo_leaves_downstream_fresh(chain) -> None:
+    """heatmap --force rewrites the same bytes: nothing downstream is stale (content digests)."""
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    runner = CliRunner()
+    args = ["-w", str(work), "--json", "--quiet"]
+    assert runner.invoke(app, ["run", *args]).exit_code == 0  # whatever an earlier test left
+    assert runner.invoke(app, ["heatmap", "--force", *args]).exit_code == 0
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout)["stages"]
+    assert all(s["status"] == "skipped" for s in stages.values()), stages
+
+
+def test_the_workdir_remembers_its_settings(chain) -> None:
+    """Commands without --set use the workdir's settings (TINY), not the packaged defaults;
+    another data or model for the same workdir is refused in one line."""
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    runner = CliRunner()
+    result = runner.invoke(app, ["rank", "-w", str(work), "--force", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["min_pixels"] == 5  # TINY's; the default is larger
+    other = runner.invoke(app, ["rank", "-w", str(work), "--force",
+                                "--set", "data.synthetic.shape=[8,8,8]"])
+    assert other.exit_code == 1
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.synthetic.shape" in lines[0] and "train --force" in lines[0]
+    model = runner.invoke(app, ["heatmap", "-w", str(work), "--set", "model.aspp_channels=8"])
+    assert model.exit_code == 1 and "model.aspp_channels" in model.stderr

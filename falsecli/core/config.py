@@ -329,6 +329,22 @@ def resolve(
     return cfg
 
 
+#: the sections that make a workdir's results what they are: its data and its network
+FIXED = ("data", "model")
+
+
+def refuse_other_results(old: Config, new: Config, where: str) -> None:
+    """Refuse ``new`` when its data or model differ from ``old``'s, the settings of
+    ``where``: results made from other data or another network must not mix in one place."""
+    for section in FIXED:
+        for key in _leaf_keys(old[section], f"{section}."):
+            before, after = get(old, key), get(new, key)
+            if before != after and not isinstance(before, dict):
+                raise FalseCliError(
+                    f"'{key}' is {before!r} in {where}, not {after!r} — use a new workdir "
+                    "(-w DIR) or retrain this one with 'falsecli train --force'")
+
+
 #: train keys that change where, how fast or how long a run goes, not what it learns: a run
 #: may resume with other values of these
 RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size")

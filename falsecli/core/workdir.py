@@ -24,7 +24,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import yaml
@@ -118,6 +118,24 @@ def save_with(path: Path, writer: Callable[[Path], None]) -> None:
     """Atomic write through any ``writer(tmp_path)`` (``torch.save``, ``fig.savefig``...)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def write_config(path: Path, cfg: Mapping[str, Any]) -> None:
+    """A resolved config as YAML that ``-c`` reads back as the very same config."""
+    write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None))
+
+
+def remembered_config(workdir: Path) -> Path:
+    """``<workdir>/config.yaml``: the settings of the workdir, written by its first stage
+    (and by every training of ``train/``); later commands in the workdir start from them."""
+    return Path(workdir) / CONFIG_YAML
+
+
+def remember_config(workdir: Path, cfg: Mapping[str, Any], *, replace: bool = False) -> None:
+    """Write the workdir's settings unless it has them already (or ``replace``)."""
+    path = remembered_config(workdir)
+    if replace or not path.is_file():
+        write_config(path, cfg)
 
 
 def read_json(path: Path) -> Any:
@@ -281,8 +299,7 @@ class StageRun:
     def finish(self) -> dict[str, Any]:
         """Write the resolved config as YAML (to rerun or diff the stage), then the manifest,
         last, because its presence is what marks the stage complete."""
-        write_text(self.out(CONFIG_YAML),
-                   yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None))
+        write_config(self.out(CONFIG_YAML), self.config)
         manifest = {
             "stage": self.stage.name, "status": "complete", "falsecli_version": __version__,
             "config": self.config, "inputs": self.inputs, "outputs": sorted(self.outputs),
@@ -349,6 +366,8 @@ def stage_run(
                 if child.name == LOCK:
                     continue
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+        # train/ defines the workdir's data and model: a forced retraining rewrites them
+        remember_config(Path(workdir), config, replace=name == "train")
         run = StageRun(stage, config, inputs, seed=seed, device=device)
         yield run
         run.finish()
