@@ -61,6 +61,8 @@ def make_run(workdir: Path, run: str = "train", seed: int = 0, force: bool = Fal
         independent.write_from_predictions(out.path / "tracking",
                                            independent.section_entries(TRACKED), labels, preds,
                                            CLASSES)
+        for path in sorted((out.path / "tracking").iterdir()):  # outputs, as train lists them
+            out.out(f"tracking/{path.name}")
     return out.path / "tracking"
 
 

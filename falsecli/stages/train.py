@@ -192,7 +192,7 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                 "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
                 "previous": tracker.previous, "rng": checkpoint.capture_rng(s.device, s.gens)})
             acc = val_scores["pixel_acc"]
-            bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.4f} val acc "
+            bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.3f} val acc "
                                   f"{'n/a' if acc is None else f'{acc:.3f}'}")
             if on_epoch is not None:
                 on_epoch(epoch, history[-1])
