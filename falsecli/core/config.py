@@ -10,7 +10,6 @@ because a typo in a 60-epoch run should fail before the first epoch, not in its 
 from __future__ import annotations
 
 import copy
-import difflib
 import operator
 import re
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, did_you_mean
 
 Config = dict[str, Any]
 
@@ -168,11 +167,10 @@ def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def _unknown_key(path: str, valid: Iterable[str]) -> FalseCliError:
     valid = list(valid)
-    close = difflib.get_close_matches(path, valid, n=1, cutoff=0.5)
-    if not close:  # a right leaf name under the wrong section: compare last components
+    hint = did_you_mean(path, valid)
+    if not hint:  # a right leaf name under the wrong section: compare last components
         tail = path.rsplit(".", 1)[-1]
-        close = [k for k in valid if k.rsplit(".", 1)[-1] == tail][:1]
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(tail, [k for k in valid if k.rsplit(".", 1)[-1] == tail][:1])
     return FalseCliError(f"unknown config key '{path}'{hint} (see example.yaml for every key)")
 
 
@@ -316,8 +314,9 @@ def resolve(
     """Build the resolved config. ``flags`` maps dotted keys to explicit CLI values (None = unset)."""
     cfg = load_defaults() if base is None else base
     if config_file is not None:
+        tree = load_file(config_file)  # its errors name the file already
         try:
-            cfg = merge(cfg, load_file(config_file))
+            cfg = merge(cfg, tree)
         except FalseCliError as exc:
             raise FalseCliError(f"{config_file}: {exc}") from None
     for item in sets:
@@ -375,4 +374,5 @@ def class_id(cfg: Config, value: str | int) -> int:
         if value.isdigit() and int(value) < len(classes):
             return int(value)
     valid = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
-    raise FalseCliError(f"unknown class {value!r}; the classes are {valid}")
+    raise FalseCliError(f"unknown class {value!r}{did_you_mean(str(value), classes)} "
+                        f"(the classes are {valid})")
