@@ -126,8 +126,8 @@ def write_config(path: Path, cfg: Mapping[str, Any]) -> None:
 
 
 def remembered_config(workdir: Path) -> Path:
-    """``<workdir>/config.yaml``: the settings of the workdir, written by its first stage
-    (and by every training of ``train/``); later commands in the workdir start from them."""
+    """``<workdir>/config.yaml``: the settings of the workdir, written when its first stage
+    completes (and by every training of ``train/``); later commands there start from them."""
     return Path(workdir) / CONFIG_YAML
 
 
@@ -366,8 +366,9 @@ def stage_run(
                 if child.name == LOCK:
                     continue
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        # train/ defines the workdir's data and model: a forced retraining rewrites them
-        remember_config(Path(workdir), config, replace=name == "train")
         run = StageRun(stage, config, inputs, seed=seed, device=device)
         yield run
         run.finish()
+        # once complete (a refused or failed stage leaves the workdir's settings alone);
+        # train/ defines the workdir's data and model: a forced retraining rewrites them
+        remember_config(Path(workdir), config, replace=name == "train")
