@@ -68,8 +68,9 @@ class Context:
 
     def config(self, flags: dict[str, Any] | None = None,
                base: config.Config | None = None) -> config.Config:
-        """Resolved config: the workdir's settings (``<workdir>/config.yaml``, written by its
-        first stage; else ``base``, else the defaults) < file < --set < explicit flags.
+        """Resolved config: the workdir's settings (``<workdir>/config.yaml``, written when its
+        first stage completed; else train's; else ``base``, else the defaults) < file < --set <
+        explicit flags.
 
         Changing the data or the model of a workdir that holds a training run is refused,
         except by a forced retraining (train, run, demo with ``--force``)."""
@@ -125,12 +126,15 @@ _COMMON = [
                                      help="Working directory \\[default: ./falsecli-work]")]),
     inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=Annotated[Optional[Path], typer.Option(
-                          "-c", "--config", metavar="FILE", help="YAML config file (see example.yaml).")]),
+                          "-c", "--config", metavar="FILE",
+                          help="YAML config file (see example.yaml).")]),
     inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Optional[list[str]], typer.Option(
-            "--set", metavar="KEY=VALUE", help="Override a config key, value parsed as YAML: --set train.epochs=5")]),
+            "--set", metavar="KEY=VALUE",
+            help="Override a config key, value parsed as YAML: --set train.epochs=5")]),
     inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[str], typer.Option("--device", metavar="DEVICE", help=_h("auto | cpu | cuda | cuda:N", "train.device"))]),
+        Optional[str], typer.Option("--device", metavar="DEVICE",
+                                    help=_h("auto | cpu | cuda | cuda:N", "train.device"))]),
     inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Optional[int], typer.Option("--seed", help=_h("Random seed", "train.seed"))]),
     inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
@@ -194,7 +198,8 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
             common = {k: kwargs.pop(k) for k in _COMMON_NAMES}
             console.set_quiet(common["quiet"])
             ctx = Context(
-                name=name, workdir=common["workdir"] or default_workdir(), config_file=common["config_file"],
+                name=name, workdir=common["workdir"] or default_workdir(),
+                config_file=common["config_file"],
                 sets=common["sets"] or [], device=common["device"], seed=common["seed"],
                 force=common["force"], json=common["as_json"],
             )
@@ -248,7 +253,8 @@ def _main(
 @command("synth")
 def synth_cmd(
     ctx: Context,
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder to write the F3-layout volumes to.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                      help="Folder to write the F3-layout volumes to.")],
     fmt: Annotated[Format, typer.Option("--format", help="Seismic file format.")] = Format.npy,
 ) -> None:
     """Write the synthetic F3-like volumes in the F3 benchmark layout (train/, test_once/)."""
@@ -297,9 +303,11 @@ def heatmap_cmd(
     never_learned: Annotated[Optional[NeverLearned], typer.Option(
         help=_h("Events given to never-learned pixels", "heatmap.never_learned"))] = None,
     run: Annotated[Optional[str], typer.Option(
-        metavar="RUN", help="Training run: train or retrain/<aug>/seed<k> \\[default: train]")] = None,
+        metavar="RUN",
+        help="Training run: train or retrain/<aug>/seed<k> \\[default: train]")] = None,
     sections: Annotated[Optional[list[str]], typer.Option(
-        "--sections", metavar="SECTION", help="Sections to draw (repeatable) \\[default: the most forgotten]")
+        "--sections", metavar="SECTION",
+        help="Sections to draw (repeatable) \\[default: the most forgotten]")
     ] = None,
 ) -> None:
     """Stage 2: forgetting and switch heat maps from the recorded history (paper eq. 1-3)."""
@@ -333,7 +341,8 @@ def rank_cmd(
 def transfer_cmd(
     ctx: Context,
     class_: Annotated[Optional[str], typer.Option(
-        "--class", metavar="CLASS", help=_h("Class whose style is transferred", "transfer.class"))] = None,
+        "--class", metavar="CLASS",
+        help=_h("Class whose style is transferred", "transfer.class"))] = None,
     sources: Annotated[Optional[int], typer.Option(
         help=_h("Top-ranked sections used as style sources", "transfer.sources"))] = None,
     per_source: Annotated[Optional[int], typer.Option(
