@@ -33,9 +33,11 @@ def test_section_figure_reads_without_help() -> None:
         assert ax.get_aspect() == 1.0
     assert images[0].get_ylabel() == "depth (samples)" and images[0].get_xlabel() == "trace"
     bars = [ax for ax in fig.axes if not ax.get_images()]
-    assert {ax.get_ylabel() for ax in bars} == {"amplitude (normalised)", "forgetting events"}
-    assert not _overlaps(fig, fig.legends[0])  # the facies legend covers no data
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == CLASSES
+    assert {ax.get_ylabel() for ax in bars} == {"amplitude (normalised)", "facies",
+                                                 "forgetting events"}
+    facies = next(ax for ax in bars if ax.get_ylabel() == "facies")  # the legend, beside
+    assert [t.get_text() for t in facies.get_yticklabels()] == CLASSES
+    assert not any(facies.get_window_extent().overlaps(ax.get_window_extent()) for ax in images)
     heat_bar = next(ax for ax in bars if ax.get_ylabel() == "forgetting events")
     assert all(float(t).is_integer() for t in heat_bar.get_yticks())
 

@@ -109,7 +109,7 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
                    vmax: float | None = None) -> Figure:
     """Paper Fig. 2: seismic (grey) | annotation (facies colours) | heat map, each at the
     section's true aspect (one trace as wide as one sample is deep), with labelled colour
-    bars and the facies legend below the panels.
+    bars (the annotation's names the facies).
 
     Ignored pixels are grey in the annotation and the heat map. ``vmax`` fixes the top of
     the heat scale (pass the same value to make several figures comparable). Sections much
@@ -119,11 +119,11 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     stacked = width > 1.5 * depth
     if stacked:
         height = float(np.clip(9.0 * depth / width, 1.2, 4.0))
-        fig = Figure(figsize=(11.0, 3 * height + 2.0), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(11.0, 3 * height + 1.4), dpi=DPI, layout="constrained")
         axes = fig.subplots(3, 1, sharex=True, sharey=True)
     else:
         panel = _panel_size(labels.shape)
-        fig = Figure(figsize=(3 * panel + 3.2, 4.6), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(3 * panel + 4.4, 4.2), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 3, sharex=True, sharey=True)
     where = {"location": "right", "shrink": 0.9, "pad": 0.02}
     lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
@@ -131,9 +131,16 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     axes[0].set_title("seismic")
     fig.colorbar(image, ax=axes[0], label="amplitude (normalised)", **where)
     n = len(classes)
-    axes[1].imshow(mask_ignored(labels, labels, ignore_index), cmap=label_cmap(n), vmin=-0.5,
-                   vmax=n - 0.5, interpolation="nearest")
+    image = axes[1].imshow(mask_ignored(labels, labels, ignore_index), cmap=label_cmap(n),
+                           vmin=-0.5, vmax=n - 0.5, interpolation="nearest")
     axes[1].set_title("annotation")
+    # the facies legend as a colour bar: beside the panel (covers no data), and every panel
+    # gets a bar, so stacked panels keep one width
+    bar = fig.colorbar(image, ax=axes[1], ticks=range(n), **where)
+    bar.ax.set_yticklabels(classes, fontsize=7)
+    bar.ax.tick_params(length=0)
+    bar.ax.invert_yaxis()  # shallow units on top, as in the section
+    bar.set_label("facies")
     top = int(vmax) if vmax is not None else max(int(np.max(heat, initial=0)), 1)
     cmap, norm = count_scale(top)
     image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=cmap, norm=norm,
@@ -142,7 +149,6 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     _count_bar(fig, image, axes[2], top, **where)
     for ax in axes:
         _section_axes(ax, x=not stacked or ax is axes[-1], y=stacked or ax is axes[0])
-    facies_legend(fig, classes)
     fig.suptitle(title)
     return fig
 
