@@ -175,7 +175,7 @@ def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.
     heat = tracking.images(maps.forgetting)
     events = dict(zip((s.name for s in stats.sections), stats.events.tolist()))
     with console.progress() as bar:
-        task = bar.add_task("figures", total=len(names), info="")
+        task = bar.add_task(f"{out.stage.name}: figures", total=len(names), info="")
         for name in names:
             section = tracking.section(name)
             title = (f"{name} ({section.split}): {events[name]:,} forgetting events "
