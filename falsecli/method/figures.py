@@ -256,8 +256,9 @@ def fig3(rows: Sequence[dict[str, Any]], classes: Sequence[str], ignore_index: i
                   (row["target_labels"], "lab", f"target annotation\n{names[2]}"),
                   (row["source"], "seis", f"style source\n{names[3]}"),
                   (row["source_labels"], "lab", f"source annotation\n{names[4]}"),
-                  (row["difference"], "style", f"difference of transfers\n"
-                                               f"{row['difference_name']}")]
+                  # one operand a line (names are wider than a panel); its colour bar
+                  # says "difference of transfers"
+                  (row["difference"], "style", row["difference_name"].replace(" − ", "\n− "))]
         for c, (values, kind, panel_title) in enumerate(panels):
             ax = axes[r, c]
             if kind == "seis":
