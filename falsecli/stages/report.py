@@ -427,7 +427,8 @@ class _Document:
         esc = html.escape
         parts = ["<!doctype html><html><head><meta charset='utf-8'><title>falsecli report"
                  "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto;"
-                 "padding:0 1em}table{border-collapse:collapse;margin:1em 0 .3em}"
+                 "padding:0 1em}table{border-collapse:collapse;margin:1em 0 .3em;display:block;"
+                 "overflow-x:auto}"
                  "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
                  "th{background:#eee}td:first-child{text-align:left}img{max-width:100%}"
                  "figure{margin:1em 0}.caption,figcaption{color:#444;font-size:.92em;"
