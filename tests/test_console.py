@@ -46,3 +46,21 @@ def test_quiet_silences_progress_and_logs(capsys) -> None:
 def test_log_lines_are_not_wrapped(capsys) -> None:
     console.log("x" * 200)
     assert capsys.readouterr().err == "x" * 200 + "\n"
+
+
+def test_bars_fit_80_columns(monkeypatch) -> None:
+    """On an 80-column terminal the longest stage name and an epoch's text fit unclipped."""
+    import io
+    import sys
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    monkeypatch.setattr(console, "stderr", Console(file=out, width=80, force_terminal=True))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    info = "epoch 12/60 loss 0.123 val acc 0.873"
+    with console.progress() as bar:
+        task = bar.add_task("retrain/transfer/seed4", total=100, info="")
+        bar.update(task, advance=50, info=info)
+    text = out.getvalue()
+    assert info in text and "…" not in text
