@@ -11,6 +11,8 @@ import inspect
 import json
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -21,7 +23,7 @@ import typer
 from falsecli import __version__
 from falsecli.core import config, console
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import default_workdir, fs_error
+from falsecli.core.workdir import Stage, default_workdir, fs_error, remembered_config
 
 app = typer.Typer(
     name="falsecli",
@@ -56,6 +58,7 @@ class Format(str, Enum):
 class Context:
     """What every command receives: the common options, resolved."""
 
+    name: str
     workdir: Path
     config_file: Optional[Path]
     sets: list[str]
@@ -66,9 +69,25 @@ class Context:
 
     def config(self, flags: dict[str, Any] | None = None,
                base: config.Config | None = None) -> config.Config:
-        """Resolved config: defaults (or ``base``) < file < --set < explicit flags."""
+        """Resolved config: the workdir's settings (``<workdir>/config.yaml``, written when its
+        first stage completed; else train's; else ``base``, else the defaults) < file < --set <
+        explicit flags.
+
+        Changing the data or the model of a workdir that holds a training run is refused,
+        except by a forced retraining (train, run, demo with ``--force``)."""
         explicit = {"train.device": self.device, "train.seed": self.seed, **(flags or {})}
-        return config.resolve(self.config_file, self.sets, explicit, base=base)
+        remembered = remembered_config(self.workdir)
+        train = Stage(self.workdir, "train").manifest()
+        if remembered.is_file():
+            base = config.resolve(remembered)
+        elif train is not None:  # a workdir from before config.yaml: its training settings
+            base, remembered = config.merge(config.load_defaults(), train["config"]), \
+                Stage(self.workdir, "train").manifest_path
+        cfg = config.resolve(self.config_file, self.sets, explicit, base=base)
+        retrains = self.force and self.name in RETRAINS
+        if train is not None and not retrains and self.name not in READ_ONLY:
+            config.refuse_other_results(base, cfg, f"the workdir {self.workdir} ({remembered})")
+        return cfg
 
     def emit(self, summary: dict[str, Any], text: Callable[[dict[str, Any]], None] | None = None
              ) -> None:
@@ -89,6 +108,10 @@ def _print_outputs(summary: dict[str, Any]) -> None:
 
 
 _DEFAULTS = config.load_defaults()
+#: commands that may change a workdir's data or model with --force: they retrain train/
+RETRAINS = ("train", "run", "demo")
+#: commands that read data but write nothing into the workdir
+READ_ONLY = ("synth", "inspect", "show")
 #: commands that run under torchrun (DistributedDataParallel); the others refuse to
 DISTRIBUTED = ("train", "retrain")
 
@@ -100,16 +123,19 @@ def _h(text: str, key: str) -> str:
 
 _COMMON = [
     inspect.Parameter("workdir", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[Path], typer.Option("-w", "--workdir", envvar="FALSECLI_WORKDIR",
+        Optional[Path], typer.Option("-w", "--workdir", envvar="FALSECLI_WORKDIR", metavar="DIR",
                                      help="Working directory \\[default: ./falsecli-work]")]),
     inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=Annotated[Optional[Path], typer.Option(
-                          "-c", "--config", help="YAML config file (see example.yaml).")]),
+                          "-c", "--config", metavar="FILE",
+                          help="YAML config file (see example.yaml).")]),
     inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Optional[list[str]], typer.Option(
-            "--set", help="Override a config key, value parsed as YAML: --set train.epochs=5")]),
+            "--set", metavar="KEY=VALUE",
+            help="Override a config key, value parsed as YAML: --set train.epochs=5")]),
     inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[str], typer.Option("--device", help=_h("auto | cpu | cuda | cuda:N", "train.device"))]),
+        Optional[str], typer.Option("--device", metavar="DEVICE",
+                                    help=_h("auto | cpu | cuda | cuda:N", "train.device"))]),
     inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Optional[int], typer.Option("--seed", help=_h("Random seed", "train.seed"))]),
     inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
@@ -126,6 +152,40 @@ _COMMON = [
 _COMMON_NAMES = [p.name for p in _COMMON]
 
 
+#: metavars by option type: what a user types, not Python's type names
+_METAVARS = {bool: "FLAG", int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+def _metavar(kind: Any) -> str:
+    """A readable metavar for an option of type ``kind``: FLAG, N, PATH, a|b|c, N..."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if typing.get_origin(kind) is list:
+        return _metavar(typing.get_args(kind)[0]) + "..."
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return "|".join(member.value for member in kind)
+    return _METAVARS.get(kind, "VALUE")
+
+
+def _with_metavar(param: inspect.Parameter) -> inspect.Parameter:
+    """``param`` whose typer option shows a readable metavar unless it names its own."""
+    kind, *extras = typing.get_args(param.annotation)
+    for info in extras:
+        if isinstance(info, typer.models.OptionInfo) and info.metavar is None:
+            info.metavar = _metavar(kind)
+    return param
+
+
+class _Command(typer.core.TyperCommand):
+    """A typer command whose --help option, too, shows the FLAG metavar."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = _METAVARS[bool]
+        return option
+
+
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``fn(ctx, **own_options)`` as a command that also takes the common options.
 
@@ -139,7 +199,8 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
             common = {k: kwargs.pop(k) for k in _COMMON_NAMES}
             console.set_quiet(common["quiet"])
             ctx = Context(
-                workdir=common["workdir"] or default_workdir(), config_file=common["config_file"],
+                name=name, workdir=common["workdir"] or default_workdir(),
+                config_file=common["config_file"],
                 sets=common["sets"] or [], device=common["device"], seed=common["seed"],
                 force=common["force"], json=common["as_json"],
             )
@@ -153,20 +214,26 @@ def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
                     console.stderr.print_exception()
                 # a file-system fault no stage foresaw: still one line, naming the path
                 text = str(exc if isinstance(exc, FalseCliError) else fs_error(exc))
-                # stage errors already start with their stage ("heatmap: ...", "retrain/x/...")
-                own = text.startswith((f"{name}:", f"{name}/"))
-                print(text if own else f"falsecli {name}: {text}", file=sys.stderr)
+                print(error_line(name, text), file=sys.stderr)
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 print(f"falsecli {name}: interrupted", file=sys.stderr)
                 raise typer.Exit(130) from None
 
-        wrapper.__signature__ = inspect.Signature(own + _COMMON)  # type: ignore[attr-defined]
+        wrapper.__signature__ = inspect.Signature(
+            [_with_metavar(p) for p in own + _COMMON])  # type: ignore[attr-defined]
         wrapper.__doc__ = fn.__doc__
-        app.command(name)(wrapper)
+        app.command(name, cls=_Command)(wrapper)
         return fn
 
     return decorate
+
+
+def error_line(name: str, text: str) -> str:
+    """One prefix style for every error: ``falsecli <command>: <message>``; a message that
+    already starts with the command's own name ("rank: ...") does not repeat it. A message
+    naming another stage or run keeps it ("falsecli run: heatmap: ...")."""
+    return f"falsecli {name}: {text.removeprefix(f'{name}: ')}"
 
 
 def _version(value: bool) -> None:
@@ -189,7 +256,8 @@ def _main(
 @command("synth")
 def synth_cmd(
     ctx: Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the F3-layout volumes to.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                      help="Folder to write the F3-layout volumes to.")],
     fmt: Annotated[Format, typer.Option("--format", help="Seismic file format.")] = Format.npy,
 ) -> None:
     """Write the synthetic F3-like volumes in the F3 benchmark layout (train/, test_once/)."""
@@ -238,9 +306,11 @@ def heatmap_cmd(
     never_learned: Annotated[Optional[NeverLearned], typer.Option(
         help=_h("Events given to never-learned pixels", "heatmap.never_learned"))] = None,
     run: Annotated[Optional[str], typer.Option(
+        metavar="RUN",
         help="Training run: train or retrain/<aug>/seed<k> \\[default: train]")] = None,
     sections: Annotated[Optional[list[str]], typer.Option(
-        "--sections", help="Sections to draw (repeatable) \\[default: the most forgotten]")
+        "--sections", metavar="SECTION",
+        help="Sections to draw (repeatable) \\[default: the most forgotten]")
     ] = None,
 ) -> None:
     """Stage 2: forgetting and switch heat maps from the recorded history (paper eq. 1-3)."""
@@ -254,7 +324,7 @@ def heatmap_cmd(
 def rank_cmd(
     ctx: Context,
     class_: Annotated[Optional[str], typer.Option(
-        "--class", help=_h("Class name or id", "rank.class"))] = None,
+        "--class", metavar="CLASS", help=_h("Class name or id", "rank.class"))] = None,
     top: Annotated[Optional[int], typer.Option(help=_h("Rows to print", "rank.top"))] = None,
     by: Annotated[Optional[RankBy], typer.Option(help=_h("Event kind", "rank.by"))] = None,
     min_pixels: Annotated[Optional[int], typer.Option(
@@ -274,7 +344,8 @@ def rank_cmd(
 def transfer_cmd(
     ctx: Context,
     class_: Annotated[Optional[str], typer.Option(
-        "--class", help=_h("Class whose style is transferred", "transfer.class"))] = None,
+        "--class", metavar="CLASS",
+        help=_h("Class whose style is transferred", "transfer.class"))] = None,
     sources: Annotated[Optional[int], typer.Option(
         help=_h("Top-ranked sections used as style sources", "transfer.sources"))] = None,
     per_source: Annotated[Optional[int], typer.Option(
@@ -308,7 +379,7 @@ def retrain_cmd(
     aug: Annotated[Optional[list[RetrainAug]], typer.Option(
         help=_h("Method(s) to train from scratch, repeatable", "retrain.augs"))] = None,
     seeds: Annotated[Optional[str], typer.Option(
-        help=_h("Comma-separated seeds, e.g. 0,1,2", "retrain.seeds"))] = None,
+        metavar="N,N,...", help=_h("Comma-separated seeds, e.g. 0,1,2", "retrain.seeds"))] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Epochs \\[default: retrain.epochs, else train.epochs]")] = None,
     resume: Annotated[bool, typer.Option(help="Continue interrupted runs from their last "
@@ -333,16 +404,16 @@ def report_cmd(ctx: Context) -> None:
 @command("trace")
 def trace_cmd(
     ctx: Context,
-    section: Annotated[Optional[str], typer.Option(
+    section: Annotated[Optional[str], typer.Option(metavar="SECTION",
         help="Tracked section whose region is explained, e.g. inline_0005")] = None,
     class_: Annotated[Optional[str], typer.Option(
-        "--class", help="Query region: this class's pixels of the section \\[default: all]")
+        "--class", metavar="CLASS", help="Query region: this class's pixels of the section \\[default: all]")
     ] = None,
     mask: Annotated[Optional[Path], typer.Option(
         help="Query region: a bool .npy of the section's shape (depth, width)")] = None,
-    run: Annotated[Optional[str], typer.Option(
+    run: Annotated[Optional[str], typer.Option(metavar="RUN",
         help=_h("Training run: train or retrain/<aug>/seed<k>", "trace.run"))] = None,
-    layers: Annotated[Optional[str], typer.Option(
+    layers: Annotated[Optional[str], typer.Option(metavar="LAYERS",
         help=_h("Parameters compared: last | head | all | name prefixes", "trace.layers"))
     ] = None,
     top: Annotated[Optional[int], typer.Option(
@@ -355,6 +426,21 @@ def trace_cmd(
                       "trace.layers": layers, "trace.top": top})
     from falsecli.stages.trace import print_trace, trace
     ctx.emit(trace(cfg, ctx.workdir, force=ctx.force), print_trace)
+
+
+@command("show")
+def show_cmd(
+    ctx: Context,
+    stage: Annotated[Optional[str], typer.Argument(
+        metavar="[STAGE]", help="A stage folder: train, heatmap, rank, transfer, "
+        "retrain/<aug>/seed<k>, report \\[default: list every stage]")] = None,
+) -> None:
+    """Print what the workdir holds (each stage: fresh or stale), or one stage's result (rank:
+    its table), without redoing anything."""
+    cfg = ctx.config()
+    from falsecli.stages.show import print_show, show
+
+    ctx.emit(show(cfg, ctx.workdir, stage), print_show)
 
 
 @command("run")
@@ -381,13 +467,13 @@ def demo_cmd(ctx: Context) -> None:
 @command("predict")
 def predict_cmd(
     ctx: Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the results to.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder to write the results to.")],
     input_path: Annotated[Optional[Path], typer.Option(
         "--input", help="Volume to predict, .npy or SEG-Y (.sgy/.segy) \\[default: the "
         "configured test volumes]")] = None,
     labels: Annotated[Optional[Path], typer.Option(
         help="Labels of --input (.npy or SEG-Y): adds the benchmark's metrics")] = None,
-    run: Annotated[Optional[str], typer.Option(
+    run: Annotated[Optional[str], typer.Option(metavar="RUN",
         help=_h("Model: train or retrain/<aug>/seed<k>", "predict.run"))] = None,
     axes: Annotated[Optional[Axes], typer.Option(
         help=_h("Sections predicted; both averages the two softmax estimates",
@@ -411,8 +497,8 @@ def predict_cmd(
 @command("export")
 def export_cmd(
     ctx: Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the SEG-Y cubes to.")],
-    run: Annotated[Optional[str], typer.Option(
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder to write the SEG-Y cubes to.")],
+    run: Annotated[Optional[str], typer.Option(metavar="RUN",
         help=_h("Heat maps of: train or retrain/<aug>/seed<k>", "heatmap.run"))] = None,
 ) -> None:
     """Heat maps (forgetting, switch, never-learned) as SEG-Y cubes with the training

@@ -1,5 +1,6 @@
 """The command-line contract: help, version, one-line errors, exit codes."""
 
+import json
 import subprocess
 import sys
 import time
@@ -8,7 +9,7 @@ import pytest
 
 from falsecli import __version__
 
-COMMANDS = ["synth", "inspect", "train", "heatmap", "rank", "transfer", "retrain", "report",
+COMMANDS = ["synth", "inspect", "show", "train", "heatmap", "rank", "transfer", "retrain", "report",
             "run", "demo"]
 
 
@@ -85,3 +86,61 @@ def test_only_training_runs_under_torchrun(cli, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = cli("heatmap", "-w", tmp_path)
     assert result.exit_code == 1 and "only train and retrain run under torchrun" in result.stderr
+
+
+def test_help_shows_readable_metavars() -> None:
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    text = CliRunner().invoke(app, ["retrain", "--help"], env={"COLUMNS": "160"}).stdout
+    for metavar in ("FLAG", "KEY=VALUE", "DIR", "FILE", "N,N,...", "none|flip|rotate|transfer"):
+        assert metavar in text, metavar
+    assert "<bool>" not in text and "list[" not in text and "<str>" not in text
+
+
+def test_one_error_prefix_and_the_path_once(cli, tmp_path) -> None:
+    """Every error reads 'falsecli <command>: ...', the stage's name not repeated."""
+    missing = tmp_path / "nope.yaml"
+    result = cli("train", "-w", tmp_path, "-c", missing)
+    assert result.stderr.count(str(missing)) == 1
+    assert result.stderr.startswith(f"falsecli train: config file {missing}")
+    result = cli("rank", "-w", tmp_path)  # the stage's own error starts "rank: ..."
+    assert result.stderr.startswith("falsecli rank: no heat maps") and "rank: rank:" not in \
+        result.stderr
+
+
+def test_did_you_mean_for_classes_and_sections(tiny_cfg) -> None:
+    from falsecli.core.config import class_id
+    from falsecli.core.errors import FalseCliError, did_you_mean
+
+    with pytest.raises(FalseCliError, match="did you mean 'scruff'"):
+        class_id(tiny_cfg, "scruf")
+    assert did_you_mean("inline_0050", ["inline_0005", "crossline_0050"]) in (
+        "; did you mean 'inline_0005'?", "; did you mean 'crossline_0050'?")
+    assert did_you_mean("salt", ["scruff", "zechstein"]) == ""
+
+
+def test_show_lists_stages_and_prints_a_ranking_without_redoing_it(cli, tmp_path) -> None:
+    from falsecli.core import workdir
+
+    result = cli("show", "-w", tmp_path)
+    assert result.exit_code == 1 and "falsecli train" in result.stderr
+    with workdir.stage_run(tmp_path, "train", {}):
+        pass
+    options = {"class": "scruff", "class_id": 4, "by": "forgetting", "min_pixels": 5,
+               "epochs": 3, "never_learned": "zero", "run": "train", "sections": 4}
+    with workdir.stage_run(tmp_path, "rank", {}, upstream=[workdir.Stage(tmp_path, "train")]
+                           ) as run:
+        workdir.write_text(run.out("ranking.csv"), "class,rank,section,density,events,"
+                           "class_pixels\nscruff,1,inline_0005,0.5,3,6\n")
+        run.extra.update(options)
+    before = (tmp_path / "rank" / "manifest.json").read_bytes()
+    listing = json.loads(cli("show", "-w", tmp_path, "--json").stdout)
+    assert [(s["stage"], s["status"]) for s in listing["stages"]] == [("train", "fresh"),
+                                                                       ("rank", "fresh")]
+    shown = cli("show", "rank", "-w", tmp_path)
+    assert shown.exit_code == 0 and "inline_0005" in shown.stdout and "0.5000" in shown.stdout
+    assert (tmp_path / "rank" / "manifest.json").read_bytes() == before  # nothing redone
+    typo = cli("show", "rnak", "-w", tmp_path)
+    assert typo.exit_code == 1 and "did you mean 'rank'" in typo.stderr

@@ -116,7 +116,8 @@ def test_run_redoes_only_what_a_redone_transfer_made_stale(chain) -> None:
     work, _ = chain
     runner = CliRunner()
     args = ["-w", str(work), *sets_args(TINY), "--json", "--quiet"]
-    assert runner.invoke(app, ["transfer", "--force", *args]).exit_code == 0
+    # other samples (a redo with the same ones would leave everything fresh)
+    assert runner.invoke(app, ["transfer", "--force", "--per-source", "2", *args]).exit_code == 0
     result = runner.invoke(app, ["run", *args])
     assert result.exit_code == 0, result.output
     stages = json.loads(result.stdout)["stages"]
@@ -127,3 +128,92 @@ def test_run_redoes_only_what_a_redone_transfer_made_stale(chain) -> None:
     assert {runs[f"retrain/{a}/seed{s}"] for a in ("none", "flip", "rotate") for s in (0, 1)} \
         == {"skipped"}
     assert stages["report"]["status"] == "done"
+
+
+def test_identical_redo_leaves_downstream_fresh(chain) -> None:
+    """heatmap --force rewrites the same bytes: nothing downstream is stale (content digests)."""
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    runner = CliRunner()
+    args = ["-w", str(work), "--json", "--quiet"]
+    assert runner.invoke(app, ["run", *args]).exit_code == 0  # whatever an earlier test left
+    assert runner.invoke(app, ["heatmap", "--force", *args]).exit_code == 0
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout)["stages"]
+    assert all(s["status"] == "skipped" for s in stages.values()), stages
+
+
+def test_the_workdir_remembers_its_settings(chain) -> None:
+    """Commands without --set use the workdir's settings (TINY), not the packaged defaults;
+    another data or model for the same workdir is refused in one line."""
+    from typer.testing import CliRunner
+
+    from falsecli.cli import app
+
+    work, _ = chain
+    runner = CliRunner()
+    result = runner.invoke(app, ["rank", "-w", str(work), "--force", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["min_pixels"] == 5  # TINY's; the default is larger
+    other = runner.invoke(app, ["rank", "-w", str(work), "--force",
+                                "--set", "data.synthetic.shape=[8,8,8]"])
+    assert other.exit_code == 1
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.synthetic.shape" in lines[0] and "train --force" in lines[0]
+    model = runner.invoke(app, ["heatmap", "-w", str(work), "--set", "model.aspp_channels=8"])
+    assert model.exit_code == 1 and "model.aspp_channels" in model.stderr
+
+
+def test_report_page_is_self_contained_and_says_what_report_md_says(chain) -> None:
+    """No external resource, every image decodes, captions under figures and tables, the
+    configuration folded away, and report.md with the same headings and captions."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    from PIL import Image
+
+    work, _ = chain
+    page = (work / "report" / "report.html").read_text()
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags, self.urls, self.text, self.open = [], [], {}, None
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.tags.append(tag)
+            self.urls += [v for k, v in attrs if k in ("src", "href", "srcset", "data")]
+            self.open = tag
+
+        def handle_data(self, data) -> None:
+            self.text.setdefault(self.open, []).append(data.strip())
+
+    parsed = Page()
+    parsed.feed(page)
+    assert "link" not in parsed.tags and "script" not in parsed.tags
+    assert parsed.urls and all(url.startswith("data:image/png;base64,") for url in parsed.urls)
+    for url in parsed.urls:
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        image.load()
+        assert image.size[0] > 100 and image.size[1] > 100
+    assert "url(" not in page  # no resource from CSS either
+    headings = [t for t in parsed.text["h2"] if t]
+    assert len(headings) == len(set(headings))  # distinct table and figure titles
+    assert any("val" in h for h in headings) and any("test1" in h for h in headings)
+    assert any(h.startswith("Fig. 3") for h in headings)  # the transfer figure
+    assert any(h.startswith("Fig. 2") for h in headings)  # the most-forgotten section
+    assert parsed.tags.count("figcaption") == parsed.tags.count("img")
+    assert parsed.tags.count("table") == len([t for t in page.split("class='caption'")]) - 1
+    assert "details" in parsed.tags and "<pre>" not in page.split("<details>")[0]
+    markdown = (work / "report" / "report.md").read_text()
+    for text in headings + [t for t in parsed.text.get("figcaption", []) if t]:
+        assert text in markdown, text
+    assert "<details>" in markdown
+    for line in markdown.splitlines():
+        if line.startswith("![") and "](" in line:
+            assert (work / "report" / line.split("](", 1)[1].rstrip(")")).is_file(), line

@@ -18,7 +18,7 @@ import independent
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import stage_run
-from falsecli.method.figures import (MISSING, heat_cmap, heatmap_grid, label_cmap, label_colors,
+from falsecli.method.figures import (MISSING, count_scale, heatmap_grid, label_cmap, label_colors,
                                      mask_ignored, save_figure, training_curves)
 from falsecli.method.forgetting import event_maps
 from falsecli.method.history import load_tracking
@@ -61,6 +61,8 @@ def make_run(workdir: Path, run: str = "train", seed: int = 0, force: bool = Fal
         independent.write_from_predictions(out.path / "tracking",
                                            independent.section_entries(TRACKED), labels, preds,
                                            CLASSES)
+        for path in sorted((out.path / "tracking").iterdir()):  # outputs, as train lists them
+            out.out(f"tracking/{path.name}")
     return out.path / "tracking"
 
 
@@ -240,8 +242,12 @@ def test_palette_and_colour_maps() -> None:
     assert np.allclose(cmap(5)[:3], np.array((215, 48, 39)) / 255)  # zechstein: red
     assert np.allclose(cmap(np.ma.masked_array([0], mask=[True]))[0], MISSING)
     assert len(label_colors(8)) == 8 and label_colors(8)[:6] == label_colors(6)
-    low, high = heat_cmap()(0.0), heat_cmap()(1.0)
+    cmap, norm = count_scale(3)
+    low, high = cmap(norm(0)), cmap(norm(3))
     assert low[2] >= 0.5 > low[0] and high[0] >= 0.5 > high[2]  # dark blue -> dark red
+    # integer counts get one colour each: a discrete scale, not a continuum
+    assert cmap.N == 4 and len({cmap(norm(k)) for k in range(4)}) == 4
+    assert cmap(norm(1)) == cmap(norm(1.4))
 
 
 def test_heatmap_grid_shares_one_scale(tmp_path: Path) -> None:
@@ -252,7 +258,8 @@ def test_heatmap_grid_shares_one_scale(tmp_path: Path) -> None:
     b = mask_ignored(np.ones((4, 5), np.uint16), labels, 255)
     fig = heatmap_grid({"baseline": {"s1": a, "s2": a}, "transfer": {"s1": b}}, title="t")
     images = [im for ax in fig.axes for im in ax.get_images()]
-    assert len(images) == 3 and {im.get_clim() for im in images} == {(0.0, 3.0)}
+    assert len(images) == 3 and len({id(im.norm) for im in images}) == 1
+    assert list(images[0].norm.boundaries) == [-0.5, 0.5, 1.5, 2.5, 3.5]  # counts 0..3
     assert len(fig.axes) == 5  # a 2 x 2 grid and one colour bar
     save_figure(fig, tmp_path / "grid.png")
     assert imread(tmp_path / "grid.png").ndim == 3

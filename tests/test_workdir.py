@@ -44,6 +44,38 @@ def test_upstream_digest_and_missing_upstream(tmp_path: Path) -> None:
     assert run.inputs == {"train": Stage(tmp_path, "train").digest()}
 
 
+def test_staleness_follows_content_not_timestamps(tmp_path: Path) -> None:
+    """A redo that writes the same bytes (npz included) leaves downstream fresh; a redo with
+    another result makes it stale."""
+    def heatmap(values: list[int], seed: int) -> None:
+        # another seed (like another time) changes the manifest, not the content
+        with stage_run(tmp_path, "heatmap", CFG, force=True, seed=seed) as run:
+            workdir.save_npz(run.out("forgetting.npz"), a=np.array(values, dtype=np.uint16))
+            workdir.write_text(run.out("summary.csv"), "section,events\n")
+
+    heatmap([1, 2], 0)
+    with stage_run(tmp_path, "rank", CFG, upstream=[Stage(tmp_path, "heatmap")]):
+        pass
+    first = json.loads((tmp_path / "heatmap" / "manifest.json").read_text())
+    heatmap([1, 2], 1)
+    again = json.loads((tmp_path / "heatmap" / "manifest.json").read_text())
+    assert again["seed"] != first["seed"]
+    assert again["digest"] == first["digest"]
+    assert Stage(tmp_path, "rank").is_fresh(["heatmap"])
+    heatmap([1, 3], 1)
+    assert not Stage(tmp_path, "rank").is_fresh(["heatmap"])
+
+
+def test_content_digest_covers_names_and_bytes(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x")
+    (tmp_path / "b").write_bytes(b"x")
+    digest = workdir.content_digest(tmp_path, ["a"])
+    assert digest == workdir.content_digest(tmp_path, ["a", "a"])
+    assert digest != workdir.content_digest(tmp_path, ["b"])  # same bytes, other file
+    (tmp_path / "a").write_bytes(b"y")
+    assert digest != workdir.content_digest(tmp_path, ["a"])
+
+
 def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
     with stage_run(tmp_path, "rank", CFG) as run:
         workdir.write_text(run.out("ranking.csv"), "old")

@@ -10,7 +10,6 @@ because a typo in a 60-epoch run should fail before the first epoch, not in its 
 from __future__ import annotations
 
 import copy
-import difflib
 import operator
 import re
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, did_you_mean
 
 Config = dict[str, Any]
 
@@ -182,11 +181,10 @@ def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def _unknown_key(path: str, valid: Iterable[str]) -> FalseCliError:
     valid = list(valid)
-    close = difflib.get_close_matches(path, valid, n=1, cutoff=0.5)
-    if not close:  # a right leaf name under the wrong section: compare last components
+    hint = did_you_mean(path, valid)
+    if not hint:  # a right leaf name under the wrong section: compare last components
         tail = path.rsplit(".", 1)[-1]
-        close = [k for k in valid if k.rsplit(".", 1)[-1] == tail][:1]
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(tail, [k for k in valid if k.rsplit(".", 1)[-1] == tail][:1])
     return FalseCliError(f"unknown config key '{path}'{hint} (see example.yaml for every key)")
 
 
@@ -340,7 +338,7 @@ def resolve(
     """Build the resolved config. ``flags`` maps dotted keys to explicit CLI values (None = unset)."""
     cfg = load_defaults() if base is None else base
     if config_file is not None:
-        tree = load_file(config_file)
+        tree = load_file(config_file)  # its errors name the file already
         try:
             cfg = merge(cfg, tree)
         except FalseCliError as exc:
@@ -352,6 +350,22 @@ def resolve(
         if value is not None:
             cfg = merge(cfg, nest(key, value))
     return cfg
+
+
+#: the sections that make a workdir's results what they are: its data and its network
+FIXED = ("data", "model")
+
+
+def refuse_other_results(old: Config, new: Config, where: str) -> None:
+    """Refuse ``new`` when its data or model differ from ``old``'s, the settings of
+    ``where``: results made from other data or another network must not mix in one place."""
+    for section in FIXED:
+        for key in _leaf_keys(old[section], f"{section}."):
+            before, after = get(old, key), get(new, key)
+            if before != after and not isinstance(before, dict):
+                raise FalseCliError(
+                    f"'{key}' is {before!r} in {where}, not {after!r} — use a new workdir "
+                    "(-w DIR) or retrain this one with 'falsecli train --force'")
 
 
 #: train keys that change where, how fast or how long a run goes, or what it keeps, not what it
@@ -384,4 +398,5 @@ def class_id(cfg: Config, value: str | int) -> int:
         if value.isdigit() and int(value) < len(classes):
             return int(value)
     valid = ", ".join(f"{i}={name}" for i, name in enumerate(classes))
-    raise FalseCliError(f"unknown class {value!r}; the classes are {valid}")
+    raise FalseCliError(f"unknown class {value!r}{did_you_mean(str(value), classes)} "
+                        f"(the classes are {valid})")

@@ -26,7 +26,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import yaml
@@ -44,6 +44,8 @@ STATE = ".falsecli"
 MANIFEST_KEYS = {"stage": str, "status": str, "config": dict, "inputs": dict, "outputs": list}
 #: the temporary files of :func:`atomic_path` (a killed write leaves one behind)
 _TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+#: the manifest field holding the digest of a stage's output contents (:func:`content_digest`)
+DIGEST = "digest"
 #: the command that produces each top-level stage, for "run X first" hints
 PRODUCER = {"train": "train", "heatmap": "heatmap", "rank": "rank", "transfer": "transfer",
             "report": "report"}
@@ -151,7 +153,11 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for name, array in arrays.items():
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                # a fixed entry date: equal arrays give equal bytes, so content digests
+                # (Stage.digest) see no change when a stage rewrites the same result
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(entry, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
     save_with(path, write)
@@ -161,6 +167,24 @@ def save_with(path: Path, writer: Callable[[Path], None]) -> None:
     """Atomic write through any ``writer(tmp_path)`` (``torch.save``, ``fig.savefig``...)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def write_config(path: Path, cfg: Mapping[str, Any]) -> None:
+    """A resolved config as YAML that ``-c`` reads back as the very same config."""
+    write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None))
+
+
+def remembered_config(workdir: Path) -> Path:
+    """``<workdir>/config.yaml``: the settings of the workdir, written when its first stage
+    completes (and by every training of ``train/``); later commands there start from them."""
+    return Path(workdir) / CONFIG_YAML
+
+
+def remember_config(workdir: Path, cfg: Mapping[str, Any], *, replace: bool = False) -> None:
+    """Write the workdir's settings unless it has them already (or ``replace``)."""
+    path = remembered_config(workdir)
+    if replace or not path.is_file():
+        write_config(path, cfg)
 
 
 def read_json(path: Path, fix: str = "") -> Any:
@@ -201,6 +225,20 @@ def _torch_cuda() -> str | None:
     text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
     match = re.search(r"^cuda\b[^=]*=\s*['\"]([^'\"]+)['\"]", text, re.M)
     return match.group(1) if match else None
+
+
+def content_digest(root: Path, outputs: Iterable[str]) -> str:
+    """sha256 over the sorted relative paths and the bytes of the files ``outputs`` under
+    ``root``: the same results give the same digest, whenever and however often written."""
+    total = hashlib.sha256()
+    for rel in sorted(set(outputs)):
+        path = Path(root) / rel
+        if not path.is_file():
+            continue
+        total.update(rel.encode() + b"\0")
+        with open(path, "rb") as fh:
+            total.update(hashlib.file_digest(fh, "sha256").digest())
+    return total.hexdigest()
 
 
 def _now() -> str:
@@ -245,9 +283,10 @@ class Stage:
         return self.manifest() is not None
 
     def is_fresh(self, upstream: Iterable[str] | None = None) -> bool:
-        """Complete, and every upstream manifest it read is still the one on disk (a stage
-        whose upstream was redone since is stale). With ``upstream``, it must also have read
-        exactly those stages (a report is stale once a new run appears)."""
+        """Complete, and the content of every upstream stage it read is unchanged (a stage
+        whose upstream was redone with other results is stale; one redone with the same
+        results is not). With ``upstream``, it must also have read exactly those stages (a
+        report is stale once a new run appears)."""
         manifest = self.manifest()
         if manifest is None:
             return False
@@ -261,6 +300,12 @@ class Stage:
         return True
 
     def digest(self) -> str:
+        """The digest of the stage's output files' contents, recorded in its manifest when
+        it completed (timestamps and wall times do not count). Manifests written before
+        content digests existed fall back to the digest of the manifest itself."""
+        manifest = self.manifest()
+        if manifest is not None and manifest.get(DIGEST):
+            return manifest[DIGEST]
         return hashlib.sha256(self.manifest_path.read_bytes()).hexdigest()
 
     def _command(self) -> str:
@@ -373,14 +418,14 @@ class StageRun:
         """Write the resolved config as YAML (to rerun or diff the stage), then the manifest,
         last, because its presence is what marks the stage complete; then drop the scratch
         files, which a complete stage no longer needs."""
-        write_text(self.out(CONFIG_YAML),
-                   yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None))
+        write_config(self.out(CONFIG_YAML), self.config)
         manifest = {
             "stage": self.stage.name, "status": "complete", "falsecli_version": __version__,
             "config": self.config, "inputs": self.inputs, "outputs": sorted(self.outputs),
             "seed": self.seed, "device": self.device, "versions": versions(),
             "started": self.started, "finished": _now(),
             "wall_seconds": round(time.perf_counter() - self._t0, 3), **self.extra,
+            DIGEST: content_digest(self.path, self.outputs),
         }
         write_json(self.path / MANIFEST, manifest)
         for rel in self.scratch:
@@ -565,3 +610,6 @@ def stage_run(
             _clean(stage, stage.path, everything=False)
         except OSError as exc:
             raise fs_error(exc) from None
+        # once complete (a refused or failed stage leaves the workdir's settings alone);
+        # train/ defines the workdir's data and model: a forced retraining rewrites them
+        remember_config(Path(workdir), config, replace=name == "train")

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Colormap, ListedColormap
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
@@ -34,9 +34,44 @@ DPI = 110
 REGION_COLOR = "magenta"
 
 
-def _count_ticks() -> MaxNLocator:
-    """Colour-bar ticks for event counts: integers only."""
-    return MaxNLocator(integer=True)
+#: the style-transfer GAN's losses (:data:`falsecli.method.sean.LOSS_NAMES`), said in full
+LOSS_TITLES = {"d": "discriminator loss (hinge)", "g_adv": "generator adversarial loss (hinge)",
+               "fm": "feature-matching loss (L1 of discriminator features)",
+               "l1": "reconstruction loss (L1 of normalised amplitude)"}
+DEPTH_LABEL = "depth (samples)"
+TRACE_LABEL = "trace"
+
+
+def count_scale(top: int) -> tuple[Colormap, BoundaryNorm]:
+    """A discrete heat scale for integer counts 0..top: one colour per count (blue -> red),
+    so a colour bar reads as counts, not as a continuum; ignored pixels grey."""
+    top = max(int(top), 1)
+    cmap = colormaps[HEAT_CMAP].resampled(top + 1).with_extremes(bad=MISSING)
+    return cmap, BoundaryNorm(np.arange(-0.5, top + 1.5), top + 1)
+
+
+def _count_bar(fig: Figure, image: Any, ax: Any, top: int, **kwargs: Any) -> None:
+    """The labelled colour bar of a count scale, ticked at integers only."""
+    bar = fig.colorbar(image, ax=ax, label=HEAT_LABEL, **kwargs)
+    bar.locator = MaxNLocator(integer=True, nbins=min(max(int(top), 1) + 1, 10))
+    bar.update_ticks()
+    bar.minorticks_off()
+
+
+def facies_legend(fig: Figure, classes: Sequence[str]) -> None:
+    """The facies colours as a legend below the panels, where it covers no data."""
+    colors = label_colors(len(classes))
+    fig.legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
+               loc="outside lower center", ncol=min(len(classes), 6), fontsize=8,
+               title="facies (annotation)", title_fontsize=8, frameon=False)
+
+
+def _section_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
+    """Trace and depth-sample axes on the outer panels of a grid of sections."""
+    if x:
+        ax.set_xlabel(TRACE_LABEL)
+    if y:
+        ax.set_ylabel(DEPTH_LABEL)
 
 
 def label_colors(n: int) -> list[tuple[float, float, float]]:
@@ -50,11 +85,6 @@ def label_colors(n: int) -> list[tuple[float, float, float]]:
 def label_cmap(n: int) -> ListedColormap:
     """A colour map for label ids 0..n-1; masked (ignored) pixels are grey."""
     return ListedColormap(label_colors(n), name="facies").with_extremes(bad=MISSING)
-
-
-def heat_cmap() -> Colormap:
-    """The heat-map colour map; masked pixels (ignored labels) are grey."""
-    return colormaps[HEAT_CMAP].with_extremes(bad=MISSING)
 
 
 def mask_ignored(values: np.ndarray, labels: np.ndarray, ignore_index: int) -> np.ma.MaskedArray:
@@ -73,66 +103,72 @@ def seismic_limits(seismic: np.ndarray) -> tuple[float, float]:
 def _panel_size(shape: tuple[int, int], height: float = 3.0) -> float:
     """Width in inches of a panel of ``shape`` (depth, width) drawn ``height`` inches high."""
     depth, width = shape
-    return float(np.clip(height * width / max(depth, 1), 1.5, 3.0 * height))
+    return float(np.clip(height * width / max(depth, 1), 1.0, 3.0 * height))
 
 
 def _three_panels(shape: tuple[int, int]) -> tuple[Figure, Any, bool]:
-    """A figure of three panels side by side, stacked for sections much wider than deep
-    (F3 inlines are 701 x 255); returns (figure, axes, stacked)."""
+    """A figure of three panels side by side at the section's true aspect, stacked for
+    sections much wider than deep (F3 inlines are 701 x 255); returns (figure, axes,
+    stacked)."""
     depth, width = shape
     stacked = width > 1.5 * depth
     if stacked:
         height = float(np.clip(9.0 * depth / width, 1.2, 4.0))
-        fig = Figure(figsize=(11.0, 3 * height + 1.0), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(11.0, 3 * height + 1.4), dpi=DPI, layout="constrained")
         axes = fig.subplots(3, 1, sharex=True, sharey=True)
     else:
         panel = _panel_size(shape)
-        fig = Figure(figsize=(3 * panel + 2.2, 3.9), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(3 * panel + 4.4, 4.2), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 3, sharex=True, sharey=True)
     return fig, axes, stacked
 
 
-def _seismic_and_facies(axes: Any, stacked: bool, seismic: np.ndarray, facies: np.ndarray,
-                        classes: Sequence[str], title: str) -> None:
-    """Seismic (grey) in the first panel, facies colours with their legend in the second,
-    axis labels on all three."""
+#: where the three-panel figures put their colour bars: beside each panel, covering no data
+_BAR = {"location": "right", "shrink": 0.9, "pad": 0.02}
+
+
+def _seismic_and_facies(fig: Figure, axes: Any, stacked: bool, seismic: np.ndarray,
+                        facies: np.ndarray, classes: Sequence[str], title: str) -> None:
+    """Seismic (grey, labelled amplitude bar) in the first panel, facies colours in the
+    second with the legend as a colour bar beside it (every panel gets a bar, so stacked
+    panels keep one width), trace and depth axes on the outer panels."""
     lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
-    axes[0].imshow(seismic, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
-                   interpolation="nearest")
+    image = axes[0].imshow(seismic, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     axes[0].set_title("seismic")
+    fig.colorbar(image, ax=axes[0], label="amplitude (normalised)", **_BAR)
     n = len(classes)
-    axes[1].imshow(facies, cmap=label_cmap(n), vmin=-0.5, vmax=n - 0.5, aspect="auto",
-                   interpolation="nearest")
+    image = axes[1].imshow(facies, cmap=label_cmap(n), vmin=-0.5, vmax=n - 0.5,
+                           interpolation="nearest")
     axes[1].set_title(title)
-    colors = label_colors(n)
-    where = ({"loc": "center left", "bbox_to_anchor": (1.01, 0.5)} if stacked
-             else {"loc": "lower left"})
-    axes[1].legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
-                   fontsize=6, framealpha=0.8, **where)
+    bar = fig.colorbar(image, ax=axes[1], ticks=range(n), **_BAR)
+    bar.ax.set_yticklabels(classes, fontsize=7)
+    bar.ax.tick_params(length=0)
+    bar.ax.invert_yaxis()  # shallow units on top, as in the section
+    bar.set_label("facies")
     for ax in axes:
-        if stacked or ax is axes[0]:
-            ax.set_ylabel("depth (samples)")
-        if not stacked or ax is axes[-1]:
-            ax.set_xlabel("trace")
+        _section_axes(ax, x=not stacked or ax is axes[-1], y=stacked or ax is axes[0])
 
 
 def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
                    classes: Sequence[str], ignore_index: int, title: str,
                    vmax: float | None = None) -> Figure:
-    """Paper Fig. 2: seismic (grey) | annotation (facies colours) | heat map with colour bar.
+    """Paper Fig. 2: seismic (grey) | annotation (facies colours) | heat map, each at the
+    section's true aspect (one trace as wide as one sample is deep), with labelled colour
+    bars (the annotation's names the facies).
 
     Ignored pixels are grey in the annotation and the heat map. ``vmax`` fixes the top of
     the heat scale (pass the same value to make several figures comparable). Sections much
     wider than deep (F3 inlines are 701 x 255) get the three panels stacked instead.
     """
     fig, axes, stacked = _three_panels(labels.shape)
-    _seismic_and_facies(axes, stacked, seismic, mask_ignored(labels, labels, ignore_index),
+    _seismic_and_facies(fig, axes, stacked, seismic, mask_ignored(labels, labels, ignore_index),
                         classes, "annotation")
-    top = float(vmax) if vmax is not None else max(float(np.max(heat, initial=0)), 1.0)
-    image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=heat_cmap(), vmin=0,
-                           vmax=top, aspect="auto", interpolation="nearest")
+    top = int(vmax) if vmax is not None else max(int(np.max(heat, initial=0)), 1)
+    cmap, norm = count_scale(top)
+    image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=cmap, norm=norm,
+                           interpolation="nearest")
     axes[2].set_title("heat map")
-    fig.colorbar(image, ax=axes[2], label=HEAT_LABEL, shrink=0.9, ticks=_count_ticks())
+    _count_bar(fig, image, axes[2], top, **_BAR)
     fig.suptitle(title)
     return fig
 
@@ -142,18 +178,18 @@ def prediction_figure(seismic: np.ndarray, facies: np.ndarray, confidence: np.nd
     """A predicted section: seismic (grey) | predicted facies | confidence (blue: unsure,
     red: sure, from 1/classes, a uniform guess, to 1), all [depth, width]."""
     fig, axes, stacked = _three_panels(facies.shape)
-    _seismic_and_facies(axes, stacked, seismic, facies, classes, "predicted facies")
-    image = axes[2].imshow(confidence, cmap=heat_cmap(), vmin=1.0 / max(len(classes), 1),
-                           vmax=1.0, aspect="auto", interpolation="nearest")
+    _seismic_and_facies(fig, axes, stacked, seismic, facies, classes, "predicted facies")
+    image = axes[2].imshow(confidence, cmap=colormaps[HEAT_CMAP], vmin=1.0 / max(len(classes), 1),
+                           vmax=1.0, interpolation="nearest")
     axes[2].set_title("confidence")
-    fig.colorbar(image, ax=axes[2], label="max softmax probability", shrink=0.9)
+    fig.colorbar(image, ax=axes[2], label="max softmax probability", **_BAR)
     fig.suptitle(title)
     return fig
 
 
 def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
                  title: str | None = None) -> Figure:
-    """Heat maps side by side on ONE colour scale with one colour bar (paper Fig. 5):
+    """Heat maps side by side on ONE discrete colour scale with one colour bar (paper Fig. 5):
     ``maps[column][row]``, e.g. ``{method: {section: heat}}``: columns = methods, rows =
     sections (in first-seen order; a missing one is an empty grey panel). Pass ``np.ma``
     masked arrays (:func:`mask_ignored`) to grey out pixels. The scale tops out at the
@@ -164,27 +200,26 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
     if not rows:
         raise ValueError("heatmap_grid: no heat map to draw")
     present = [maps[c][r] for c in cols for r in rows if r in maps[c]]
-    top = max([float(np.ma.max(m)) for m in present if np.ma.count(m)] + [1.0])
+    top = max([int(np.ma.max(m)) for m in present if np.ma.count(m)] + [1])
+    cmap, norm = count_scale(top)
     panel = _panel_size(present[0].shape, 2.2)
-    fig = Figure(figsize=(len(cols) * panel + 1.8, len(rows) * 2.2 + 0.8), dpi=DPI,
+    fig = Figure(figsize=(len(cols) * panel + 2.6, len(rows) * 2.4 + 1.0), dpi=DPI,
                  layout="constrained")
-    axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex=True, sharey=True)
     image = None
     for r, row in enumerate(rows):
         for c, col in enumerate(cols):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if r == 0:
                 ax.set_title(col)
+            _section_axes(ax, x=r == len(rows) - 1, y=False)
             if c == 0:
-                ax.set_ylabel(row)
+                ax.set_ylabel(f"{row}\n{DEPTH_LABEL}")
             if row not in maps[col]:
                 ax.set_facecolor(MISSING)
                 continue
-            image = ax.imshow(maps[col][row], cmap=heat_cmap(), vmin=0, vmax=top,
-                              aspect="auto", interpolation="nearest")
-    fig.colorbar(image, ax=axes, label=HEAT_LABEL, shrink=0.8, ticks=_count_ticks())
+            image = ax.imshow(maps[col][row], cmap=cmap, norm=norm, interpolation="nearest")
+    _count_bar(fig, image, axes, top, shrink=0.6)
     if title:
         fig.suptitle(title)
     return fig
@@ -193,7 +228,7 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
 def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> Figure:
     """Training loss and validation mean class accuracy per epoch: ``curves[method]`` is a
     list of runs, each the records of its ``metrics.jsonl``; one colour per method."""
-    fig = Figure(figsize=(10, 3.6), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(10, 3.8), dpi=DPI, layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     colors = colormaps["tab10"].colors
     for m, (method, runs) in enumerate(curves.items()):
@@ -204,62 +239,106 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
                          alpha=0.8, label=label)
             acc_ax.plot(epochs, [rec["mean_class_acc"] for rec in run], color=colors[m % 10],
                         alpha=0.8, label=label)
-    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
-    acc_ax.set(xlabel="epoch", ylabel="mean class accuracy", title="validation")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy per labelled pixel",
+                title="training loss")
+    acc_ax.set(xlabel="epoch", ylabel="mean class accuracy (0-1)",
+               title="validation mean class accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
-        acc_ax.legend(fontsize=8)
+        acc_ax.legend(fontsize=8, title="method (one line per seed)", title_fontsize=8)
     return fig
+
+
+def _symmetric_limit(arrays: Sequence[np.ndarray]) -> float:
+    """One symmetric scale for several difference images: the 99.5th percentile of |value|
+    over all of them (a few extreme pixels do not wash the rest out)."""
+    values = np.abs(np.concatenate([np.ravel(a) for a in arrays]))
+    return float(np.percentile(values, 99.5)) if values.size else 1.0
 
 
 def fig3(rows: Sequence[dict[str, Any]], classes: Sequence[str], ignore_index: int,
          class_name: str) -> Figure:
-    """Paper Fig. 3, one row per style source: target | transfer | target annotation |
-    style source | its annotation | difference of two transfers of the same target."""
+    """Paper Fig. 3, one row per style source: target | transfer | transfer − target |
+    target annotation | style source | source annotation | difference of two transfers of
+    the same target. Sections at true aspect with trace and depth axes; each difference
+    column shares one labelled symmetric scale over all rows; the facies legend below."""
     n = len(classes)
     cmap = label_cmap(n)
-    fig = Figure(figsize=(16, 2.6 * len(rows) + 0.6), dpi=DPI, layout="constrained")
-    axes = fig.subplots(len(rows), 6, squeeze=False)
-    titles = ["target", "transfer", "target annotation", "style source", "source annotation"]
+    depth, width = np.shape(rows[0]["target"])
+    panel = _panel_size((depth, width), 2.4)
+    fig = Figure(figsize=(7 * panel + 1.6, 2.6 * len(rows) + 2.4), dpi=DPI,
+                 layout="constrained")
+    # a thin last row holds the two difference colour bars, aligned under their columns
+    grid = fig.add_gridspec(len(rows) + 1, 7, height_ratios=[1.0] * len(rows) + [0.05])
+    fig.get_layout_engine().set(hspace=0.06)  # room for the "trace" labels above the bars
+    axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(7)] for r in range(len(rows))])
+    for ax in axes.flat[1:]:
+        ax.sharex(axes[0, 0])
+        ax.sharey(axes[0, 0])
+    change = [np.asarray(row["transfer"]) - np.asarray(row["target"]) for row in rows]
+    change_lim = _symmetric_limit(change) or 1.0
+    style_lim = _symmetric_limit([row["difference"] for row in rows]) or 1.0
+    diff_images = {}
     for r, row in enumerate(rows):
         lo, hi = seismic_limits(row["target"])
-        panels = [(row["target"], "seis"), (row["transfer"], "seis"),
-                  (row["target_labels"], "lab"), (row["source"], "seis"),
-                  (row["source_labels"], "lab")]
-        for c, (values, kind) in enumerate(panels):
+        names = row["names"]
+        panels = [(row["target"], "seis", f"target\n{names[0]}"),
+                  (row["transfer"], "seis", f"transfer\n{names[1]}"),
+                  (change[r], "change", "transfer − target"),
+                  (row["target_labels"], "lab", f"target annotation\n{names[2]}"),
+                  (row["source"], "seis", f"style source\n{names[3]}"),
+                  (row["source_labels"], "lab", f"source annotation\n{names[4]}"),
+                  # one operand a line (names are wider than a panel); its colour bar
+                  # says "difference of transfers"
+                  (row["difference"], "style", row["difference_name"].replace(" − ", "\n− "))]
+        for c, (values, kind, panel_title) in enumerate(panels):
             ax = axes[r, c]
             if kind == "seis":
-                ax.imshow(values, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
-                          interpolation="nearest")
-            else:
+                ax.imshow(values, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            elif kind == "lab":
                 ax.imshow(mask_ignored(values, values, ignore_index), cmap=cmap,
-                          vmin=-0.5, vmax=n - 0.5, aspect="auto", interpolation="nearest")
-            ax.set_title(f"{titles[c]}\n{row['names'][c]}", fontsize=8)
-        diff = row["difference"]
-        lim = float(np.percentile(np.abs(diff), 99.5)) or 1.0
-        im = axes[r, 5].imshow(diff, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto",
-                               interpolation="nearest")
-        axes[r, 5].set_title(f"difference\n{row['difference_name']}", fontsize=8)
-        fig.colorbar(im, ax=axes[r, 5], shrink=0.8)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"class-specific style transfer of '{class_name}'")
+                          vmin=-0.5, vmax=n - 0.5, interpolation="nearest")
+            else:
+                lim = change_lim if kind == "change" else style_lim
+                diff_images[c] = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim,
+                                           interpolation="nearest")
+            ax.set_title(panel_title, fontsize=8)
+            _section_axes(ax, x=r == len(rows) - 1, y=c == 0)
+            ax.tick_params(labelbottom=r == len(rows) - 1, labelleft=c == 0)
+    labels = {2: "transfer − target\n(normalised amplitude)",
+              6: "difference of transfers\n(normalised amplitude)"}
+    for c in range(7):
+        if c in diff_images:
+            bar = fig.colorbar(diff_images[c], cax=fig.add_subplot(grid[-1, c]),
+                               orientation="horizontal")
+            bar.set_label(labels[c], fontsize=8)
+        else:
+            fig.add_subplot(grid[-1, c]).set_axis_off()
+    facies_legend(fig, classes)
+    fig.suptitle(f"class-specific style transfer of '{class_name}': the target's "
+                 f"'{class_name}' takes the style of a most-forgotten section")
     return fig
 
 
 def loss_figure(history: Sequence[Mapping[str, float]]) -> Figure:
     """The style-transfer GAN's losses over training: ``history`` rows are ``{"step": s,
-    loss name: value, ...}`` (read out every ``transfer.log_every`` steps)."""
+    loss name: value, ...}`` (means over the ``transfer.log_every`` steps before ``s``)."""
     names = [k for k in history[0] if k != "step"]
-    fig = Figure(figsize=(8, 3), dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    cols = min(len(names), 2)
+    fig = Figure(figsize=(9, 2.8 * -(-len(names) // cols) + 0.6), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(-(-len(names) // cols), cols, squeeze=False).ravel()
     steps = [h["step"] for h in history]
     for ax, name in zip(axes, names):
-        ax.plot(steps, [h[name] for h in history])
-        ax.set_title(name)
-        ax.set_xlabel("step")
+        ax.plot(steps, [h[name] for h in history], marker=".")
+        ax.set_title(LOSS_TITLES.get(name, name), fontsize=10)
+        ax.set(xlabel="generator training step", ylabel="loss (mean over the log interval)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle("style-transfer GAN losses during training")
     return fig
 
 

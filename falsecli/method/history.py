@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, did_you_mean
 from falsecli.core.workdir import atomic_path, read_json
 
 #: the history's folder inside a run folder, and its files
@@ -137,8 +137,9 @@ class Tracking:
         if found is None:
             few = ", ".join(s.name for s in self.sections[:5])
             more = f", ... ({len(self.sections)} in all)" if len(self.sections) > 5 else ""
-            raise FalseCliError(f"unknown section '{name}' in {self.path}; "
-                                f"the tracked sections are {few}{more}")
+            hint = did_you_mean(name, self._by_name)
+            raise FalseCliError(f"unknown section '{name}' in {self.path}{hint} "
+                                f"(the tracked sections are {few}{more})")
         return found
 
     @cached_property

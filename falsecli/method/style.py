@@ -111,9 +111,9 @@ def fit(model: Sean, pool: Pool, opts: FitOptions, device: torch.device,
             p.acc += train_step(model, opt_g, opt_d, image, labels, opts.weights, amp=opts.amp)
             p.since += 1
             done = step + 1
+            bar.update(task, advance=1)
             if done % opts.log_every == 0 or done == total:
                 bar.update(task, info=p.read_out(done))
-            bar.update(task, advance=1)
             if done % opts.checkpoint_every == 0 and done < total:
                 save(state(done))
     return {"iterations": total, "crop": list(crop), "history": p.history,

@@ -30,6 +30,13 @@ NEVER_LEARNED_NPZ = "never_learned.npz"
 SUMMARY_CSV = "summary.csv"
 #: folder of the figures, one ``<section>.png`` each
 FIGURES = "figures"
+
+
+def figure_path(section: str) -> str:
+    """The Fig. 2-style figure of ``section``, relative to the heat-map folder."""
+    return f"{FIGURES}/{section}.png"
+
+
 #: each map file: the :class:`EventMaps` field it holds, and that field's dtype
 MAPS = {FORGETTING_NPZ: ("forgetting", np.uint16), SWITCH_NPZ: ("switch", np.uint16),
         NEVER_LEARNED_NPZ: ("never_learned", np.bool_)}
@@ -178,7 +185,7 @@ def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.
     heat = tracking.images(maps.forgetting)
     events = dict(zip((s.name for s in stats.sections), stats.events.tolist()))
     with console.progress() as bar:
-        task = bar.add_task("figures", total=len(names), info="")
+        task = bar.add_task(f"{out.stage.name}: figures", total=len(names), info="")
         for name in names:
             section = tracking.section(name)
             title = (f"{name} ({section.split}): {events[name]:,} forgetting events "
@@ -186,7 +193,7 @@ def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.
             fig = section_figure(seismic[name], labels[name], heat[name],
                                  classes=tracking.classes, ignore_index=tracking.ignore_index,
                                  title=title, vmax=vmax)
-            save_figure(fig, out.out(f"{FIGURES}/{name}.png"))
+            save_figure(fig, out.out(figure_path(name)))
             bar.advance(task)
 
 

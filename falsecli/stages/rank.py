@@ -82,14 +82,31 @@ def rank(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fals
     rows = ranking(maps.stats(), cls, opts["by"], opts["min_pixels"], str(tracking.path))
     options = {"class": rows[0]["class"], "class_id": cls, "by": opts["by"],
                "min_pixels": opts["min_pixels"], "epochs": maps.epochs,
-               "never_learned": maps.never_learned_mode, "run": "train"}
+               "never_learned": maps.never_learned_mode, "run": "train",
+               "sections": len(tracking.sections)}
     with stage_run(workdir, "rank", cfg, upstream=[upstream], force=force) as out:
         write_text(out.out(RANKING_CSV), _csv(rows))
         write_json(out.out(RANKING_JSON), {**options, "rows": rows})
         out.extra.update(options)
-    return {"stage": "rank", **options, "ranked": len(rows),
-            "sections": len(tracking.sections), "top": rows[: max(opts["top"], 0)],
-            "outputs": [str(out.path / rel) for rel in out.outputs]}
+    return _summary(options, rows, opts["top"], [out.path / rel for rel in out.outputs])
+
+
+def _summary(options: dict[str, Any], rows: list[dict[str, Any]], top: int,
+             outputs: list[Path]) -> dict[str, Any]:
+    """What ``rank`` prints (:func:`print_ranking`), when ranking and when shown again."""
+    return {"stage": "rank", **options, "ranked": len(rows), "top": rows[: max(top, 0)],
+            "outputs": [str(path) for path in outputs]}
+
+
+def ranking_summary(cfg: Config, workdir: Path) -> dict[str, Any]:
+    """The summary of the ranking on disk, as :func:`rank` returned it (the rows from
+    ranking.csv, the options from the manifest), with ``cfg``'s ``rank.top`` rows."""
+    stage = Stage(Path(workdir), "rank")
+    manifest = stage.require("show")
+    options = {key: manifest.get(key) for key in ("class", "class_id", "by", "min_pixels",
+                                                  "epochs", "never_learned", "run", "sections")}
+    return _summary(options, load_ranking(workdir), cfg["rank"]["top"],
+                    [stage.path / rel for rel in manifest["outputs"]])
 
 
 def read_csv(workdir: Path, stage: str, name: str, columns: Mapping[str, Callable[[str], Any]]
@@ -148,7 +165,7 @@ def print_ranking(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['class']}: sections by {summary['by']} density "
                         f"({summary['epochs']} epochs, >= {summary['min_pixels']} "
                         f"{summary['class']} pixels; {summary['ranked']} of "
-                        f"{summary['sections']} sections ranked)")
+                        f"{summary.get('sections') or '?'} sections ranked)")
     for column in ("rank", "section", "density", "events", "class_pixels"):
         table.add_column(column, justify="left" if column == "section" else "right")
     for row in summary["top"]:

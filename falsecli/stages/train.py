@@ -198,7 +198,7 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                 kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
                 run.out(str(kept.relative_to(run.path)))
             acc = val_scores["pixel_acc"]
-            bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.4f} val acc "
+            bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.3f} val acc "
                                   f"{'n/a' if acc is None else f'{acc:.3f}'}")
             if on_epoch is not None:
                 on_epoch(epoch, history[-1])

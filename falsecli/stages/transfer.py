@@ -53,6 +53,8 @@ SAMPLES = "samples.npz"
 #: the trained style-transfer model, reused while its training keys stay the same
 GENERATOR = "generator.pt"
 METRICS = "metrics.json"
+#: paper Fig. 3 for all style sources together (the report shows it)
+FIG3 = "figures/fig3.png"
 #: transfer keys that change the trained generator (the others only change the sampling)
 TRAIN_KEYS = ("iterations", "crop", "batch_size", "lr", "style_dim", "channels", "seed",
               "l1_weight", "fm_weight")
@@ -218,7 +220,7 @@ def _write_figures(run: StageRun, rows: list[dict[str, Any]], sources: Sequence[
 
     draw = functools.partial(figures.fig3, classes=ds.classes, ignore_index=ds.ignore_index,
                              class_name=class_name)
-    figures.save_figure(draw(rows), run.out("figures/fig3.png"))
+    figures.save_figure(draw(rows), run.out(FIG3))
     for row, src in zip(rows, sources):
         figures.save_figure(draw([row]), run.out(f"figures/fig3_{src.name}.png"))
     if history:
