@@ -188,7 +188,7 @@ def test_predict_refuses_before_any_work(work, tmp_path) -> None:
     w, flags = work["w"], work["flags"]
     out = tmp_path / "pred"
     refused(invoke("predict", "-w", w, *flags, "--set", "data.classes=[a,b,c,d,e,f]", "--out",
-                   out), "trained on classes", "data.classes")
+                   out), "'data.classes'", "use a new workdir")  # the workdir's settings
     short = tmp_path / "short.npy"
     np.save(short, make_data.seismic((4, 5, 6)))
     refused(invoke("predict", "-w", w, *flags, "--input", short, "--out", out),
