@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,11 @@ from typer.testing import CliRunner
 
 from falsecli.core import config
 from falsecli.cli import app
+
+#: one intra-op thread for torch, set before anything imports it (so tests of config and CLI
+#: parsing need no torch) and inherited by the CLI subprocesses: on 2 shared cores, OpenMP
+#: threads spinning against other processes make 2 threads up to 10x slower than 1
+os.environ["OMP_NUM_THREADS"] = "1"
 
 #: ../shared beside the repository (CI has it there too)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -34,28 +40,6 @@ TINY = [
     "retrain.seeds=[0,1]",
     "retrain.epochs=2",
 ]
-
-
-@pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():
-    """One intra-op thread: on 2 shared cores, OpenMP threads spinning against other processes
-    make 2 threads up to 10x slower than 1, and timings erratic."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def f3_crop() -> Path:
-    """The real F3 SEG-Y crop; the test skips in a clone without ../shared (the files of
-    tests/make_segy.py cover the SEG-Y reader there)."""
-    if not F3_CROP.is_file():
-        pytest.skip("../shared/data/f3-crop.sgy is absent (a clone without ../shared): the "
-                    "check on real data is skipped; tests/make_segy.py files cover SEG-Y")
-    return F3_CROP
 
 
 def sets_args(sets: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,14 @@ def test_show_lists_stages_and_prints_a_ranking_without_redoing_it(cli, tmp_path
     assert (tmp_path / "rank" / "manifest.json").read_bytes() == before  # nothing redone
     typo = cli("show", "rnak", "-w", tmp_path)
     assert typo.exit_code == 1 and "did you mean 'rank'" in typo.stderr
+
+
+def test_config_and_cli_parsing_tests_run_without_torch() -> None:
+    """The tests of config resolution and of the rules table never need torch (a new test or
+    import that pulls it in makes this fail)."""
+    files = [str(Path(__file__).with_name(name)) for name in ("test_config.py", "test_rules.py")]
+    code = ("import sys, pytest; rc = pytest.main(['-q', '-p', 'no:cacheprovider', *sys.argv[1:]]);"
+            "sys.exit(rc or 3 * ('torch' in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
