@@ -8,6 +8,7 @@ import pytest
 from falsecli.core import config, workdir
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import stage_run
+from falsecli.method import statistics
 from falsecli.stages import report
 
 
@@ -32,8 +33,8 @@ def test_collect_and_aggregate(tmp_path: Path) -> None:
         ("flip", "retrain/flip/seed0"), ("flip", "retrain/flip/seed1")]
     per_method = {}
     for r in runs:
-        per_method.setdefault(r.method, []).append(report.flatten_eval(r.eval()))
-    rows = {(r["method"], r["split"], r["metric"]): r for r in report.aggregate(per_method)}
+        per_method.setdefault(r.method, []).append(statistics.flatten_eval(r.eval()))
+    rows = {(r["method"], r["split"], r["metric"]): r for r in statistics.aggregate(per_method)}
     base = rows[("baseline", "val", "pixel_acc")]
     assert base["mean"] == pytest.approx(0.85) and base["std"] == pytest.approx(0.05)
     assert base["n"] == 2
@@ -61,6 +62,6 @@ def test_regions_are_8_connected_and_filtered() -> None:
     mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # one diagonal region of 3
     mask[5, 3:6] = True  # a second region of 3
     mask[3, 5] = True  # a single pixel
-    assert sorted(report.regions(mask, 2)) == [3, 3]
-    assert report.regions(mask, 4) == []
-    assert report.regions(np.zeros((3, 3), dtype=bool), 1) == []
+    assert sorted(statistics.regions(mask, 2)) == [3, 3]
+    assert statistics.regions(mask, 4) == []
+    assert statistics.regions(np.zeros((3, 3), dtype=bool), 1) == []

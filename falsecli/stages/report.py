@@ -28,6 +28,7 @@ from falsecli.core import workdir as wd
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
 from falsecli.method.runfolder import read_eval, read_metrics
+from falsecli.method.statistics import aggregate, flatten_eval, forgetting_stats
 from falsecli.stages.rank import load_ranking, read_csv
 from falsecli.stages import Step
 
@@ -44,7 +45,6 @@ TRANSFER_FIGURE = "figures/fig3_transfer.png"
 TABLE_COLUMNS = {"method": str, "split": str, "metric": str, "mean": float, "std": float,
                  "n": int}
 METHODS = ("baseline", "flip", "rotate", "transfer")
-SUMMARY_METRICS = ("pixel_acc", "mean_class_acc", "miou", "fwiou")
 
 
 @dataclass
@@ -92,51 +92,6 @@ def collect_runs(workdir: Path) -> list[Run]:
 # ---------------------------------------------------------------- aggregation
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std()), len(values)
-
-
-def aggregate(per_run: dict[str, list[dict[str, dict[str, float | None]]]]
-              ) -> list[dict[str, Any]]:
-    """Long-format rows (method, split, metric, mean, std, n) from per-run ``{split: {metric:
-    value}}`` dicts; None values (a class absent from a split) are left out of that mean."""
-    rows = []
-    for method, results in per_run.items():
-        splits = list(dict.fromkeys(s for r in results for s in r))
-        for split in splits:
-            metrics = list(dict.fromkeys(m for r in results for m in r.get(split, {})))
-            for metric in metrics:
-                values = [r[split][metric] for r in results
-                          if r.get(split, {}).get(metric) is not None]
-                if values:
-                    mean, std, n = _mean_std(values)
-                    rows.append({"method": method, "split": split, "metric": metric,
-                                 "mean": mean, "std": std, "n": n})
-    return rows
-
-
-def flatten_eval(evaluation: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """``eval.json`` -> ``{split: {"pixel_acc": v, ..., "class_acc/<name>": v}}``."""
-    out = {}
-    for split, metrics in evaluation.items():
-        flat = {m: metrics.get(m) for m in SUMMARY_METRICS}
-        flat.update({f"class_acc/{k}": v for k, v in metrics.get("class_acc", {}).items()})
-        out[split] = flat
-    return out
-
-
-def regions(mask: np.ndarray, min_size: int) -> list[int]:
-    """Areas of the 8-connected regions of ``mask`` with at least ``min_size`` pixels."""
-    from scipy import ndimage
-
-    labelled, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return []
-    areas = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
-    return [int(a) for a in areas if a >= min_size]
-
-
 def target_class(workdir: Path, cfg: Config, classes: list[str]) -> int:
     """The class the workflow targeted: transfer's, else rank's (as they ran, ``--class``
     included), else ``rank.class``."""
@@ -146,37 +101,6 @@ def target_class(workdir: Path, cfg: Config, classes: list[str]) -> int:
         if manifest is not None:
             value = manifest["config"][name]["class"]
     return class_id({"data": {"classes": classes}}, value)
-
-
-def forgetting_stats(run: Run, target: int, epochs: int, region_events: int, min_region: int
-                     ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
-    """Forgetting statistics of one run over its first ``epochs`` epochs, and its heat maps
-    (ignored pixels masked)."""
-    from falsecli.method import figures, forgetting, history
-
-    tracking = history.load_tracking(run.stage.path)
-    maps = forgetting.event_maps(tracking, epochs, "zero")
-    labels = tracking.labels
-    in_class = labels == target
-    class_events = int(maps.forgetting[in_class].sum())
-    class_pixels = int(in_class.sum())
-    heat = tracking.images(maps.forgetting)
-    masks = tracking.images(in_class)
-    areas = [a for name, h in heat.items()
-             for a in regions((h >= region_events) & masks[name], min_region)]
-    section_labels = tracking.images(np.asarray(labels))
-    heat = {name: figures.mask_ignored(h, section_labels[name], tracking.ignore_index)
-            for name, h in heat.items()}
-    stats = {
-        "forgetting_events": float(maps.forgetting.sum()),
-        "switch_events": float(maps.switch.sum()),
-        "never_learned": float(maps.never_learned.sum()),
-        "target_events": float(class_events),
-        "target_density": class_events / class_pixels if class_pixels else float("nan"),
-        "high_density_regions": float(len(areas)),
-        "high_density_area": float(sum(areas)),
-    }
-    return stats, heat
 
 
 # ---------------------------------------------------------------- the stage
@@ -206,17 +130,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
 
     with wd.stage_run(workdir, "report", cfg, upstream=[r.stage for r in runs],
                       force=force) as out:
-        per_run_eval = {m: [flatten_eval(r.eval()) for r in rs] for m, rs in by_method.items()}
-        stats, heat = {}, {}
-        for method, rs in by_method.items():
-            stats[method] = []
-            for i, r in enumerate(rs):
-                s, h = forgetting_stats(r, target, window, rep["region_events"],
-                                        rep["min_region"])
-                stats[method].append({"tracked": s})
-                if i == 0:  # Fig. 5 shows each method's first run; the others' maps are freed
-                    heat[method] = h
-        rows = aggregate(per_run_eval) + aggregate(stats)
+        rows, heat = _statistics(by_method, target, window, rep)
         _write_table(out.out(TABLE_CSV), rows)
 
         shown = _fig5_sections(workdir, heat, rep["sections"])
@@ -246,6 +160,24 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
     return {"stage": "report", "runs": [r.name for r in runs],
             "methods": {m: len(rs) for m, rs in by_method.items()},
             "outputs": [str(out.path / p) for p in out.outputs]}
+
+
+def _statistics(by_method: dict[str, list[Run]], target: int, window: int,
+                rep: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Table rows (metrics and forgetting statistics per method) and each method's first
+    run's heat maps (Fig. 5 shows those; the other runs' maps are freed at once)."""
+    per_run_eval = {m: [flatten_eval(r.eval()) for r in rs] for m, rs in by_method.items()}
+    stats: dict[str, list[dict[str, Any]]] = {}
+    heat = {}
+    for method, rs in by_method.items():
+        stats[method] = []
+        for i, r in enumerate(rs):
+            s, h = forgetting_stats(r.stage.path, target, window, rep["region_events"],
+                                    rep["min_region"])
+            stats[method].append({"tracked": s})
+            if i == 0:
+                heat[method] = h
+    return aggregate(per_run_eval) + aggregate(stats), heat
 
 
 def _borrowed_figures(workdir: Path, out: wd.StageRun, heat: dict[str, dict[str, Any]],

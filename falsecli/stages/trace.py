@@ -101,11 +101,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
     model, payload = load_model(source.path / MODEL, device)
     run_cfg = payload["config"]
     ds = load_dataset(run_cfg)
-    tracked = {s.name: s for s in ds.tracked(run_cfg["train"]["track"])}
-    if name not in tracked:
-        some = ", ".join(list(tracked)[:4])
-        raise FalseCliError(f"trace: {name} is not a tracked section of {run} (e.g. {some})")
-    section = tracked[name]
+    section = _tracked_section(ds, run_cfg, run, name)
     labels = ds.label(section)
     region, what = _query_region(opts, run_cfg, labels)
     query = influence.Query(ds.image(section), labels, region)
@@ -125,8 +121,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
                                         opts["batch_size"], lambda: bar.advance(task))
         rows = _rows(scores, sections, ds.classes)
         top = opts["top"]
-        chosen = [rows[i]["section"] for i in range(min(top, len(rows)))]
-        chosen += [r["section"] for r in rows[::-1][:top] if r["section"] not in chosen]
+        chosen = list(dict.fromkeys(r["section"] for r in rows[:top] + rows[::-1][:top]))
         by_name = {s.name: s for s in sections}
         maps = dict(zip(chosen, influence.influence_maps(
             model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
@@ -147,6 +142,15 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
             "proponents": rows[:top], "opponents": rows[::-1][:top],
             "class_totals": class_totals,
             "outputs": [str(out.path / rel) for rel in out.outputs]}
+
+
+def _tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
+    """The tracked section ``name`` of the run's data, or one line naming a few valid ones."""
+    tracked = {s.name: s for s in ds.tracked(run_cfg["train"]["track"])}
+    if name not in tracked:
+        some = ", ".join(list(tracked)[:4])
+        raise FalseCliError(f"trace: {name} is not a tracked section of {run} (e.g. {some})")
+    return tracked[name]
 
 
 def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[dict[str, Any]]:
