@@ -42,6 +42,16 @@ TINY = [
 ]
 
 
+@pytest.fixture
+def f3_crop() -> Path:
+    """The real F3 SEG-Y crop; the test skips in a clone without ../shared (the files of
+    tests/make_segy.py cover the SEG-Y reader there)."""
+    if not F3_CROP.is_file():
+        pytest.skip("../shared/data/f3-crop.sgy is absent (a clone without ../shared): the "
+                    "check on real data is skipped; tests/make_segy.py files cover SEG-Y")
+    return F3_CROP
+
+
 def sets_args(sets: list[str]) -> list[str]:
     """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]``."""
     return [arg for item in sets for arg in ("--set", item)]
