@@ -150,6 +150,18 @@ def _stats(pixels: list[int], events: list[int]) -> SectionStats:
                         col(pixels), col(events), col(events) * 10)
 
 
+def test_ranking_leaves_out_tracked_test_sections() -> None:
+    """A tracked test section with the highest density is never ranked: the ranking picks
+    style sources for training, and test data must not feed training."""
+    stats = _stats(pixels=[4, 8, 8], events=[2, 8, 4])
+    stats.sections[1] = TrackedSection("test1_inline_0000", "test1", "inline", 0, (1, 1), 1)
+    assert [r["section"] for r in ranking(stats, 0, min_pixels=1)] == ["s2", "s0"]
+    only_test = _stats(pixels=[0, 8], events=[0, 8])
+    only_test.sections[1] = TrackedSection("test1_inline_0000", "test1", "inline", 0, (1, 1), 1)
+    with pytest.raises(FalseCliError, match="no pixels in any of the 1 validation sections"):
+        ranking(only_test, 0, min_pixels=1)
+
+
 def test_ranking_order_ties_and_min_pixels() -> None:
     stats = _stats(pixels=[4, 8, 8, 1, 0, 10], events=[2, 4, 4, 1, 0, 1])
     rows = ranking(stats, 0, "forgetting", min_pixels=2)

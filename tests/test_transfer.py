@@ -95,15 +95,12 @@ def test_change_metrics_by_hand() -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def _fabricate_rank(workdir: Path, cfg: config.Config) -> list[str]:
-    """A complete rank stage whose scruff rows are the val section and the test1 section with
-    the most scruff (a zechstein row first, which must be skipped)."""
+def _fabricate_rank(workdir: Path, cfg: config.Config, split: str = "val") -> list[str]:
+    """A complete rank stage whose scruff rows are the two sections of ``split`` with the
+    most scruff (a zechstein row first, which must be skipped)."""
     ds = load_dataset(cfg)
-
-    def most(split: str) -> str:
-        return max(ds.sections(split), key=lambda s: int((ds.label(s) == SCRUFF).sum())).name
-
-    sources = [most("val"), most("test1")]
+    by_scruff = sorted(ds.sections(split), key=lambda s: -int((ds.label(s) == SCRUFF).sum()))
+    sources = [s.name for s in by_scruff[:2]]
     rows = ["class,rank,section,density,events,class_pixels", "zechstein,1,inline_0000,5,5,1"]
     rows += [f"scruff,{i + 1},{name},{1.0 / (i + 1)},3,9" for i, name in enumerate(sources)]
     with stage_run(workdir, "rank", cfg) as run:
@@ -187,6 +184,19 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
     assert forced.exit_code == 0 and json.loads(forced.stdout)["generator"] == "trained"
     with np.load(out / "samples.npz") as npz:
         assert np.allclose(npz["images"], s["images"], atol=1e-5)
+
+
+def test_a_test_section_is_never_a_style_source(cli, tiny_cfg, tmp_path: Path) -> None:
+    """A ranking that names a test section (hand-made: rank itself ranks only validation
+    sections) is refused before any training, in one line naming the section."""
+    w = tmp_path / "w"
+    leaked = _fabricate_rank(w, tiny_cfg, split="test1")[0]
+    result = _run(cli, w)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and leaked in lines[0] and "test section" in lines[0], result.stderr
+    assert not Stage(w, "transfer").is_complete()
+    assert not (w / "transfer" / tr.GENERATOR).exists()
 
 
 def _kill_at_step(step: int, cfg: config.Config, workdir: Path,

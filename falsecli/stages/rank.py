@@ -33,15 +33,18 @@ def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: i
             source: str = "the tracked sections") -> list[dict[str, Any]]:
     """Rows of the ranking: density descending, ties by events descending, then section order.
 
-    ``source`` names the data in errors. Raises when the class has no pixels at all, or no
-    section has ``min_pixels`` (at least 1) of them.
+    Only validation sections are ranked: the ranking chooses the style sources that enlarge
+    the training pool, so a tracked test section in it would leak test data into training.
+    ``source`` names the data in errors. Raises when the class has no pixels in any
+    validation section, or no validation section has ``min_pixels`` (at least 1) of them.
     """
     name = stats.classes[cls]
-    pixels = stats.class_pixels[:, cls]
+    val = np.array([s.split == "val" for s in stats.sections], dtype=bool)
+    pixels = np.where(val, stats.class_pixels[:, cls], 0)
     events = (stats.class_events if by == "forgetting" else stats.class_switch_events)[:, cls]
     if not pixels.any():
-        raise FalseCliError(f"class {name} has no pixels in any of the {len(stats.sections)} "
-                            f"sections of {source} — rank another class with --class")
+        raise FalseCliError(f"class {name} has no pixels in any of the {int(val.sum())} "
+                            f"validation sections of {source} — rank another class with --class")
     kept = np.flatnonzero(pixels >= max(min_pixels, 1))
     if not kept.size:
         most = int(np.argmax(pixels))

@@ -69,14 +69,19 @@ def generator_config(cfg: Config) -> dict[str, Any]:
 
 
 def resolve_sections(ds: Dataset, names: Sequence[str]) -> list[Section]:
-    """Sections by name, from any split: val, train or a test volume's tracked sections."""
-    splits = ["val", "train", *(v.name for v in ds.tests)]
-    known = {s.name: s for split in splits for s in ds.sections(split)}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise FalseCliError(f"transfer: ranked section '{missing[0]}' is not a section of the "
-                            "configured data — rank again with the same data "
-                            "('falsecli rank --force')")
+    """The style sources by name: validation sections only. A test section would feed test
+    data into the retraining pool, and the test scores would no longer be a test."""
+    known = {s.name: s for s in ds.sections("val")}
+    tests = {s.name for v in ds.tests for s in ds.sections(v.name)}
+    for name in names:
+        if name in tests:
+            raise FalseCliError(f"transfer: ranked section '{name}' is a test section; only "
+                                "validation sections can be style sources (test data must "
+                                "never feed training) — rank again ('falsecli rank --force')")
+        if name not in known:
+            raise FalseCliError(f"transfer: ranked section '{name}' is not a validation "
+                                "section of the configured data — rank again with the same "
+                                "data ('falsecli rank --force')")
     return [known[n] for n in names]
 
 
