@@ -88,6 +88,9 @@ RULES: dict[str, Rule] = {
     "data.ignore_index": Rule(int, ge=0, le=255, why="labels are uint8"),
     "data.val_every": Rule(int, ge=2, why="every val_every-th inline and crossline is tracked, "
                                           "the others train; the paper uses 5"),
+    "data.holdout": Rule(str, choices=("crossing", "strict"),
+                         why="crossing: the paper's protocol; strict: tracked pixels are never "
+                             "trained on"),
     "data.segy.iline": _HEADER_BYTE,
     "data.segy.xline": _HEADER_BYTE,
     "data.synthetic.shape": _SHAPE,
@@ -154,6 +157,8 @@ RULES: dict[str, Rule] = {
     "report.sections": Rule(int, ge=1, why="Fig. 5 shows at least one section"),
     "report.region_events": _COUNT,
     "report.min_region": _COUNT,
+    "report.surroundings_tolerance": Rule(float, gt=0, why="claim C5: the change outside the "
+                                          "class relative to the target's own amplitude"),
 }
 
 

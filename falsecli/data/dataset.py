@@ -44,6 +44,10 @@ class Dataset:
     classes: list[str]
     ignore_index: int
     val_every: int
+    #: crossing (the paper): tracked sections are not trained on as sections, but their pixels
+    #: are seen through the training sections that cross them; strict: those pixels are
+    #: ignored in every training section too
+    holdout: str = "crossing"
     _stats: tuple[float, float] | None = field(default=None, repr=False)
 
     @property
@@ -113,12 +117,22 @@ class Dataset:
 
     def label(self, section: Section) -> np.ndarray:
         """uint8 labels [depth, width]; a section of an unlabelled (test) volume is all
-        ``ignore_index``: tracked, it still records switch events."""
+        ``ignore_index``: tracked, it still records switch events. With ``holdout: strict`` a
+        training section's columns where it crosses a tracked section are ``ignore_index``,
+        so no tracked pixel's label is ever trained on."""
         vol = self.volumes[section.volume]
         if vol.labels is None:
             return np.full(section.shape, self.ignore_index, dtype=np.uint8)
-        return np.ascontiguousarray(vol.section(vol.labels, section.axis, section.index),
-                                    dtype=np.uint8)
+        labels = np.array(vol.section(vol.labels, section.axis, section.index), dtype=np.uint8)
+        if self.holdout == "strict" and section.split == "train":
+            labels[:, self.crossing_columns(section)] = self.ignore_index
+        return labels
+
+    def crossing_columns(self, section: Section) -> np.ndarray:
+        """bool (width,): the columns of a training section that lie on a tracked (val)
+        section of the other axis — ~1/val_every of its pixels (80 % of a tracked inline's
+        pixels lie on training crosslines)."""
+        return np.arange(section.shape[1]) % self.val_every == 0
 
     def stack(self, sections: list[Section]) -> tuple[np.ndarray, np.ndarray]:
         """Images (N, depth, width) float32 and labels (N, depth, width) uint8 of same-shape
@@ -163,7 +177,8 @@ def load_dataset(cfg: Config) -> Dataset:
     """Load and validate the data described by ``cfg['data']`` (synthetic, f3 or files)."""
     d = cfg["data"]
     train, tests = volumes.load(d)
-    ds = Dataset(train, tests, list(d["classes"]), int(d["ignore_index"]), int(d["val_every"]))
+    ds = Dataset(train, tests, list(d["classes"]), int(d["ignore_index"]), int(d["val_every"]),
+                 d["holdout"])
     for vol in [train, *tests]:
         volumes.validate(vol, ds.classes, ds.ignore_index)
     return ds

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
@@ -50,9 +50,10 @@ def count_scale(top: int) -> tuple[Colormap, BoundaryNorm]:
     return cmap, BoundaryNorm(np.arange(-0.5, top + 1.5), top + 1)
 
 
-def _count_bar(fig: Figure, image: Any, ax: Any, top: int, **kwargs: Any) -> None:
+def _count_bar(fig: Figure, image: Any, ax: Any, top: int, label: str = HEAT_LABEL,
+               **kwargs: Any) -> None:
     """The labelled colour bar of a count scale, ticked at integers only."""
-    bar = fig.colorbar(image, ax=ax, label=HEAT_LABEL, **kwargs)
+    bar = fig.colorbar(image, ax=ax, label=label, **kwargs)
     bar.locator = MaxNLocator(integer=True, nbins=min(max(int(top), 1) + 1, 10))
     bar.update_ticks()
     bar.minorticks_off()
@@ -188,38 +189,71 @@ def prediction_figure(seismic: np.ndarray, facies: np.ndarray, confidence: np.nd
 
 
 def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
-                 title: str | None = None) -> Figure:
-    """Heat maps side by side on ONE discrete colour scale with one colour bar (paper Fig. 5):
+                 title: str | None = None,
+                 context: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 classes: Sequence[str] = (), outline: int | None = None,
+                 label: str = HEAT_LABEL) -> Figure:
+    """Heat maps side by side on ONE colour scale with one colour bar (paper Fig. 5):
     ``maps[column][row]``, e.g. ``{method: {section: heat}}``: columns = methods, rows =
     sections (in first-seen order; a missing one is an empty grey panel). Pass ``np.ma``
-    masked arrays (:func:`mask_ignored`) to grey out pixels. The scale tops out at the
-    largest value shown, so equal colours mean equal counts in every panel.
+    masked arrays (:func:`mask_ignored`) to grey out pixels. Integer maps get a discrete
+    count scale, others (means over seeds) a continuous one; the scale tops out at the
+    largest value shown, so equal colours mean equal values in every panel.
+
+    ``context[row] = (seismic, labels)`` adds the section's seismic and annotation (facies
+    colours, ``classes``) as the first two columns; ``outline`` draws that class's outline
+    in every panel of the row, so the reader sees where the class is.
     """
     cols = list(maps)
     rows = list(dict.fromkeys(row for col in cols for row in maps[col]))
     if not rows:
         raise ValueError("heatmap_grid: no heat map to draw")
     present = [maps[c][r] for c in cols for r in rows if r in maps[c]]
-    top = max([int(np.ma.max(m)) for m in present if np.ma.count(m)] + [1])
-    cmap, norm = count_scale(top)
+    counts = all(np.issubdtype(m.dtype, np.integer) for m in present)
+    peak = max([float(np.ma.max(m)) for m in present if np.ma.count(m)] + [1.0])
+    if counts:
+        cmap, norm = count_scale(int(peak))
+    else:
+        cmap, norm = colormaps[HEAT_CMAP].with_extremes(bad=MISSING), Normalize(0.0, peak)
+    lead = 2 if context else 0
     panel = _panel_size(present[0].shape, 2.2)
-    fig = Figure(figsize=(len(cols) * panel + 2.6, len(rows) * 2.4 + 1.0), dpi=DPI,
+    fig = Figure(figsize=((len(cols) + lead) * panel + 2.6, len(rows) * 2.4 + 1.0), dpi=DPI,
                  layout="constrained")
-    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(rows), len(cols) + lead, squeeze=False, sharex=True, sharey=True)
     image = None
     for r, row in enumerate(rows):
-        for c, col in enumerate(cols):
-            ax = axes[r, c]
+        panels: list[tuple[Any, str, Any]] = []
+        if context:
+            seismic, labels = context[row]
+            lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
+            panels += [(axes[r, 0], "seismic", dict(X=seismic, cmap="gray", vmin=lo, vmax=hi)),
+                       (axes[r, 1], "annotation", dict(
+                           X=np.ma.masked_greater_equal(labels, len(classes)),
+                           cmap=label_cmap(len(classes)), vmin=-0.5,
+                           vmax=len(classes) - 0.5))]
+        panels += [(axes[r, c + lead], col, None if row not in maps[col] else
+                    dict(X=maps[col][row], cmap=cmap, norm=norm)) for c, col in enumerate(cols)]
+        for c, (ax, name, spec) in enumerate(panels):
             if r == 0:
-                ax.set_title(col)
+                ax.set_title(name)
             _section_axes(ax, x=r == len(rows) - 1, y=False)
             if c == 0:
                 ax.set_ylabel(f"{row}\n{DEPTH_LABEL}")
-            if row not in maps[col]:
+            if spec is None:
                 ax.set_facecolor(MISSING)
                 continue
-            image = ax.imshow(maps[col][row], cmap=cmap, norm=norm, interpolation="nearest")
-    _count_bar(fig, image, axes, top, shrink=0.6)
+            shown = ax.imshow(interpolation="nearest", **spec)
+            if c >= lead:
+                image = shown
+            if context and outline is not None:
+                ax.contour(np.asarray(context[row][1]) == outline, levels=[0.5],
+                           colors=REGION_COLOR, linewidths=0.8)
+    if counts:
+        _count_bar(fig, image, axes, int(peak), shrink=0.6, label=label)
+    else:
+        fig.colorbar(image, ax=axes, label=label, shrink=0.6)
+    if context and classes:
+        facies_legend(fig, classes)
     if title:
         fig.suptitle(title)
     return fig

@@ -1,13 +1,19 @@
-"""What the report computes from the runs: mean and spread over seeds, flattened metrics,
-high-density forgetting regions and each run's forgetting statistics (torch-free).
+"""What the report computes from runs (torch-free): mean and spread over seeds, differences
+between methods with 95 % intervals, high-density forgetting regions and each run's
+forgetting statistics.
 
-A *high-density region* is an 8-connected set of at least ``min_region`` pixels of the target
+Spread is the sample standard deviation (ddof = 1; undefined, NaN, for one run). A method is
+compared with another per seed where both have the seed (a paired t interval on the
+differences, at least two common seeds), else by Welch's unpaired t interval. A
+*high-density region* is an 8-connected set of at least ``min_region`` pixels of the target
 class, each forgotten at least ``region_events`` times: the paper's claim is that transfer
 makes such regions disappear where flip and rotate only weaken them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +25,74 @@ from falsecli.method.history import load_tracking
 
 #: the summary metrics of ``eval.json`` the report tabulates
 SUMMARY_METRICS = ("pixel_acc", "mean_class_acc", "miou", "fwiou")
+#: pixels within this many pixels (Chebyshev) of another class are boundary pixels (C1)
+BOUNDARY_PX = 2
+LEVEL = 0.95
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof = 1; NaN for one value) and count."""
     arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std()), len(values)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+    return float(arr.mean()), std, len(arr)
+
+
+def _t(df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a − b`` of a metric between two methods: mean, 95 % interval, how many values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int  # pairs when paired, else the smaller group
+    paired: bool
+
+    def sign(self) -> int:
+        """+1 / −1 when the interval lies entirely above / below 0, else 0 (inconclusive)."""
+        if self.low > 0:
+            return 1
+        if self.high < 0:
+            return -1
+        return 0
+
+
+def difference(a: Mapping[int, float], b: Mapping[int, float]) -> Difference:
+    """``a − b`` for values keyed by seed: paired over the common seeds when there are at
+    least two, else Welch's interval over all values; NaN bounds when there are too few
+    runs for an interval."""
+    common = sorted(set(a) & set(b))
+    nan = float("nan")
+    if len(common) >= 2:
+        d = np.array([a[s] - b[s] for s in common], dtype=np.float64)
+        half = _t(len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        return Difference(float(d.mean()), float(d.mean() - half), float(d.mean() + half),
+                          len(d), True)
+    x, y = np.array(list(a.values()), float), np.array(list(b.values()), float)
+    diff = float(x.mean() - y.mean()) if len(x) and len(y) else nan
+    if len(x) < 2 or len(y) < 2:
+        return Difference(diff, nan, nan, min(len(x), len(y)), False)
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = np.sqrt(vx + vy)
+    if se == 0:
+        return Difference(diff, diff, diff, min(len(x), len(y)), False)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = _t(df) * se
+    return Difference(diff, diff - half, diff + half, min(len(x), len(y)), False)
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t interval of independent values (NaN bounds for fewer than two)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if len(arr) < 2:
+        return float(arr.mean()) if len(arr) else float("nan"), float("nan"), float("nan")
+    half = _t(len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr))
+    return float(arr.mean()), float(arr.mean() - half), float(arr.mean() + half)
 
 
 def aggregate(per_run: dict[str, list[dict[str, dict[str, float | None]]]]
@@ -39,7 +108,7 @@ def aggregate(per_run: dict[str, list[dict[str, dict[str, float | None]]]]
                 values = [r[split][metric] for r in results
                           if r.get(split, {}).get(metric) is not None]
                 if values:
-                    mean, std, n = _mean_std(values)
+                    mean, std, n = mean_std(values)
                     rows.append({"method": method, "split": split, "metric": metric,
                                  "mean": mean, "std": std, "n": n})
     return rows
@@ -66,30 +135,59 @@ def regions(mask: np.ndarray, min_size: int) -> list[int]:
     return [int(a) for a in areas if a >= min_size]
 
 
-def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, min_region: int
-                     ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
+def boundary(labels: np.ndarray, ignore_index: int, px: int = BOUNDARY_PX) -> np.ndarray:
+    """bool image: labelled pixels with a pixel of another class (ignored pixels do not
+    count) within ``px`` pixels (a (2 px + 1)² window)."""
+    from scipy import ndimage
+
+    lab = labels.astype(np.int32)
+    known = labels != ignore_index
+    size = 2 * px + 1
+    high = ndimage.maximum_filter(np.where(known, lab, -1), size=size, mode="nearest")
+    low = ndimage.minimum_filter(np.where(known, lab, 1 << 20), size=size, mode="nearest")
+    return known & ((high != lab) | (low != lab))
+
+
+def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, min_region: int,
+                     keep: Sequence[str] = ()) -> tuple[dict[str, float],
+                                                         dict[str, np.ma.MaskedArray]]:
     """Forgetting statistics of the run in folder ``run`` over its first ``epochs`` epochs,
-    and its heat maps (ignored pixels masked)."""
+    and the heat maps (ignored pixels masked) of the sections named in ``keep``.
+
+    Besides the totals: the target class's events, density and high-density regions; each
+    class's density (``density/<name>``); and the events per pixel within
+    :data:`BOUNDARY_PX` of a label boundary and in class interiors (claim C1).
+    """
     tracking = load_tracking(run)
     maps = event_maps(tracking, epochs, "zero")
-    labels = tracking.labels
-    in_class = labels == target
-    class_events = int(maps.forgetting[in_class].sum())
-    class_pixels = int(in_class.sum())
-    heat = tracking.images(maps.forgetting)
-    masks = tracking.images(in_class)
-    areas = [a for name, h in heat.items()
-             for a in regions((h >= region_events) & masks[name], min_region)]
-    section_labels = tracking.images(np.asarray(labels))
-    heat = {name: mask_ignored(h, section_labels[name], tracking.ignore_index)
-            for name, h in heat.items()}
+    forgetting = maps.forgetting
+    labels = np.asarray(tracking.labels)
+    heat = tracking.images(forgetting)
+    section_labels = tracking.images(labels)
+    areas, edge = [], np.zeros(labels.shape, dtype=bool)
+    for name, h in heat.items():
+        lab = section_labels[name]
+        areas += regions((h >= region_events) & (lab == target), min_region)
+        edge[tracking.section(name).pixels] = boundary(lab, tracking.ignore_index).ravel()
+    labelled = labels != tracking.ignore_index
+    inner = labelled & ~edge
+
+    def per_pixel(mask: np.ndarray) -> float:
+        return float(forgetting[mask].sum()) / int(mask.sum()) if mask.any() else float("nan")
+
     stats = {
-        "forgetting_events": float(maps.forgetting.sum()),
+        "forgetting_events": float(forgetting.sum()),
         "switch_events": float(maps.switch.sum()),
         "never_learned": float(maps.never_learned.sum()),
-        "target_events": float(class_events),
-        "target_density": class_events / class_pixels if class_pixels else float("nan"),
+        "target_events": float(forgetting[labels == target].sum()),
+        "target_density": per_pixel(labels == target),
         "high_density_regions": float(len(areas)),
         "high_density_area": float(sum(areas)),
+        "boundary_density": per_pixel(edge),
+        "interior_density": per_pixel(inner),
+        **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
+        **{f"pixels/{c}": float((labels == k).sum()) for k, c in enumerate(tracking.classes)},
     }
-    return stats, heat
+    shown = {name: mask_ignored(heat[name], section_labels[name], tracking.ignore_index)
+             for name in keep if name in heat}
+    return stats, shown

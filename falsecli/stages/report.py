@@ -1,13 +1,18 @@
-"""Stage 6: the paper's Table 1 and Fig. 5, forgetting statistics and training curves.
+"""Stage 6: the paper's claims measured, Table 1 and Fig. 5, forgetting statistics, paired
+differences between methods and training curves.
 
 Collects every complete training run in the workdir: ``baseline`` = ``train/`` and
-``retrain/none/seed*``, then ``flip``, ``rotate`` and ``transfer``. Accuracies are mean and
-population standard deviation over a method's runs, exactly as read from their ``eval.json``.
-Forgetting statistics are computed here from each run's tracking history, over the epochs
-every run has (the shortest run's), so no ``heatmap`` call per run is needed. A
-*high-density region* is an 8-connected set of at least ``report.min_region`` pixels of the
-target class each forgotten at least ``report.region_events`` times: the paper's claim is
-that transfer makes such regions disappear where flip and rotate only weaken them.
+``retrain/none/seed*``, then ``flip``, ``rotate``, ``transfer`` and the ``transfer-identity``
+control. Only like is compared with like: every run records a fingerprint of its data and
+tracked sections (:mod:`falsecli.data.provenance`); a run whose fingerprint differs from
+``train/``'s, whose epoch count differs from the compared runs', or that repeats a (method,
+seed) already counted is left out with one line saying why (in the report and on stderr).
+Accuracies are mean ± sample std (ddof = 1) over a method's runs, as read from their
+``eval.json``; forgetting statistics are computed here from each run's tracking history over
+the one epoch window all compared runs share. Each method is compared with the baseline (and
+transfer with its identity control) per seed, with 95 % intervals
+(:mod:`falsecli.method.statistics`), and the paper's claims are judged from those
+(:mod:`falsecli.method.claims`).
 """
 
 from __future__ import annotations
@@ -18,21 +23,29 @@ import html
 import io
 import json
 import shutil
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from falsecli.core import console
 from falsecli.core import workdir as wd
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
+from falsecli.data.provenance import differences
+from falsecli.method import claims as cl
 from falsecli.method.runfolder import read_eval, read_metrics
-from falsecli.method.statistics import aggregate, flatten_eval, forgetting_stats
+from falsecli.method.statistics import aggregate, difference, flatten_eval, forgetting_stats
 from falsecli.stages.rank import load_ranking, read_csv
 from falsecli.stages import Step
 
 TABLE_CSV = "table.csv"
+#: method − control per metric with 95 % intervals
+COMPARISON_CSV = "comparison.csv"
+#: the claims table (C1–C5), as --json prints it
+CLAIMS_JSON = "claims.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 FIG5 = "figures/fig5_heatmaps.png"
@@ -44,7 +57,15 @@ TRANSFER_FIGURE = "figures/fig3_transfer.png"
 #: the columns of table.csv and the type of each
 TABLE_COLUMNS = {"method": str, "split": str, "metric": str, "mean": float, "std": float,
                  "n": int}
-METHODS = ("baseline", "flip", "rotate", "transfer")
+COMPARISON_COLUMNS = {"method": str, "control": str, "split": str, "metric": str,
+                      "difference": float, "low": float, "high": float, "n": int,
+                      "paired": int}
+#: the retrain folder of each method (train/ is a baseline run too), in report order
+METHODS = {"baseline": "none", "flip": "flip", "rotate": "rotate", "transfer": "transfer",
+           "transfer-identity": "transfer-identity"}
+#: the tracked-section statistics compared between methods besides the accuracies
+COMPARED_STATS = ("forgetting_events", "target_density", "high_density_regions",
+                  "high_density_area")
 
 
 @dataclass
@@ -59,6 +80,18 @@ class Run:
     def name(self) -> str:
         return self.stage.name
 
+    @property
+    def seed(self) -> int:
+        return int(self.manifest["config"]["train"]["seed"])
+
+    @property
+    def epochs(self) -> int:
+        return int(self.manifest["config"]["train"]["epochs"])
+
+    @property
+    def fingerprint(self) -> dict[str, Any] | None:
+        return self.manifest.get("fingerprint")
+
     def eval(self) -> dict[str, Any]:
         return read_eval(self.stage.path)
 
@@ -67,26 +100,69 @@ class Run:
 
 
 def collect_runs(workdir: Path) -> list[Run]:
-    """Every complete run, grouped by method; a ``retrain/none`` run that repeats ``train/``
-    (same data, model, recipe and epochs: :func:`repeats_train`) is counted once."""
-    from falsecli.stages.retrain import repeats_train
-
+    """Every complete training run: ``train/`` first, then each method's seeds in order."""
     runs: list[Run] = []
     train = wd.Stage(workdir, "train")
     if (manifest := train.manifest()) is not None:
         runs.append(Run("baseline", train, manifest))
-    for aug in ("none", "flip", "rotate", "transfer"):
+    for method, aug in METHODS.items():
         root = Path(workdir) / "retrain" / aug
-        seeds = sorted(root.glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit()
-                       else -1)
+        seeds = sorted((p for p in root.glob("seed*") if p.name[4:].isdigit()),
+                       key=lambda p: int(p.name[4:]))
         for path in seeds:
             stage = wd.Stage(workdir, f"retrain/{aug}/{path.name}")
-            manifest = stage.manifest()
-            if manifest is None or (aug == "none" and repeats_train(workdir,
-                                                                   manifest["config"])):
-                continue
-            runs.append(Run("baseline" if aug == "none" else aug, stage, manifest))
+            if (manifest := stage.manifest()) is not None:
+                runs.append(Run(method, stage, manifest))
     return runs
+
+
+@dataclass
+class Selection:
+    """The runs the report compares, the ones it left out (one line each) and the epoch
+    window every compared run is measured over."""
+
+    runs: list[Run]
+    left_out: list[str] = field(default_factory=list)
+    window: int = 0
+
+
+def select_runs(runs: list[Run]) -> Selection:
+    """Like with like: the runs whose data and tracked sections match ``train/``'s (else the
+    first run's), trained for the epochs most of the retraining runs have (``train/``'s when
+    there are none), one run per (method, seed)."""
+    out = Selection([])
+    reference = next((r.fingerprint for r in runs if r.fingerprint is not None), None)
+    same = []
+    for r in runs:
+        if r.fingerprint is None:
+            out.left_out.append(f"{r.name}: it records no fingerprint of its data (made by an "
+                                "older falsecli) — redo it with --force")
+            continue
+        diff = differences({k: v for k, v in reference.items() if k != "epochs"},
+                           {k: v for k, v in r.fingerprint.items() if k != "epochs"})
+        if diff:
+            out.left_out.append(f"{r.name}: trained or tracked on other data than "
+                                f"{runs[0].name} ({'; '.join(diff[:2])})")
+            continue
+        same.append(r)
+    retrained = [r.epochs for r in same if r.name != "train"] or [r.epochs for r in same]
+    if not retrained:
+        return out
+    counts = Counter(retrained)
+    out.window = max(counts, key=lambda e: (counts[e], e))
+    seen: dict[tuple[str, int], str] = {}
+    for r in same:
+        if r.epochs != out.window:
+            out.left_out.append(f"{r.name}: {r.epochs} epochs, the compared runs "
+                                f"{out.window} — accuracies and forgetting after other "
+                                "training lengths are not comparable")
+        elif (r.method, r.seed) in seen:
+            out.left_out.append(f"{r.name}: seed {r.seed} of {r.method} is already counted "
+                                f"({seen[r.method, r.seed]})")
+        else:
+            seen[r.method, r.seed] = r.name
+            out.runs.append(r)
+    return out
 
 
 # ---------------------------------------------------------------- aggregation
@@ -103,12 +179,108 @@ def target_class(workdir: Path, cfg: Config, classes: list[str]) -> int:
     return class_id({"data": {"classes": classes}}, value)
 
 
+@dataclass
+class _Measured:
+    """What the report measured on the compared runs."""
+
+    rows: list[dict[str, Any]]  # table.csv
+    results: dict[str, list[cl.Result]]  # per method, per run
+    heat: dict[str, dict[str, np.ndarray]]  # Fig. 5: per method, mean map per shown section
+    heat_runs: dict[str, list[str]]  # the runs each method's Fig. 5 maps average
+    pixels: dict[str, int]  # tracked pixels per class
+
+
+def _measure(by_method: dict[str, list[Run]], classes: list[str], target: int, window: int,
+             rep: dict[str, Any], shown: list[str]) -> _Measured:
+    """Every run's metrics and forgetting statistics, and each method's mean heat maps of
+    the ``shown`` sections over its runs: the baseline's over the runs other than ``train/``
+    when there are any (train/ chose the sections: its maps are at their worst by selection)."""
+    results: dict[str, list[cl.Result]] = {}
+    evals: dict[str, list[dict[str, Any]]] = {}
+    stats: dict[str, list[dict[str, Any]]] = {}
+    heat: dict[str, dict[str, np.ndarray]] = {}
+    heat_runs: dict[str, list[str]] = {}
+    pixels: dict[str, int] = {}
+    for method, rs in by_method.items():
+        drawn = [r for r in rs if r.name != "train"] or rs
+        heat_runs[method] = [r.name for r in drawn]
+        sums: dict[str, np.ma.MaskedArray] = {}
+        for r in rs:
+            flat = flatten_eval(r.eval())
+            s, h = forgetting_stats(r.stage.path, target, window, rep["region_events"],
+                                    rep["min_region"], keep=shown if r in drawn else ())
+            pixels = pixels or {c: int(s.pop(f"pixels/{c}")) for c in classes}
+            s = {k: v for k, v in s.items() if not k.startswith("pixels/")}
+            evals.setdefault(method, []).append(flat)
+            stats.setdefault(method, []).append({"tracked": s})
+            values = {f"{sp}/{m}": v for sp, ms in flat.items() for m, v in ms.items()
+                      if v is not None}
+            values.update({f"tracked/{k}": v for k, v in s.items()})
+            results.setdefault(method, []).append(cl.Result(r.seed, values))
+            for name, m in h.items():
+                sums[name] = m.astype(np.float64) if name not in sums else sums[name] + m
+        heat[method] = {name: m / len(drawn) for name, m in sums.items()}
+    training = {m: [{"train": {"steps_per_epoch": r.manifest.get("steps_per_epoch"),
+                               "train_samples": r.manifest.get("train_samples")}} for r in rs]
+                for m, rs in by_method.items()}
+    rows = aggregate(evals) + aggregate(stats) + aggregate(training)
+    return _Measured(rows, results, heat, heat_runs, pixels)
+
+
+def _comparisons(results: dict[str, list[cl.Result]], classes: list[str], target: int
+                 ) -> list[dict[str, Any]]:
+    """Each method − baseline (and transfer − transfer-identity), per seed where seeds match:
+    target-class accuracy, mean class accuracy and mIoU on every split, and the forgetting
+    statistics."""
+    if "baseline" not in results:
+        return []
+    splits = list(dict.fromkeys(k.split("/")[0] for r in results["baseline"] for k in r.values
+                                if k.endswith("/miou")))
+    metrics = [(sp, m) for sp in splits for m in (f"class_acc/{classes[target]}",
+                                                   "mean_class_acc", "miou")]
+    metrics += [("tracked", m) for m in COMPARED_STATS]
+    pairs = [(m, "baseline") for m in results if m != "baseline"]
+    if "transfer" in results and "transfer-identity" in results:
+        pairs.append(("transfer", "transfer-identity"))
+    rows = []
+    for method, control in pairs:
+        for split, metric in metrics:
+            key = f"{split}/{metric}"
+            a, b = cl.by_seed(results[method], key), cl.by_seed(results[control], key)
+            if a and b:
+                d = difference(a, b)
+                rows.append({"method": method, "control": control, "split": split,
+                             "metric": metric, "difference": d.mean, "low": d.low,
+                             "high": d.high, "n": d.n, "paired": int(d.paired)})
+    return rows
+
+
+def _claims(workdir: Path, m: _Measured, classes: list[str], target: int, tolerance: float
+            ) -> list[cl.Claim]:
+    """C1–C5 from the compared runs (C1, C2 on the baseline) and the transfer samples."""
+    results = m.results
+    base = results.get("baseline", [])
+    tests = [k.split("/")[0] for k in (base[0].values if base else {})
+             if k.endswith("/miou") and not k.startswith("val/")]
+    split = tests[0] if tests else "val"
+    from falsecli.stages.transfer import SAMPLES
+
+    ratio, outside, inside = _locality(workdir, SAMPLES)
+    identity_inside = np.zeros(0)
+    return [cl.c1_boundaries(base), cl.c2_thin_classes(base, classes, m.pixels),
+            cl.c3_regions(results), cl.c4_accuracy(results, classes, classes[target], split),
+            cl.c5_locality(ratio, outside, tolerance,
+                           float(np.mean(identity_inside)) if len(identity_inside) else None,
+                           float(np.mean(inside)) if len(inside) else None)]
+
+
 # ---------------------------------------------------------------- the stage
 
 
 def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
            ) -> dict[str, Any]:
-    """Write ``report/``: table.csv, report.md, report.html (self-contained), figures/.
+    """Write ``report/``: claims.json, table.csv, comparison.csv, report.md, report.html
+    (self-contained), figures/.
 
     ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
     stage has the same signature.
@@ -116,90 +288,97 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
     from falsecli.method import figures
 
     workdir = Path(workdir)
-    runs = collect_runs(workdir)
-    if not runs:
+    found = collect_runs(workdir)
+    if not found:
         raise FalseCliError(f"report: no complete training run in {workdir} — run "
                             f"'falsecli train -w {workdir}' first")
+    chosen = select_runs(found)
+    for line in chosen.left_out:
+        console.log(f"report: left out {line}")
+    if not chosen.runs:
+        raise FalseCliError(f"report: no comparable runs in {workdir} ({chosen.left_out[0]})")
+    runs, window = chosen.runs, chosen.window
     classes = runs[0].manifest["config"]["data"]["classes"]
     target = target_class(workdir, cfg, classes)
     rep = cfg["report"]
-    # events grow with the epochs counted: compare every run over the shortest run's epochs
-    window = min(r.manifest["config"]["train"]["epochs"] for r in runs)
-    by_method: dict[str, list[Run]] = {m: [r for r in runs if r.method == m] for m in METHODS}
+    by_method = {m: [r for r in runs if r.method == m] for m in METHODS}
     by_method = {m: rs for m, rs in by_method.items() if rs}
 
-    with wd.stage_run(workdir, "report", cfg, upstream=[r.stage for r in runs],
+    with wd.stage_run(workdir, "report", cfg, upstream=[r.stage for r in found],
                       force=force) as out:
-        rows, heat = _statistics(by_method, target, window, rep)
-        _write_table(out.out(TABLE_CSV), rows)
-
-        shown = _fig5_sections(workdir, heat, rep["sections"])
-        figures.save_figure(figures.heatmap_grid(
-            {m: {s: heat[m][s] for s in shown if s in heat[m]} for m in heat},
-            title="Forgetting events per method (first run of each), one colour scale"),
-            out.out(FIG5))
+        shown = _fig5_sections(workdir, runs[0], rep["sections"])
+        measured = _measure(by_method, classes, target, window, rep, shown)
+        claims = _claims(workdir, measured, classes, target, rep["surroundings_tolerance"])
+        _write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
+        comparisons = _comparisons(measured.results, classes, target)
+        _write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, comparisons)
+        wd.write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
+        name = classes[target]
+        shown_figures = []
+        if shown:
+            figures.save_figure(figures.heatmap_grid(
+                measured.heat, context=_context(runs[0], shown), classes=classes,
+                outline=target, label="forgetting events (mean over runs)",
+                title="Forgetting events per method, mean over its runs, one colour scale"),
+                out.out(FIG5))
+            shown_figures.append(_Figure(FIG5, "Fig. 5 — forgetting heat maps per method", (
+                f"Rows: the {len(shown)} validation sections rank/ ranked highest for {name} "
+                "forgetting on train/ (trace across, depth sample down): seismic, annotation, "
+                "then each method's forgetting events per pixel over the first "
+                f"{window} epochs, averaged over its runs ("
+                + "; ".join(f"{m}: {', '.join(n)}" for m, n in measured.heat_runs.items())
+                + "), on one colour scale: dark blue = never forgotten, red = forgotten most, "
+                f"grey = unlabelled; the {name} unit is outlined in magenta. The sections were "
+                "chosen on train/, so its maps are at their worst by selection: the baseline "
+                "column averages the baseline runs other than train/ whenever there are any, "
+                "and no method's column includes the run used for the choice.")))
+        shown_figures += _borrowed_figures(workdir, out, runs[0], name)
         figures.save_figure(figures.training_curves(
             {m: [r.curve() for r in rs] for m, rs in by_method.items()}), out.out(CURVES))
-        name = classes[target]
-        shown_figures = [_Figure(FIG5, "Fig. 5 — forgetting heat maps per method", (
-            f"Forgetting events per pixel over the first {window} epochs in {len(shown)} "
-            f"top-ranked sections for {name} (rows; trace across, depth sample down) for the "
-            "first run of each method (columns), on one discrete colour scale: dark blue = "
-            "never forgotten, red = forgotten most, grey = unlabelled. Bands along unit "
-            "boundaries are pixels the network keeps learning and forgetting; fewer and "
-            f"bluer bands in the {name} unit mean it was learned more stably."))]
-        shown_figures += _borrowed_figures(workdir, out, heat, name)
         shown_figures.append(_Figure(CURVES, "Training curves", (
             "Left: training loss (cross-entropy per labelled pixel) per epoch; right: mean "
             "class accuracy on the tracked validation sections after each epoch. One line per "
             "run, one colour per method.")))
-        doc = _Document(classes, target, rows, by_method, runs, cfg, rep, window, shown_figures)
+        doc = _Document(classes, target, measured.rows, comparisons, claims, by_method, runs,
+                        chosen.left_out, cfg, rep, window, shown_figures)
         wd.write_text(out.out(REPORT_MD), doc.markdown())
         wd.write_text(out.out(REPORT_HTML), doc.html(out.path))
-        out.extra["runs"] = [r.name for r in runs]
-    return {"stage": "report", "runs": [r.name for r in runs],
-            "methods": {m: len(rs) for m, rs in by_method.items()},
+        out.extra.update(runs=[r.name for r in runs], left_out=chosen.left_out,
+                         window=window)
+    return {"stage": "report", "runs": [r.name for r in runs], "left_out": chosen.left_out,
+            "window": window, "methods": {m: len(rs) for m, rs in by_method.items()},
+            "claims": [c.to_json() for c in claims],
+            "lines": [f"{c.claim} {c.verdict}: {c.statement}" for c in claims],
             "outputs": [str(out.path / p) for p in out.outputs]}
 
 
-def _statistics(by_method: dict[str, list[Run]], target: int, window: int,
-                rep: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Table rows (metrics and forgetting statistics per method) and each method's first
-    run's heat maps (Fig. 5 shows those; the other runs' maps are freed at once)."""
-    per_run_eval = {m: [flatten_eval(r.eval()) for r in rs] for m, rs in by_method.items()}
-    stats: dict[str, list[dict[str, Any]]] = {}
-    heat = {}
-    for method, rs in by_method.items():
-        stats[method] = []
-        for i, r in enumerate(rs):
-            s, h = forgetting_stats(r.stage.path, target, window, rep["region_events"],
-                                    rep["min_region"])
-            stats[method].append({"tracked": s})
-            if i == 0:
-                heat[method] = h
-    return aggregate(per_run_eval) + aggregate(stats), heat
+def _context(run: Run, sections: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Seismic and annotation of the shown tracked sections, from the run's data."""
+    from falsecli.data.dataset import load_dataset
+
+    ds = load_dataset(run.manifest["config"])
+    known = {s.name: s for s in ds.tracked(run.manifest["config"]["train"]["track"])}
+    return {n: (ds.image(known[n]), ds.label(known[n])) for n in sections}
 
 
-def _borrowed_figures(workdir: Path, out: wd.StageRun, heat: dict[str, dict[str, Any]],
-                      name: str) -> list[_Figure]:
-    """The heat-map figure of the baseline's most-forgotten section (from heatmap/) and the
-    style transfer's Fig. 3 (from transfer/), copied into report/ when those stages have
-    drawn them, so that report.md's links and report.html stand alone."""
+def _borrowed_figures(workdir: Path, out: wd.StageRun, run: Run, name: str) -> list[_Figure]:
+    """The heat-map figure of the top-ranked section (from heatmap/) and the style
+    transfer's Fig. 3 (from transfer/), copied into report/ when those stages have drawn
+    them, so that report.md's links and report.html stand alone."""
     from falsecli.stages.heatmap import figure_path
 
     found = []
-    baseline = heat.get("baseline", next(iter(heat.values())))
     drawn = wd.Stage(workdir, "heatmap").path
-    by_events = sorted(baseline, key=lambda s: -int(np.ma.filled(baseline[s], 0).sum()))
-    section = next((s for s in by_events if (drawn / figure_path(s)).is_file()), None)
+    ranked = _ranked(workdir, run)
+    section = next((s for s in ranked if (drawn / figure_path(s)).is_file()), None)
     if wd.Stage(workdir, "heatmap").is_complete() and section is not None:
         rel = f"{SECTION_FIGURE}{section}.png"
         _copy(drawn / figure_path(section), out.out(rel))
         found.append(_Figure(rel, f"Fig. 2 — the most-forgotten section, {section}", (
-            "The tracked section of the baseline run with the most forgetting events (among "
-            "those heatmap/ drew): seismic amplitude, the annotation in facies colours, and "
-            "the forgetting events per pixel (discrete colour bar). Events concentrate where "
-            "units are thin or their boundaries are ambiguous in the seismic.")))
+            f"The validation section rank/ ranked highest for {name} forgetting (among those "
+            "heatmap/ drew), from train/: seismic amplitude, the annotation in facies colours, "
+            "and the forgetting events per pixel (discrete colour bar). Events concentrate "
+            "where units are thin or their boundaries are ambiguous in the seismic.")))
     transfer = wd.Stage(workdir, "transfer")
     if transfer.is_complete():
         from falsecli.stages.transfer import FIG3
@@ -221,23 +400,54 @@ def _copy(source: Path, target: Path) -> None:
     wd.save_with(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
-def _fig5_sections(workdir: Path, heat: dict[str, dict[str, np.ndarray]], count: int
-                   ) -> list[str]:
-    """The top-ranked sections of rank/ (the ones the paper's Fig. 5 shows), else the
-    baseline's most-forgotten ones."""
-    names = list(next(iter(heat.values())))
-    if wd.Stage(workdir, "rank").is_complete():
-        ranked = [row["section"] for row in load_ranking(workdir)]
-        ranked = [s for s in dict.fromkeys(ranked) if s in names]
-        if ranked:
-            return ranked[:count]
-    first = next(iter(heat.values()))
-    return sorted(names, key=lambda s: -int(np.ma.filled(first[s], 0).sum()))[:count]
+def _ranked(workdir: Path, run: Run) -> list[str]:
+    """The validation sections of rank/ in rank order ([] without a complete rank/)."""
+    if not wd.Stage(workdir, "rank").is_complete():
+        return []
+    return list(dict.fromkeys(row["section"] for row in load_ranking(workdir)))
 
 
-def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+def _fig5_sections(workdir: Path, run: Run, count: int) -> list[str]:
+    """The top-ranked sections of rank/ (the ones the paper's Fig. 5 shows); none without a
+    ranking (there is then no rule that does not favour a method)."""
+    return _ranked(workdir, run)[:count]
+
+
+def _locality(workdir: Path, samples: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per transfer sample in ``transfer/<samples>``: mean |sample − target| inside the
+    class over the same outside it, the outside change relative to the target's own mean
+    |amplitude| there, and the mean change inside (empty arrays without such samples)."""
+    from falsecli.data.dataset import load_dataset
+    from falsecli.stages.transfer import load_samples
+
+    stage = wd.Stage(workdir, "transfer")
+    path = stage.path / samples
+    empty = np.zeros(0)
+    if not stage.is_complete() or not path.is_file():
+        return empty, empty, empty
+    manifest = stage.manifest()
+    d = manifest["config"]["data"]
+    k = class_id(manifest["config"], manifest["config"]["transfer"]["class"])
+    images, labels = load_samples(path, len(d["classes"]), d["ignore_index"])
+    with np.load(path, allow_pickle=False) as npz:
+        targets = [str(t) for t in npz["target"]]
+    ds = load_dataset(manifest["config"])
+    known = {s.name: s for s in ds.sections("train")}
+    ratio, outside, inside = [], [], []
+    for image, lab, name in zip(images, labels, targets):
+        target = ds.image(known[name])
+        change = np.abs(image - target)
+        cls = lab == k
+        inside.append(float(change[cls].mean()))
+        outside.append(float(change[~cls].mean()) / max(float(np.abs(target[~cls]).mean()),
+                                                        1e-12))
+        ratio.append(inside[-1] / max(float(change[~cls].mean()), 1e-12))
+    return np.array(ratio), np.array(outside), np.array(inside)
+
+
+def _write_csv(path: Path, columns: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, list(TABLE_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, list(columns), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     wd.write_text(path, buf.getvalue())
@@ -246,6 +456,17 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
 def read_table(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/table.csv`` (method, split, metric, mean, std, n), typed."""
     return read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
+
+
+def read_comparison(workdir: Path) -> list[dict[str, Any]]:
+    """The rows of ``report/comparison.csv`` (method − control per metric), typed."""
+    return read_csv(workdir, "report", COMPARISON_CSV, COMPARISON_COLUMNS)
+
+
+def read_claims(workdir: Path) -> list[dict[str, Any]]:
+    """``report/claims.json``: claim, statement, measured, verdict, numbers."""
+    return wd.read_json(wd.Stage(workdir, "report").path / CLAIMS_JSON,
+                        "rerun 'falsecli report --force'")
 
 
 # ---------------------------------------------------------------- rendering
@@ -269,8 +490,11 @@ class _Document:
     classes: list[str]
     target: int
     rows: list[dict[str, Any]]
+    comparisons: list[dict[str, Any]]
+    claims: list[cl.Claim]
     by_method: dict[str, list[Run]]
     runs: list[Run]
+    left_out: list[str]
     cfg: Config
     rep: dict[str, Any]
     window: int
@@ -279,8 +503,41 @@ class _Document:
     def _cell(self, method: str, split: str, metric: str, digits: int = 3) -> str:
         for row in self.rows:
             if (row["method"], row["split"], row["metric"]) == (method, split, metric):
-                return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+                spread = "" if np.isnan(row["std"]) else f" ± {row['std']:.{digits}f}"
+                return f"{row['mean']:.{digits}f}{spread}"
         return "–"
+
+    def _claims_table(self) -> tuple[str, list[str], list[list[str]], str]:
+        return (
+            "The paper's claims, measured", ["claim", "statement", "measured", "verdict"],
+            [[c.claim, c.statement, c.measured, c.verdict] for c in self.claims],
+            "Each claim of the paper measured on these runs. Intervals are 95 % t intervals "
+            "(paired per seed where both methods have the seed, else Welch's); a claim holds "
+            "when its interval lies entirely on the claimed side, does not hold when it lies "
+            "entirely on the other side, and is inconclusive otherwise (one run gives no "
+            "interval). C1, C2: baseline runs. C3, C4: transfer against every control present "
+            "(baseline, flip, rotate, and transfer-identity: the same generated samples "
+            "without the style swap, which separates the swap from more, generated, images "
+            "and more steps). C5: the transfer samples against their targets, per sample.")
+
+    def _comparison_table(self) -> tuple[str, list[str], list[list[str]], str]:
+        def fmt(r: dict[str, Any]) -> str:
+            if np.isnan(r["low"]):
+                return f"{r['difference']:+.3f} (n={r['n']})"
+            return (f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
+                    f"({'paired' if r['paired'] else 'unpaired'}, n={r['n']})")
+
+        metrics = list(dict.fromkeys((r["split"], r["metric"]) for r in self.comparisons))
+        pairs = list(dict.fromkeys((r["method"], r["control"]) for r in self.comparisons))
+        cells = {(r["method"], r["control"], r["split"], r["metric"]): fmt(r)
+                 for r in self.comparisons}
+        body = [[f"{m} − {c}"] + [cells.get((m, c, sp, me), "–") for sp, me in metrics]
+                for m, c in pairs]
+        return ("Table 4 — differences between methods",
+                ["method − control"] + [f"{me} ({sp})" for sp, me in metrics], body,
+                "Mean difference with its 95 % interval: paired t over the seeds both methods "
+                "have (at least two), else Welch's t; no interval from fewer than two runs. "
+                "An interval that excludes 0 is a difference the seeds cannot explain.")
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]], str]]:
         """(title, header, rows, caption) of every table; one accuracy table per split."""
@@ -289,7 +546,7 @@ class _Document:
         acc_cols = [f"class_acc/{c}" for c in self.classes] + ["pixel_acc", "mean_class_acc",
                                                                "miou"]
         header = ["method", "runs"] + self.classes + ["pixel acc", "mean class acc", "mIoU"]
-        out = []
+        out = [self._claims_table()]
         every = self.cfg["data"]["val_every"]
         for i, split in enumerate(splits):
             body = [[m, str(len(rs))] + [self._cell(m, split, c) for c in acc_cols]
@@ -321,7 +578,42 @@ class _Document:
             f"per {name} pixel. A high-density region: ≥ {self.rep['min_region']} connected "
             f"{name} pixels each forgotten ≥ {self.rep['region_events']} times. Fewer events "
             f"and a lower density mean the method learned {name} more stably."))
+        body = [[m, str(len(rs)), ", ".join(str(r.seed) for r in rs), str(self.window),
+                 self._cell(m, "train", "steps_per_epoch", 0),
+                 self._cell(m, "train", "train_samples", 0)]
+                for m, rs in self.by_method.items()]
+        out.append((
+            "Table 3 — what each method trained on", ["method", "runs", "seeds", "epochs",
+                                                       "steps per epoch", "training samples"],
+            body,
+            "Optimisation steps (batches of train.batch_size) per epoch and training samples "
+            "(sections, plus generated samples for transfer and transfer-identity): a method "
+            "with more steps has had more optimisation, which transfer-identity controls for."))
+        if self.comparisons:
+            out.append(self._comparison_table())
         return out
+
+    def _notes(self) -> list[str]:
+        """What the reader must know to trust the comparison: the window, what was left out
+        and how the tracked sections were held out."""
+        every = self.cfg["data"]["val_every"]
+        holdout = self.runs[0].manifest["config"]["data"].get("holdout", "crossing")
+        seen = round(100 * (every - 1) / every)
+        notes = [f"Every compared run trained for {self.window} epochs; forgetting statistics "
+                 f"use that one window of {self.window} epochs for every method."]
+        if holdout == "crossing":
+            notes.append(
+                f"Held out as sections, not as pixels (data.holdout: crossing, the paper's "
+                f"protocol): the tracked validation sections are never trained on as sections, "
+                f"but about {seen} % of a tracked inline's pixels lie on training crosslines "
+                "(and likewise for crosslines), whose labels the network does train on; "
+                "validation scores are therefore optimistic. data.holdout: strict ignores "
+                "those pixels in training.")
+        else:
+            notes.append("Held out strictly (data.holdout: strict): no tracked pixel's label is "
+                         "trained on, not even through the training sections that cross it.")
+        notes += [f"Left out: {line}" for line in self.left_out]
+        return notes
 
     def _runs_text(self) -> list[str]:
         return [f"{r.method}: {r.name} (seed {r.manifest['seed']}, "
@@ -334,13 +626,16 @@ class _Document:
 
     def _intro(self) -> str:
         return (f"How the methods compare on the class {self.classes[self.target]} "
-                f"({len(self.runs)} training runs over {len(self.by_method)} methods): "
-                "accuracy per class (Table 1), forgetting statistics (Table 2), the heat maps "
+                f"({len(self.runs)} training runs over {len(self.by_method)} methods): the "
+                "paper's claims measured, accuracy per class (Table 1), forgetting statistics "
+                "(Table 2), what each method trained on (Table 3), the differences between "
+                "methods with their intervals (Table 4), the heat maps "
                 "of the same sections per method (Fig. 5), the most-forgotten section, the "
                 "style transfer that enlarged the training pool, and the training curves.")
 
     def markdown(self) -> str:
-        lines = ["# falsecli report", "", self._intro(), "", "Runs:", ""]
+        lines = ["# falsecli report", "", self._intro(), ""]
+        lines += [f"- {t}" for t in self._notes()] + ["", "Runs:", ""]
         lines += [f"- {t}" for t in self._runs_text()] + [""]
         for title, header, body, caption in self.tables():
             lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
@@ -366,7 +661,9 @@ class _Document:
                  "figure{margin:1em 0}.caption,figcaption{color:#444;font-size:.92em;"
                  "max-width:60em;margin:.3em 0 1.5em}pre{background:#f6f6f6;padding:1em;"
                  "overflow:auto}</style></head><body>",
-                 f"<h1>falsecli report</h1><p>{esc(self._intro())}</p><p>Runs:</p><ul>"]
+                 f"<h1>falsecli report</h1><p>{esc(self._intro())}</p><ul>"]
+        parts += [f"<li>{esc(t)}</li>" for t in self._notes()]
+        parts.append("</ul><p>Runs:</p><ul>")
         parts += [f"<li>{esc(t)}</li>" for t in self._runs_text()]
         parts.append("</ul>")
         for title, header, body, caption in self.tables():

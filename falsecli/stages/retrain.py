@@ -13,6 +13,7 @@ from typing import Any
 
 from falsecli.core import console
 from falsecli.core.config import Config, run_signature
+from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, retrain_name
 from falsecli.stages import Step
 
@@ -35,6 +36,22 @@ def repeats_train(workdir: Path, run_cfg: Config) -> bool:
     done = manifest["config"]
     return (run_signature(done) == run_signature(run_cfg)
             and done["train"]["epochs"] == run_cfg["train"]["epochs"])
+
+
+def check_same_data(cfg: Config, workdir: Path) -> None:
+    """Refuse runs on other data than ``train/``'s (other volumes' contents, classes, split
+    or holdout): the report would compare them with train/ and its heat maps."""
+    from falsecli.data.dataset import load_dataset
+    from falsecli.data.provenance import data_fingerprint, differences
+
+    manifest = Stage(workdir, "train").manifest()
+    if manifest is None or "fingerprint" not in manifest:
+        return
+    diff = differences(manifest["fingerprint"]["data"], data_fingerprint(load_dataset(cfg)))
+    if diff:
+        raise FalseCliError(f"retrain: the data differ from those train/ was trained on "
+                            f"({'; '.join(diff[:3])}) — retrain in a new workdir, or "
+                            "'falsecli train --force' on these data first")
 
 
 def plan(cfg: Config, workdir: Path) -> dict[str, Config]:
@@ -67,6 +84,7 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = F
     transfer = Stage(workdir, "transfer")
     if "transfer" in cfg["retrain"]["augs"]:
         transfer.require("retrain --aug transfer")
+    check_same_data(cfg, workdir)
     runs = []
     for aug in cfg["retrain"]["augs"]:
         for seed in cfg["retrain"]["seeds"]:

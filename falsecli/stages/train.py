@@ -26,6 +26,7 @@ from falsecli.core.config import Config, run_signature
 from falsecli.core.distributed import Ranks
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, StageRun, stage_run
+from falsecli.data.provenance import run_fingerprint
 from falsecli.method.history import TRACKING
 from falsecli.method.metrics import scores
 from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
@@ -233,6 +234,9 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     s.model.eval()
     results = {"val": val_scores, **evaluate_tests(s.model, ds, tc["eval_batch_size"], s.amp)}
     write_eval(run.out(EVAL), results)
+    # what the report compares runs by, and how much optimisation each method got
+    run.extra.update(fingerprint=run_fingerprint(ds, s.tracked, tc["epochs"]),
+                     steps_per_epoch=s.n_batches, train_samples=s.pool.n_samples)
     return {"stage": stage, "outputs": [], "epochs": tc["epochs"], "processes": s.ranks.world,
             "train_samples": s.pool.n_samples, "final_train_loss": history[-1]["train_loss"],
             "metrics": results, "lines": _metric_lines(results)}

@@ -1,0 +1,216 @@
+"""The paper's claims (C1–C5), each measured on the runs of a workdir and judged.
+
+A verdict is ``holds`` when the 95 % interval of the measured quantity lies entirely on the
+claimed side, ``does not hold`` when it lies entirely on the other side, and ``inconclusive
+at n seeds`` otherwise (including one seed, which gives no interval). Each claim says what
+it compared with what, so a reader can check it against Table 1 and Table 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from falsecli.method.statistics import Difference, difference, interval
+
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+#: the methods transfer is judged against (C3, C4), in the order they are reported
+CONTROLS = ("baseline", "flip", "rotate", "transfer-identity")
+
+
+@dataclass
+class Result:
+    """One run as the claims see it: its seed and flat values (``split/metric``)."""
+
+    seed: int
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Claim:
+    """A claim, what was measured and the verdict."""
+
+    claim: str
+    statement: str
+    measured: str
+    verdict: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"claim": self.claim, "statement": self.statement, "measured": self.measured,
+                "verdict": self.verdict, "numbers": self.numbers}
+
+
+def by_seed(results: Sequence[Result], key: str) -> dict[int, float]:
+    """``{seed: value}`` of one value over runs (runs without it, or NaN, left out)."""
+    return {r.seed: r.values[key] for r in results
+            if key in r.values and not math.isnan(r.values[key])}
+
+
+def verdict(sign: int, n: int) -> str:
+    """From the side an interval lies on: +1 claimed side, −1 the other, 0 straddling."""
+    return {1: HOLDS, -1: FAILS}.get(sign, f"{UNSURE} at {n} seed{'s' * (n != 1)}")
+
+
+def _interval_sign(low: float, high: float, at: float = 0.0) -> int:
+    if low > at:
+        return 1
+    if high < at:
+        return -1
+    return 0
+
+
+def _fmt(d: Difference, digits: int = 3) -> str:
+    if math.isnan(d.low):
+        return f"{d.mean:+.{digits}f} (n={d.n}, no interval)"
+    kind = "paired" if d.paired else "unpaired"
+    return f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] ({kind}, n={d.n})"
+
+
+def _diff_json(d: Difference) -> dict[str, Any]:
+    return {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n, "paired": d.paired}
+
+
+def c1_boundaries(baseline: Sequence[Result]) -> Claim:
+    """Forgetting concentrates at class boundaries: boundary over interior event density."""
+    ratios = [r.values["tracked/boundary_density"] / r.values["tracked/interior_density"]
+              for r in baseline if r.values.get("tracked/interior_density")]
+    mean, low, high = interval(ratios)
+    measured = (f"events per pixel within 2 px of a label boundary / in class interiors, "
+                f"baseline: {mean:.2f}" + ("" if math.isnan(low) else
+                                            f" [{low:.2f}, {high:.2f}]") + f" (n={len(ratios)})")
+    return Claim("C1", "forgetting concentrates at class boundaries", measured,
+                 verdict(_interval_sign(low, high, 1.0), len(ratios)),
+                 {"ratio": mean, "low": low, "high": high, "n": len(ratios)})
+
+
+def c2_thin_classes(baseline: Sequence[Result], classes: Sequence[str],
+                    pixels: Mapping[str, int]) -> Claim:
+    """The two classes with the fewest tracked pixels (F3: scruff and Zechstein) have the
+    highest forgetting density: per run, the lower of their densities minus the highest
+    density of any other class."""
+    present = [c for c in classes if pixels.get(c, 0) > 0]
+    thin = sorted(present, key=lambda c: pixels[c])[:2]
+    others = [c for c in present if c not in thin]
+    margins = []
+    for r in baseline:
+        dens = {c: r.values.get(f"tracked/density/{c}", float("nan")) for c in present}
+        if others and all(not math.isnan(dens[c]) for c in present):
+            margins.append(min(dens[c] for c in thin) - max(dens[c] for c in others))
+    mean, low, high = interval(margins)
+    means = {c: float(np.mean([r.values[f"tracked/density/{c}"] for r in baseline]))
+             for c in present}
+    ranked = ", ".join(f"{c} {means[c]:.3f}" for c in sorted(present, key=lambda c: -means[c]))
+    measured = (f"forgetting density per class, baseline mean: {ranked}; thinnest classes "
+                f"{' and '.join(thin)}; margin over the densest other class {mean:+.3f}"
+                + ("" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]")
+                + f" (n={len(margins)})")
+    return Claim("C2", f"the thin classes ({', '.join(thin)}) have the highest forgetting "
+                 "density", measured, verdict(_interval_sign(low, high), len(margins)),
+                 {"thin": thin, "density": means, "margin": mean, "low": low, "high": high,
+                  "n": len(margins)})
+
+
+def _not_measured(claim: str, statement: str, why: str) -> Claim:
+    return Claim(claim, statement, why, "not measured")
+
+
+def c3_regions(runs: Mapping[str, Sequence[Result]]) -> Claim:
+    """Transfer reduces the target class's high-density regions (number and area) more than
+    the controls: transfer − control < 0 for every control present, both measures."""
+    statement = ("transfer reduces the target class's high-density regions (number and area) "
+                 "more than flip and rotate")
+    if "transfer" not in runs:
+        return _not_measured("C3", statement, "no transfer runs")
+    parts, signs, numbers = [], [], {}
+    for control in (c for c in CONTROLS if c in runs):
+        for key, label in (("high_density_regions", "regions"), ("high_density_area", "area")):
+            d = difference(by_seed(runs["transfer"], f"tracked/{key}"),
+                           by_seed(runs[control], f"tracked/{key}"))
+            parts.append(f"{label} vs {control} {_fmt(d, 1)}")
+            signs.append(-d.sign())  # fewer is the claimed side
+            numbers[f"{key}/{control}"] = _diff_json(d)
+    n = min(len(runs["transfer"]), *(len(runs[c]) for c in CONTROLS if c in runs))
+    return Claim("C3", statement, "transfer − control: " + "; ".join(parts),
+                 _all_or_any(signs, n), numbers)
+
+
+def _all_or_any(signs: Sequence[int], n: int) -> str:
+    """Holds when every comparison is on the claimed side, fails when any is on the other."""
+    if signs and all(s == 1 for s in signs):
+        return HOLDS
+    if any(s == -1 for s in signs):
+        return FAILS
+    return verdict(0, n)
+
+
+def c4_accuracy(runs: Mapping[str, Sequence[Result]], classes: Sequence[str], target: str,
+                split: str) -> Claim:
+    """Transfer raises the target class's accuracy (against the baseline and the identity
+    control) and keeps every other class within the seeds' spread (|mean difference| at most
+    the larger sample std of the two methods)."""
+    statement = (f"transfer raises {target} accuracy and keeps the other classes within the "
+                 "seeds' spread")
+    if "transfer" not in runs or "baseline" not in runs:
+        return _not_measured("C4", statement, "needs transfer and baseline runs")
+    key = f"{split}/class_acc/{target}"
+    parts, signs, numbers = [], [], {}
+    for control in ("baseline", "transfer-identity"):
+        if control in runs:
+            d = difference(by_seed(runs["transfer"], key), by_seed(runs[control], key))
+            parts.append(f"{target} vs {control} {_fmt(d)}")
+            signs.append(d.sign())
+            numbers[f"target/{control}"] = _diff_json(d)
+    outside = []
+    for c in classes:
+        if c == target:
+            continue
+        k = f"{split}/class_acc/{c}"
+        a, b = by_seed(runs["transfer"], k), by_seed(runs["baseline"], k)
+        if len(a) < 2 or len(b) < 2:
+            continue
+        d = difference(a, b)
+        spread = max(np.std(list(a.values()), ddof=1), np.std(list(b.values()), ddof=1))
+        numbers[f"other/{c}"] = {**_diff_json(d), "spread": float(spread)}
+        if abs(d.mean) > spread:
+            outside.append(c)
+            if d.high < 0:
+                signs.append(-1)  # another class fell, beyond the spread and significantly
+    parts.append("other classes beyond the spread: " + (", ".join(outside) or "none"))
+    n = min(len(runs["transfer"]), len(runs["baseline"]))
+    result = _all_or_any(signs, n)
+    if result == HOLDS and outside:
+        result = verdict(0, n)
+    return Claim("C4", statement, f"on {split}: " + "; ".join(parts), result, numbers)
+
+
+def c5_locality(ratio: Sequence[float], relative_outside: Sequence[float], tolerance: float,
+                identity_inside: float | None = None, transfer_inside: float | None = None
+                ) -> Claim:
+    """Transfer changes the target class and leaves its surroundings: per sample, mean
+    |sample − target| inside the class over the same outside it (> 1), and the change outside
+    relative to the target's own mean |amplitude| there (at most ``tolerance``)."""
+    statement = "transfer changes the target class and leaves its surroundings"
+    if not len(ratio):
+        return _not_measured("C5", statement, "no transfer samples")
+    r, r_low, r_high = interval(ratio)
+    o, o_low, o_high = interval(relative_outside)
+    measured = (f"change inside / outside the class {r:.2f} [{r_low:.2f}, {r_high:.2f}]; "
+                f"change outside relative to the target's amplitude {o:.3f} "
+                f"[{o_low:.3f}, {o_high:.3f}] (tolerance {tolerance}; n={len(ratio)} samples)")
+    if identity_inside is not None and transfer_inside is not None:
+        measured += (f"; mean change inside, swap {transfer_inside:.3f} vs identity control "
+                     f"{identity_inside:.3f}")
+    local = _interval_sign(r_low, r_high, 1.0)
+    kept = -_interval_sign(o_low, o_high, tolerance)
+    result = _all_or_any([local, kept], len(ratio))
+    if result.startswith(UNSURE):
+        result = f"{UNSURE} at {len(ratio)} samples"
+    return Claim("C5", statement, measured, result,
+                 {"ratio": r, "ratio_low": r_low, "ratio_high": r_high, "relative_outside": o,
+                  "relative_outside_low": o_low, "relative_outside_high": o_high,
+                  "tolerance": tolerance, "samples": len(ratio)})
