@@ -122,3 +122,58 @@ def ranking_csv(folder: Path, cls: str, by: str = "forgetting", min_pixels: int 
     for rank, (neg_density, _, _, name, events, pixels) in enumerate(rows, start=1):
         lines.append(f"{cls},{rank},{name},{-neg_density!r},{events},{pixels}")
     return "\n".join(lines) + "\n"
+
+
+def report_stats(folder: Path, target: int, epochs: int, region_events: int, min_region: int,
+                 boundary_px: int = 2) -> dict[str, float]:
+    """The report's forgetting statistics by plain loops: totals, the target class's events,
+    density, high-density regions (flood fill, 8-neighbours) and their area, and the event
+    density within ``boundary_px`` of another labelled class against the interior's."""
+    meta, labels, _, _ = read(folder)
+    forgetting, _, _ = pixel_events(folder, epochs)
+    ignore = meta["ignore_index"]
+    regions, area = 0, 0
+    edge_events = edge_pixels = inner_events = inner_pixels = 0
+    for s in meta["sections"]:
+        depth, width = s["shape"]
+
+        def at(r: int, c: int, values: list[int]) -> int:
+            return values[s["offset"] + r * width + c]
+
+        hot = {(r, c) for r in range(depth) for c in range(width)
+               if at(r, c, labels) == target and at(r, c, forgetting) >= region_events}
+        while hot:
+            stack, size = [hot.pop()], 0
+            while stack:
+                r, c = stack.pop()
+                size += 1
+                for dr in (-1, 0, 1):
+                    for dc in (-1, 0, 1):
+                        if (r + dr, c + dc) in hot:
+                            hot.remove((r + dr, c + dc))
+                            stack.append((r + dr, c + dc))
+            if size >= min_region:
+                regions += 1
+                area += size
+        for r in range(depth):
+            for c in range(width):
+                y = at(r, c, labels)
+                if y == ignore:
+                    continue
+                near = any(at(rr, cc, labels) not in (y, ignore)
+                           for rr in range(max(r - boundary_px, 0), min(r + boundary_px + 1, depth))
+                           for cc in range(max(c - boundary_px, 0), min(c + boundary_px + 1, width)))
+                if near:
+                    edge_events += at(r, c, forgetting)
+                    edge_pixels += 1
+                else:
+                    inner_events += at(r, c, forgetting)
+                    inner_pixels += 1
+    in_class = [i for i, y in enumerate(labels) if y == target]
+    class_events = sum(forgetting[i] for i in in_class)
+    return {"forgetting_events": float(sum(forgetting)),
+            "target_events": float(class_events),
+            "target_density": class_events / len(in_class),
+            "high_density_regions": float(regions), "high_density_area": float(area),
+            "boundary_density": edge_events / edge_pixels,
+            "interior_density": inner_events / inner_pixels}
