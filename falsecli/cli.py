@@ -452,12 +452,26 @@ def run_cmd(ctx: Context) -> None:
     ctx.emit(run(cfg, ctx.workdir, force=ctx.force))
 
 
+def _profiles() -> type[Enum]:
+    from falsecli.stages.pipeline import PROFILES
+
+    return Enum("Profile", {name: name for name in PROFILES}, type=str)
+
+
+Profile = _profiles()
+
+
 @command("demo")
-def demo_cmd(ctx: Context) -> None:
+def demo_cmd(
+    ctx: Context,
+    profile: Annotated[Profile, typer.Option(  # type: ignore[valid-type]
+        help="demo: 2 seeds, minutes; study: 4 seeds of every method and the "
+        "transfer-identity control, ~12 min on 2 CPU cores")] = "demo",
+) -> None:
     """The whole workflow on the built-in synthetic volume with a small CPU profile."""
     from falsecli.stages.pipeline import demo_config, run
 
-    cfg = ctx.config(base=demo_config())
+    cfg = ctx.config(base=demo_config(Profile(profile).value))
     ctx.emit(run(cfg, ctx.workdir, force=ctx.force))
 
 

@@ -1,0 +1,103 @@
+"""The report-trust study: the paper's claims (C1–C5) on the `study` profile, then variants of
+the transfer that could explain a failing C3, then the strict holdout.
+
+    python benchmarks/study.py WORKROOT [--only base,iterations,...]
+
+``base`` runs ``falsecli demo --profile study`` (baseline, flip, rotate, transfer and the
+transfer-identity control over 4 seeds). Each transfer variant copies ``base`` without its
+transfer results and redoes only ``transfer``, the ``transfer``/``transfer-identity``
+retraining and the report, so every variant shares the baseline, flip and rotate runs.
+``strict`` is the whole study again with ``data.holdout: strict``. A variant whose report is
+complete is not redone. Prints each variant's claims table (Markdown) and wall time, and
+writes them to ``WORKROOT/study.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: transfer variants: name -> --set options on top of the study profile
+VARIANTS: dict[str, list[str]] = {
+    "iterations": ["transfer.iterations=1200"],
+    "samples": ["transfer.per_source=48"],
+    "composite": ["transfer.composite=true"],
+    "composite+iterations": ["transfer.composite=true", "transfer.iterations=1200"],
+}
+#: what a transfer variant redoes (the rest is copied from base)
+REDONE = ("transfer", "retrain/transfer", "retrain/transfer-identity", "report")
+
+
+def falsecli(*args: str) -> dict:
+    """Run one falsecli command, its summary parsed from --json."""
+    done = subprocess.run([sys.executable, "-m", "falsecli", *args, "--json", "--quiet"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"falsecli {' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def base(work: Path, sets: list[str]) -> dict:
+    return falsecli("demo", "--profile", "study", "-w", str(work),
+                    *[a for s in sets for a in ("--set", s)])
+
+
+def variant(source: Path, work: Path, sets: list[str]) -> dict:
+    """Copy the base study without its transfer results, then redo transfer onwards."""
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(source, work, ignore=shutil.ignore_patterns(".falsecli"))
+    for rel in REDONE:
+        shutil.rmtree(work / rel, ignore_errors=True)
+    options = [a for s in sets for a in ("--set", s)]
+    w = ["-w", str(work)]
+    falsecli("transfer", *w, *options)
+    falsecli("retrain", *w, "--aug", "transfer", "--aug", "transfer-identity", *options)
+    return falsecli("report", *w)
+
+
+def table(name: str, summary: dict, seconds: float) -> str:
+    lines = [f"### {name} ({seconds / 60:.1f} min)", "", "| claim | measured | verdict |",
+             "|---|---|---|"]
+    lines += [f"| {c['claim']} {c['statement']} | {c['measured']} | {c['verdict']} |"
+              for c in summary["claims"]]
+    if summary.get("left_out"):
+        lines += ["", "Left out: " + "; ".join(summary["left_out"])]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--only", default="", help="comma-separated variant names")
+    args = parser.parse_args()
+    names = ["base", *VARIANTS, "strict"]
+    chosen = [n for n in names if not args.only or n in args.only.split(",")]
+    args.root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in chosen:
+        work = args.root / name
+        t0 = time.perf_counter()
+        if (work / "report" / "manifest.json").is_file():
+            manifest = json.loads((work / "report" / "manifest.json").read_text())
+            summary = {"claims": json.loads((work / "report" / "claims.json").read_text()),
+                       "left_out": manifest.get("left_out", [])}
+        elif name == "base":
+            summary = base(work, [])
+        elif name == "strict":
+            summary = base(work, ["data.holdout=strict"])
+        else:
+            summary = variant(args.root / "base", work, VARIANTS[name])
+        text = table(name, summary, time.perf_counter() - t0)
+        print(text, flush=True)
+        out.append(text)
+    (args.root / "study.md").write_text("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
