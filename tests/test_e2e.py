@@ -217,3 +217,31 @@ def test_report_page_is_self_contained_and_says_what_report_md_says(chain) -> No
     for line in markdown.splitlines():
         if line.startswith("![") and "](" in line:
             assert (work / "report" / line.split("](", 1)[1].rstrip(")")).is_file(), line
+
+
+def test_report_statistics_match_an_independent_computation(chain) -> None:
+    """Table 2's numbers for the baseline are the plain-loop statistics of its runs, for the
+    class transfer targeted, over the window every compared run shares."""
+    import independent
+
+    work, outputs = chain
+    manifest = json.loads((work / "report" / "manifest.json").read_text())
+    window, runs = manifest["window"], manifest["runs"]
+    assert window == 2 and "train" not in runs  # train/ has 3 epochs, the retraining runs 2
+    assert any(line.startswith("train: 3 epochs") for line in outputs["report"]["left_out"])
+    rep = manifest["config"]["report"]
+    scruff = manifest["config"]["data"]["classes"].index("scruff")
+    want = [independent.report_stats(work / run / "tracking", scruff, window,
+                                     rep["region_events"], rep["min_region"])
+            for run in runs if run.startswith("retrain/none/")]
+    with open(work / "report" / "table.csv", newline="") as fh:
+        rows = {(r["method"], r["split"], r["metric"]): r for r in csv.DictReader(fh)}
+    for metric in ("forgetting_events", "target_events", "target_density",
+                   "high_density_regions", "high_density_area", "boundary_density"):
+        row = rows[("baseline", "tracked", metric)]
+        assert float(row["mean"]) == pytest.approx(np.mean([w[metric] for w in want])), metric
+        assert int(row["n"]) == len(want) == 2
+    claims = json.loads((work / "report" / "claims.json").read_text())
+    assert [c["claim"] for c in claims] == ["C1", "C2", "C3", "C4", "C5"]
+    assert all(c["verdict"] in ("holds", "does not hold", "not measured")
+               or c["verdict"].startswith("inconclusive at ") for c in claims)
