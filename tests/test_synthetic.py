@@ -31,21 +31,32 @@ def test_every_class_present_and_thin_units_two_samples_thick(shape, seed):
         assert vol.labels.max() == 5
         # units in F3's order in every trace: labels never decrease with depth
         assert np.all(np.diff(vol.labels.astype(np.int8), axis=-1) >= 0)
-        # before faulting, every trace has every unit, scruff and Zechstein >= 2 samples
+        # before faulting, every trace has the four upper units; the top of the salt dips
+        # out of the volume's base in places, but wherever scruff lies whole in the volume
+        # (salt below it) it is >= 2 samples thick
         flat = generate(shape, seed, stream=stream, faults=False).labels
         thickness = np.stack([(flat == k).sum(-1) for k in range(6)])
-        assert thickness.min(axis=(1, 2)).tolist() >= [1] * 6
-        assert thickness[4].min() >= 2 and thickness[5].min() >= 2
+        assert np.all(thickness[:4] >= 1)
+        salt = thickness[5] > 0
+        assert salt.any() and not salt.all()
+        assert thickness[4][salt].min() >= 2
 
 
-def test_shares_roughly_f3_at_default_size():
-    shares = np.mean([np.bincount(generate((101, 161, 128), seed).labels.ravel(),
-                                  minlength=6) / (101 * 161 * 128) for seed in (0, 1)], axis=0)
-    target = np.array(FRACTIONS)
-    np.testing.assert_allclose(shares[:4], target[:4], rtol=0.15)
-    assert 0.015 < shares[4] < 0.045                        # scruff: ~3 %, a few samples
-    assert 0.01 < shares[5] < 0.05                          # Zechstein: the bottom and the dome
-    assert shares[4] < shares[3] < shares[1] < shares[0] < shares[2]
+def _shares(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels.ravel(), minlength=6) / labels.size
+
+
+@pytest.mark.parametrize("shape, test_shape, seeds", [
+    ((101, 161, 128), (41, 161, 128), (0,)),             # the default volumes
+    ((64, 64, 96), (24, 64, 96), (0, 1)),                # a study-sized volume
+    ((48, 48, 80), (16, 48, 80), range(5)),              # the demo's volumes
+])
+def test_every_class_within_25_percent_of_f3_share(shape, test_shape, seeds):
+    for seed in seeds:
+        for size, stream in ((shape, synthetic.TRAIN_STREAM), (test_shape, synthetic.TEST_STREAM)):
+            shares = _shares(generate(size, seed, stream=stream).labels)
+            np.testing.assert_allclose(shares, FRACTIONS, rtol=0.25,
+                                       err_msg=f"shape {size}, seed {seed}")
 
 
 def test_faults_displace_labels_and_impedance_together():

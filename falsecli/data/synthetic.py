@@ -1,7 +1,8 @@
 """A synthetic F3-like seismic volume with facies labels, made in seconds with numpy.
 
 The F3 facies benchmark cannot be shipped, so the default data is a small geological model
-with the same six units in the same order and average thickness shares. What makes it
+with the same six units in the same order and F3's class shares (each unit's level is solved
+so that its share of the faulted volume is F3's, at any size). What makes it
 useful for explaining a segmentation network is what makes F3 hard: the units differ in
 seismic *character* (clinoforms, transparent shales, hummocky layering, bright chalk,
 chaotic scruff, massive salt), while scruff and Zechstein are only a few samples thick —
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,8 +30,10 @@ FRACTIONS = (0.285, 0.119, 0.484, 0.065, 0.032, 0.015)
 #: sampling interval (ms) and Ricker peak frequency (Hz), as F3
 DT_MS = 4.0
 PEAK_HZ = 30.0
-#: no thin unit is thinner than this (samples): an interval [a, a + 2.1) holds >= 2 samples
+#: scruff and chalk are never thinner than this (samples): [a, a + 2.1) holds >= 2 samples
 MIN_THICKNESS = 2.1
+#: the largest part of a volume's Zechstein that its salt dome may hold
+DOME_SHARE = 0.6
 #: sub-seeds: the training volume and the test volume are different draws of one basin
 TRAIN_STREAM, TEST_STREAM = 0, 1
 
@@ -108,9 +111,14 @@ def _floor(t: np.ndarray, minimum: float = MIN_THICKNESS) -> np.ndarray:
     return np.maximum(t, minimum)
 
 
-def _soft_floor(t: np.ndarray, minimum: float, softness: float = 1.0) -> np.ndarray:
-    """``max(t, minimum)`` without a kink (softplus), so a thin unit never looks clipped."""
-    return minimum + softness * np.logaddexp(0.0, (t - minimum) / softness)
+def _solve(share: Callable[[float], float], target: float, lo: float, hi: float,
+           steps: int = 16) -> float:
+    """The parameter in [lo, hi] at which the non-decreasing ``share`` reaches ``target``
+    (bisection; ``lo`` or ``hi`` when the target is out of reach, e.g. a floor binds)."""
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if share(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 # ---------------------------------------------------------------- the model
@@ -136,43 +144,76 @@ def _streams(seed: int, stream: int) -> dict[str, np.random.Generator]:
 
 def _draw_basin(shape: tuple[int, int, int], rngs: dict[str, np.random.Generator],
                 faults: bool) -> _Basin:
+    """Unit tops whose shapes are random and whose levels are solved, bottom unit first, so
+    that each unit's share of the *faulted* volume is F3's (``FRACTIONS``).
+
+    Solving rather than prescribing thicknesses keeps the shares at F3's whatever the
+    volume's size, dome and faults: a fault's hanging wall moves the deepest samples out of
+    the volume and adds upper North Sea on top, and the salt dome's volume is part of the
+    Zechstein budget (salt that rose into the dome is missing from the layer around it). The
+    top of the salt dips out of the volume's base where the budget runs out, so Zechstein is
+    absent in places, as where F3's survey ends above it; scruff and chalk keep a floor of
+    ``MIN_THICKNESS`` wherever they are in the volume.
+    """
     nx, ny, nz = shape
     rng = rngs["horizons"]
     width = max(nx, ny, 2) - 1
     x = (np.arange(nx, dtype=np.float64) / width)[:, None]
     y = (np.arange(ny, dtype=np.float64) / width)[None, :]
     xc, yc = x - x.mean(), y - y.mean()
-    nominal = np.array(FRACTIONS) * nz
 
     def dip(amplitude: float) -> np.ndarray:
         ang = rng.uniform(0, 2 * np.pi)
         return amplitude * nz * (xc * np.cos(ang) + yc * np.sin(ang))
 
-    def vary(mean: float, rel: float) -> np.ndarray:
-        return mean * np.exp(rel * smooth_field(rng, x, y, (0.5, 1.5)))
+    def vary(rel: float) -> np.ndarray:
+        return np.exp(rel * smooth_field(rng, x, y, (0.5, 1.5)))
 
-    # the salt dome: a plug with a rounded top and steep flanks, inside the survey
+    # the salt dome: a plug with a rounded top and steep flanks, inside the survey, holding
+    # at most DOME_SHARE of the volume's salt (so a narrow test volume gets a lower dome)
     cx = x.max() * rng.uniform(0.3, 0.7)
     cy = y.max() * rng.uniform(0.3, 0.7)
-    radius = rng.uniform(0.12, 0.17)
-    dome = 1.0 / (1.0 + (((x - cx) ** 2 + (y - cy) ** 2) / radius ** 2) ** 2)
-    lift = 0.22 * nz * dome
-
+    radius = rng.uniform(0.07, 0.10)
+    dome = 1.0 / (1.0 + (((x - cx) ** 2 + (y - cy) ** 2) / radius ** 2) ** 3)
+    lift = min(0.2 * nz, DOME_SHARE * FRACTIONS[5] * nz / float(dome.mean())) * dome
     # deep units hang from the top of the salt, which sits near the bottom of the volume
-    deep = dip(0.05) + 0.015 * nz * smooth_field(rng, x, y, (0.8, 2.0))
-    salt = _soft_floor(max(nominal[5], MIN_THICKNESS) + deep, MIN_THICKNESS) + lift
-    top_salt = nz - salt
-    top_scruff = top_salt - _floor(vary(max(nominal[4], MIN_THICKNESS + 0.4), 0.25))
-    top_chalk = top_scruff - _floor(vary(nominal[3], 0.2))
+    deep = dip(0.05) + 0.015 * nz * smooth_field(rng, x, y, (0.8, 2.0)) - lift
+    scruff, chalk, middle = vary(0.25), vary(0.2), vary(0.2)
     # shallow units: their own dip (the unconformity), folds, a drape over the dome
     shallow = dip(0.08) + 0.025 * nz * smooth_field(rng, x, y, (0.7, 1.8)) - 0.35 * lift
-    top_lower = np.minimum(nominal[:2].sum() + shallow, top_chalk - 0.12 * nz)
-    top_middle = np.maximum(top_lower - _floor(vary(nominal[1], 0.2)), 0.1 * nz)
-
-    tops = np.stack([np.zeros_like(top_lower), top_middle, top_lower, top_chalk, top_scruff,
-                     top_salt])
-    bases = np.concatenate([tops[1:], np.full((1, nx, ny), nz + 0.5 * nz)])
     shift = _fault_shift(shape, rngs["faults"], x, y)
+    zr = np.arange(nz, dtype=np.float64)[None, None, :] - shift     # restored depth
+
+    def share(top: np.ndarray, base: np.ndarray) -> float:
+        return float(np.mean((zr >= top[:, :, None]) & (zr < base[:, :, None])))
+
+    below = np.full((nx, ny), 1.5 * nz)
+    t_salt = _solve(lambda c: share(nz - c + deep, below), FRACTIONS[5], -0.5 * nz, 0.5 * nz)
+    top_salt = nz - t_salt + deep
+    t = _solve(lambda c: share(top_salt - _floor(c * scruff), top_salt), FRACTIONS[4],
+               0.0, 0.3 * nz)
+    top_scruff = top_salt - _floor(t * scruff)
+    t = _solve(lambda c: share(top_scruff - _floor(c * chalk), top_scruff), FRACTIONS[3],
+               0.0, 0.3 * nz)
+    top_chalk = top_scruff - _floor(t * chalk)
+    # the middle unit's top follows the shallow structure, its base the middle's thickness,
+    # both kept above the chalk; upper and middle are solved in turn (they meet at the dome)
+    floor_lower = top_chalk - 0.12 * nz
+
+    def tops_shallow(u: float, m: float) -> tuple[np.ndarray, np.ndarray]:
+        thick = _floor(m * middle)
+        top_middle = np.minimum(np.maximum(u + shallow, 0.1 * nz), floor_lower - thick)
+        return top_middle, top_middle + thick
+
+    zero = np.zeros((nx, ny))
+    u, m = FRACTIONS[0] * nz, FRACTIONS[1] * nz
+    for _ in range(2):
+        u = _solve(lambda c: share(zero - nz, tops_shallow(c, m)[0]), FRACTIONS[0], 0.0, nz)
+        m = _solve(lambda c: share(*tops_shallow(u, c)), FRACTIONS[1], 0.0, 0.5 * nz)
+    top_middle, top_lower = tops_shallow(u, m)
+    tops = np.stack([zero, top_middle, top_lower, top_chalk, top_scruff, top_salt])
+    bases = np.concatenate([tops[1:], below[None]])
+    # solved on the faulted volume either way, so faults=False is the same basin unfaulted
     return _Basin(tops, bases, shift if faults else np.zeros_like(shift), x, y)
 
 
