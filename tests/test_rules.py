@@ -116,8 +116,11 @@ def test_out_of_range_values_are_refused(key: str, value: Any, must: str) -> Non
 def test_list_items_obey_their_choices() -> None:
     error = refused("retrain.augs", ["flip", "bogus"])
     assert error == ("config key 'retrain.augs[1]' is 'bogus'; it must be one of "
-                     "none | flip | rotate | transfer")
+                     "none | flip | rotate | transfer | transfer-identity")
     assert accepted("retrain.augs", ["transfer", "none"]) == ["transfer", "none"]
+    assert accepted("retrain.augs", ["transfer-identity"]) == ["transfer-identity"]
+    assert accepted("heatmap.run", "retrain/transfer-identity/seed3") == (
+        "retrain/transfer-identity/seed3")
     assert accepted("retrain.augs", []) == []
 
 

@@ -194,3 +194,22 @@ def test_replacing_a_class_code_changes_that_class_towards_the_source() -> None:
     # the reconstruction itself learned the levels (the codes carry the style)
     rec_in = torch.stack([recon[i][inside[i]].mean() for i in range(len(recon))])
     assert (rec_in - tgt_level).abs().mean() < 0.35
+
+
+def test_a_uniform_section_stays_uniform_no_frame() -> None:
+    """One class everywhere with one code: every pixel sees the same input, so the generated
+    image and the encoder's features must be constant up to the border. Zero padding shows
+    the networks a dark frame and paints it a few pixels inside the edges (the frame of the
+    demo's transfers); replicated borders do not."""
+    model = Sean(SeanConfig(K, D, C)).eval()
+    for name, param in model.named_parameters():  # trained-looking: no bias happens to be 0
+        if "noise_scale" not in name:  # per-pixel noise would make any image non-uniform
+            torch.nn.init.normal_(param, std=0.1)
+    labels = torch.full((1, 21, 27), 2)
+    with torch.no_grad():
+        codes = model.codes(torch.full((1, 21, 27), 0.7), labels)
+        out = model.generate(labels, codes)
+        feat = model.encoder.up(model.encoder.down(torch.full((1, 1, 24, 28), 0.7)))
+    assert out.abs().max() > 1e-3
+    assert torch.allclose(out, out[0, 10, 13].expand_as(out), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(feat, feat[..., 12:13, 14:15].expand_as(feat), atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, sets_args
+from scipy import ndimage
 
 from falsecli.core import config
 from falsecli.method import style
@@ -84,12 +85,121 @@ def test_targets_are_all_used_once_before_any_twice() -> None:
 
 
 def test_change_metrics_by_hand() -> None:
-    s = style.Samples(source=["a", "a", "b"], inside=[2.0, 4.0, 1.0], outside=[1.0, 1.0, 0.5])
+    s = style.Samples(source=["a", "a", "b"], inside=[2.0, 4.0, 1.0], outside=[1.0, 1.0, 0.5],
+                      inside_target=[3.0, 3.0, 6.0], outside_target=[1.0, 2.0, 0.0],
+                      amplitude_outside=[2.0, 2.0, 0.5])
     m = style.change_metrics(s)
     assert m["class_local_change_ratio"] == pytest.approx((2 + 4 + 2) / 3)
     assert m["change_inside"] == pytest.approx(7 / 3)
     assert m["change_outside"] == pytest.approx(2.5 / 3)
     assert m["class_local_change_ratio_per_source"] == {"a": 3.0, "b": 2.0}
+    assert m["change_inside_vs_target"] == pytest.approx(4.0)
+    assert m["change_outside_vs_target"] == pytest.approx(1.0)
+    assert m["class_local_change_ratio_vs_target"] == pytest.approx(4.0)
+    assert m["relative_change_outside"] == pytest.approx(1.0 / (4.5 / 3))
+    kept = style.Samples(inside_target=[1.0], outside_target=[0.0], amplitude_outside=[0.0])
+    assert style.target_change_metrics(kept) == {
+        "change_inside_vs_target": 1.0, "change_outside_vs_target": 0.0,
+        "class_local_change_ratio_vs_target": None, "relative_change_outside": None}
+
+
+def test_sample_changes_are_measured_against_reconstruction_and_target() -> None:
+    s = style.Samples()
+    inside = np.array([[True, False], [False, False]])
+    target = np.array([[1.0, -2.0], [4.0, 0.0]])
+    s.add(np.array([[3.0, -1.0], [4.0, 3.0]]), np.zeros((2, 2), np.uint8), "a", "t", target,
+          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside)
+    assert (s.inside, s.outside) == ([3.0], [1 / 3])
+    assert (s.inside_target, s.outside_target) == ([2.0], [4 / 3])
+    assert s.amplitude_outside == [2.0]
+
+
+class _FakeTransferer:
+    """Codes a pure function of the image (row c, entry d: the image's mean + c * dim + d, so
+    every row of every section differs); each generation is recorded, and its image holds
+    100 * call + row, so that a sample says which call and row made it."""
+
+    def __init__(self, n_classes: int, dim: int) -> None:
+        self.grid = torch.arange(n_classes * dim, dtype=torch.float64).reshape(n_classes, dim)
+        self.calls: list[tuple[np.ndarray, torch.Tensor, int]] = []
+
+    def codes(self, images: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+        means = torch.from_numpy(images.astype(np.float64).mean(axis=(1, 2)))
+        return means[:, None, None] + self.grid.unsqueeze(0)
+
+    def generate(self, labels: np.ndarray, codes: torch.Tensor, noise_seed: int) -> np.ndarray:
+        self.calls.append((labels.copy(), codes.clone(), noise_seed))
+        call = len(self.calls) - 1
+        rows = np.arange(len(labels), dtype=np.float32)[:, None, None]
+        return 100.0 * call + rows + np.zeros(labels.shape, np.float32)
+
+
+def test_transfer_swaps_only_the_class_code_and_identity_keeps_every_code() -> None:
+    """Every generation of a transfer gets the target's own codes bit for bit but row k, which
+    is the source's; its identity sample comes from the same target, labels and noise with
+    the target's own codes, in the same order."""
+    ds = _dataset()
+    fake = _FakeTransferer(len(CLASSES), 3)
+    targets = Pool.load(ds, ds.sections("train"), torch.device("cpu")).targets(SCRUFF, "scruff")
+    sources = ds.sections("val")[:2]
+    samples, identity, codes, firsts = style.generate_samples(
+        fake, ds, SCRUFF, sources, targets, per_source=3, batch=2, seed=7)
+    by_name = {s.name: s for s in [*ds.sections("train"), *ds.sections("val")]}
+
+    def own(name: str) -> torch.Tensor:
+        sec = by_name[name]
+        return fake.codes(ds.image(sec)[None], ds.label(sec)[None])[0]
+
+    others = [c for c in range(len(CLASSES)) if c != SCRUFF]
+    assert len(samples.images) == len(identity.images) == 6
+    assert identity.target == samples.target and identity.source == samples.source
+    for i, (src, tgt) in enumerate(zip(samples.source, samples.target)):
+        t_call, t_row = divmod(int(samples.images[i][0, 0]), 100)
+        i_call, i_row = divmod(int(identity.images[i][0, 0]), 100)
+        t_labels, t_codes, t_noise = fake.calls[t_call]
+        i_labels, i_codes, i_noise = fake.calls[i_call]
+        assert t_call != i_call and t_noise == i_noise and t_row == i_row
+        assert np.array_equal(t_labels[t_row], ds.label(by_name[tgt]))
+        assert np.array_equal(i_labels[i_row], ds.label(by_name[tgt]))
+        assert np.array_equal(samples.labels[i], identity.labels[i])
+        mine = own(tgt)
+        assert torch.equal(t_codes[t_row, others], mine[others])
+        assert torch.equal(t_codes[t_row, SCRUFF], own(src)[SCRUFF])
+        assert not torch.equal(t_codes[t_row, SCRUFF], mine[SCRUFF])
+        assert torch.equal(i_codes[i_row], mine)
+    assert [torch.equal(c, own(s.name)[SCRUFF]) for c, s in zip(codes, sources)] == [True] * 2
+    assert [f.name for f in firsts] == [samples.target[0], samples.target[3]]
+
+
+def _distance(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every pixel to the nearest pixel of ``mask``, by brute force."""
+    ys, xs = np.nonzero(mask)
+    yy, xx = np.indices(mask.shape)
+    return np.sqrt((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2).min(axis=-1)
+
+
+def test_composite_keeps_the_target_away_from_the_class() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.zeros((20, 30), bool)
+    mask[8:11, 5:9] = True
+    mask[3, 25] = True
+    generated = rng.standard_normal((2, 20, 30)).astype(np.float32)
+    target = rng.standard_normal((2, 20, 30)).astype(np.float32)
+    masks = np.stack([mask, np.zeros_like(mask)])  # the second target lacks the class
+    out = style.Composite(dilate=3, feather=2)(generated, target, masks)
+    dist = _distance(mask)
+    assert np.array_equal(out[0][dist >= 5], target[0][dist >= 5])  # beyond dilate + feather
+    assert np.array_equal(out[0][dist <= 3], generated[0][dist <= 3])  # the dilated class
+    assert np.array_equal(out[1], target[1])
+    blend = (dist > 3) & (dist < 5)
+    weight = style.Composite(dilate=3, feather=2).weights(mask)
+    assert blend.sum() > 20 and ((weight[blend] > 0) & (weight[blend] < 1)).all()
+    assert np.allclose(weight, np.clip((5 - dist) / 2, 0, 1), atol=1e-6)  # linear in distance
+    order = np.argsort(dist.ravel(), kind="stable")
+    assert (np.diff(weight.ravel()[order]) <= 1e-6).all()  # monotone: less generated farther
+    assert np.allclose(out[0], weight * generated[0] + (1 - weight) * target[0], atol=1e-6)
+    hard = style.Composite(dilate=1, feather=0)(generated[:1], target[:1], mask[None])[0]
+    assert np.array_equal(hard, np.where(dist <= 1, generated[0], target[0]))
 
 
 # ---------------------------------------------------------------- the stage
@@ -143,10 +253,32 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
         assert np.array_equal(labels, ds.label(sec))  # ...whose labels the samples carry
         assert (labels == SCRUFF).any() and sec.shape == s["images"].shape[1:]
 
+    # the identity samples: the same targets, labels and order, their own style codes
+    with np.load(out / tr.IDENTITY_SAMPLES, allow_pickle=False) as npz:
+        ident = {k: npz[k] for k in npz.files}
+    assert set(ident) == set(s) and ident["images"].shape == s["images"].shape
+    for key in ("labels", "source", "target"):
+        assert np.array_equal(ident[key], s[key]), key
+    assert not np.array_equal(ident["images"], s["images"])
+
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("reconstruction_error", "reconstruction_baseline", "class_local_change_ratio",
                 "change_inside", "change_outside", "training", "samples", "sources"):
         assert key in metrics
+    # the changes against the target, recomputed from the files
+    images = {str(t): ds.image(train[str(t)]) for t in s["target"]}
+    for got, arrays in ((metrics, s), (metrics["identity"], ident)):
+        diff = [np.abs(a - images[str(t)]) for a, t in zip(arrays["images"], arrays["target"])]
+        inside = [lab == SCRUFF for lab in arrays["labels"]]
+        out_t = np.mean([d[~m].mean() for d, m in zip(diff, inside)])
+        in_t = np.mean([d[m].mean() for d, m in zip(diff, inside)])
+        amp = np.mean([np.abs(images[str(t)])[~m].mean()
+                       for t, m in zip(arrays["target"], inside)])
+        assert got["change_outside_vs_target"] == pytest.approx(out_t, rel=1e-4)
+        assert got["change_inside_vs_target"] == pytest.approx(in_t, rel=1e-4)
+        assert got["class_local_change_ratio_vs_target"] == pytest.approx(in_t / out_t, rel=1e-4)
+        assert got["relative_change_outside"] == pytest.approx(out_t / amp, rel=1e-4)
+    assert metrics["composite"] is False
     assert metrics["samples"] == n and metrics["sources"] == sources
     assert metrics["reconstruction_error"] > 0 and metrics["class_local_change_ratio"] > 0
     assert metrics["reconstruction_sections"] == [v.name for v in ds.sections("val")]
@@ -174,6 +306,16 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
     assert json.loads(fewer.stdout)["generator"] == "reused"
     with np.load(out / "samples.npz") as npz:
         assert npz["images"].shape[0] == 4
+    # compositing is a sampling key: far from the class the samples are the targets' pixels
+    (out / "manifest.json").unlink()
+    comp = _run(cli, w, "--set", "transfer.composite=true")
+    assert json.loads(comp.stdout)["generator"] == "reused"
+    assert json.loads((out / "metrics.json").read_text())["composite"] is True
+    for name in (tr.SAMPLES, tr.IDENTITY_SAMPLES):
+        with np.load(out / name) as npz:
+            for image, labels, target in zip(npz["images"], npz["labels"], npz["target"]):
+                far = ndimage.distance_transform_edt(labels != SCRUFF) >= 3 + 2
+                assert far.any() and np.array_equal(image[far], images[str(target)][far])
     (out / "manifest.json").unlink()
     other = _run(cli, w, "--set", "transfer.lr=0.001")
     assert json.loads(other.stdout)["generator"] == "trained"
@@ -270,3 +412,27 @@ def test_interrupted_training_continues_only_with_resume(cli, tiny_cfg, tmp_path
     forced = _run(cli, tmp_path, *sets, "--force", "--resume")
     assert forced.exit_code == 0 and json.loads(forced.stdout)["generator"] == "trained"
     assert not (out / CHECKPOINT).exists()
+
+
+def test_retrain_transfer_identity_trains_on_the_identity_samples(cli, tiny_cfg,
+                                                                  tmp_path: Path) -> None:
+    """``retrain --aug transfer-identity`` adds transfer/samples_identity.npz to the pool (not
+    samples.npz: the two files differ in size here) and trains without augmentation."""
+    rng = np.random.default_rng(0)
+    ds = load_dataset(tiny_cfg)
+    shape = ds.sections("train")[-1].shape
+    with stage_run(tmp_path, "transfer", tiny_cfg) as run:
+        for name, n in ((tr.SAMPLES, 5), (tr.IDENTITY_SAMPLES, 3)):
+            np.savez(run.out(name), images=rng.standard_normal((n, *shape)).astype(np.float32),
+                     labels=rng.integers(0, 6, (n, *shape)).astype(np.uint8),
+                     source=np.array(["a"] * n), target=np.array(["b"] * n))
+    assert tr.METHOD_SAMPLES == {"transfer": tr.SAMPLES, "transfer-identity": tr.IDENTITY_SAMPLES}
+    result = cli("retrain", "-w", tmp_path, "--json", *sets_args(TINY), "--aug",
+                 "transfer-identity", "--seeds", "0", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    (run_summary,) = json.loads(result.stdout)["runs"]
+    assert run_summary["run"] == "retrain/transfer-identity/seed0"
+    assert run_summary["train_samples"] == len(ds.sections("train")) + 3
+    manifest = Stage(tmp_path, "retrain/transfer-identity/seed0").manifest()
+    assert manifest["config"]["train"]["aug"] == "none"
+    assert set(manifest["inputs"]) == {"transfer"}

@@ -17,7 +17,10 @@ Written from the SEAN (Zhu et al., CVPR 2020) and SPADE (Park et al., CVPR 2019)
   two scales, trained with the hinge loss; their features give the feature-matching loss.
 
 Single-channel images of any size: the networks pad to a multiple of their downsampling factor
-(replicating the border) and crop back.
+(replicating the border) and crop back. The encoder's and generator's convolutions pad by
+replicating the border too: zero padding shows the networks a dark frame around every image
+(and an empty label map, i.e. "no class", around the one-hot), which the generator painted as
+a frame a few pixels inside the section's edges (8 pixels deep at its coarsest scale).
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ ENCODER_FACTOR = 4
 #: discriminator scales (full resolution, half resolution)
 N_SCALES = 2
 LEAK = 0.2
+
+#: what stored weights compute with; bumped when the networks change under the same weights
+#: (2: replicate instead of zero padding), so that an older ``generator.pt`` is trained again
+ARCHITECTURE = 2
 
 #: one patch discriminator's outputs: intermediate features ..., then the patch logits
 DOutput = list[Tensor]
@@ -69,8 +76,10 @@ def region_pool(features: Tensor, onehot: Tensor, neutral: Tensor) -> Tensor:
 
 
 def _conv(cin: int, cout: int, k: int = 3, sn: bool = False, stride: int = 1,
-          padding: int | None = None) -> nn.Module:
-    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2 if padding is None else padding)
+          padding: int | None = None, padding_mode: str = "replicate") -> nn.Module:
+    """A conv padded by replicating the border (no frame; see the module docstring)."""
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2 if padding is None else padding,
+                     padding_mode=padding_mode)
     return spectral_norm(conv) if sn else conv
 
 
@@ -207,9 +216,9 @@ class PatchDiscriminator(nn.Module):
         strides = [2, 2, 1]
         self.layers = nn.ModuleList(
             nn.Sequential(_conv(widths[i], widths[i + 1], k=4, sn=True, stride=strides[i],
-                                padding=2), nn.LeakyReLU(LEAK))
+                                padding=2, padding_mode="zeros"), nn.LeakyReLU(LEAK))
             for i in range(3))
-        self.logits = _conv(widths[-1], 1, k=4, sn=True, padding=2)
+        self.logits = _conv(widths[-1], 1, k=4, sn=True, padding=2, padding_mode="zeros")
 
     def forward(self, x: Tensor) -> DOutput:
         feats = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from falsecli.core import console
 from falsecli.core.checkpoint import capture_rng, restore_rng
@@ -191,10 +192,40 @@ def reconstruction_error(tr: Transferer, ds: Dataset, sections: Sequence[Section
             "reconstruction_sections": [s.name for s in sections]}
 
 
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    """Class-local compositing (``transfer.composite``): generated pixels within ``dilate``
+    pixels of the class, the target's own pixels beyond ``dilate + feather``, and a linear
+    blend by distance in between, so the sample keeps the target's geology outside the class.
+    """
+
+    dilate: int
+    feather: int
+
+    def weights(self, mask: np.ndarray) -> np.ndarray:
+        """Weight of the generated image per pixel of one (H, W) class ``mask``: 1 up to
+        ``dilate`` pixels (Euclidean) from the class, falling linearly to 0 at
+        ``dilate + feather``; all 0 when the class is absent."""
+        if not mask.any():
+            return np.zeros(mask.shape, np.float32)
+        dist = ndimage.distance_transform_edt(~mask)  # 0 on the class
+        if self.feather == 0:
+            return (dist <= self.dilate).astype(np.float32)
+        return np.clip((self.dilate + self.feather - dist) / self.feather, 0, 1
+                       ).astype(np.float32)
+
+    def __call__(self, generated: np.ndarray, target: np.ndarray, masks: np.ndarray
+                 ) -> np.ndarray:
+        """(B, H, W) generated images blended into their (B, H, W) targets."""
+        w = np.stack([self.weights(m) for m in masks])
+        return w * generated + (1 - w) * target
+
+
 @dataclasses.dataclass
 class Samples:
-    """Generated samples, and per sample the mean |transfer - reconstruction| inside and
-    outside the class."""
+    """Generated samples and, per sample, the mean absolute change inside and outside the
+    class: against the reconstruction (same target, same noise, its own codes) and against
+    the target itself, and the target's mean |amplitude| outside the class."""
 
     images: list[np.ndarray] = dataclasses.field(default_factory=list)
     labels: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -202,16 +233,38 @@ class Samples:
     target: list[str] = dataclasses.field(default_factory=list)
     inside: list[float] = dataclasses.field(default_factory=list)
     outside: list[float] = dataclasses.field(default_factory=list)
+    inside_target: list[float] = dataclasses.field(default_factory=list)
+    outside_target: list[float] = dataclasses.field(default_factory=list)
+    amplitude_outside: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, image: np.ndarray, labels: np.ndarray, source: str, target: str,
+            original: np.ndarray, reference: np.ndarray, inside: np.ndarray) -> None:
+        """One sample generated on ``labels`` for the target image ``original``;
+        ``reference`` is what the change is measured against besides the target (the
+        reconstruction), ``inside`` the class mask."""
+        self.images.append(image)
+        self.labels.append(labels)
+        self.source.append(source)
+        self.target.append(target)
+        change, to_target = np.abs(image - reference), np.abs(image - original)
+        self.inside.append(_mean(change[inside]))
+        self.outside.append(_mean(change[~inside]))
+        self.inside_target.append(_mean(to_target[inside]))
+        self.outside_target.append(_mean(to_target[~inside]))
+        self.amplitude_outside.append(_mean(np.abs(original[~inside])))
 
 
 def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Section],
-                     targets: Sequence[Section], per_source: int, batch: int, seed: int
-                     ) -> tuple[Samples, list[torch.Tensor], list[Section]]:
+                     targets: Sequence[Section], per_source: int, batch: int, seed: int,
+                     composite: Composite | None = None
+                     ) -> tuple[Samples, Samples, list[torch.Tensor], list[Section]]:
     """``per_source`` transfers per source into random targets (without replacement while the
-    pool lasts). Returns the samples, each source's class code and each source's first target.
-    """
+    pool lasts), and for each the identity sample: the same target and noise with the
+    target's own codes (the control that isolates the style swap). With ``composite`` both
+    are blended into their targets. Returns the transfers, the identity samples (same order),
+    each source's class code and each source's first target."""
     rng = np.random.default_rng([seed, 1])
-    out = Samples()
+    out, identity = Samples(), Samples()
     source_codes, first_targets = [], []
     with console.progress() as bar:
         task = bar.add_task("transfer: generating", total=len(sources) * per_source, info="")
@@ -227,19 +280,18 @@ def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Sect
                 codes = tr.codes(images, labels)
                 noise_seed = seed * 1_000_003 + si * 10_007 + b
                 recon = tr.generate(labels, codes, noise_seed)
-                codes[:, k] = code
-                trans = tr.generate(labels, codes, noise_seed)
-                change = np.abs(trans - recon)
+                swapped = codes.clone()
+                swapped[:, k] = code
+                trans = tr.generate(labels, swapped, noise_seed)
                 inside = labels == k
+                if composite is not None:
+                    recon, trans = (composite(x, images, inside) for x in (recon, trans))
                 for j, tgt in enumerate(group):
-                    out.images.append(trans[j])
-                    out.labels.append(labels[j])
-                    out.source.append(src.name)
-                    out.target.append(tgt.name)
-                    out.inside.append(_mean(change[j][inside[j]]))
-                    out.outside.append(_mean(change[j][~inside[j]]))
+                    args = (labels[j], src.name, tgt.name, images[j])
+                    out.add(trans[j], *args, reference=recon[j], inside=inside[j])
+                    identity.add(recon[j], *args, reference=recon[j], inside=inside[j])
                 bar.update(task, advance=len(group), info=src.name)
-    return out, source_codes, first_targets
+    return out, identity, source_codes, first_targets
 
 
 def pick_targets(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
@@ -255,7 +307,8 @@ def _mean(values: np.ndarray) -> float:
 
 
 def change_metrics(s: Samples) -> dict[str, Any]:
-    """The class-local change ratio, per sample then averaged (and its parts)."""
+    """The class-local change ratio against the reconstruction, per sample then averaged (and
+    its parts), and the changes against the target (:func:`target_change_metrics`)."""
     inside, outside = np.array(s.inside), np.array(s.outside)
     ratio = inside / np.maximum(outside, 1e-12)
     per_source = {}
@@ -264,15 +317,28 @@ def change_metrics(s: Samples) -> dict[str, Any]:
         per_source[name] = float(ratio[sel].mean())
     return {"class_local_change_ratio": float(ratio.mean()),
             "change_inside": float(inside.mean()), "change_outside": float(outside.mean()),
-            "class_local_change_ratio_per_source": per_source}
+            "class_local_change_ratio_per_source": per_source, **target_change_metrics(s)}
+
+
+def target_change_metrics(s: Samples) -> dict[str, Any]:
+    """How far the samples are from their targets, inside and outside the class (means over
+    the samples), their ratio, and the outside change over the targets' own mean |amplitude|
+    there (0: the target's geology is kept; about 1 or more: it is repainted). A ratio whose
+    denominator is 0 is None."""
+    inside, outside = float(np.mean(s.inside_target)), float(np.mean(s.outside_target))
+    amplitude = float(np.mean(s.amplitude_outside))
+    return {"change_inside_vs_target": inside, "change_outside_vs_target": outside,
+            "class_local_change_ratio_vs_target": inside / outside if outside > 0 else None,
+            "relative_change_outside": outside / amplitude if amplitude > 0 else None}
 
 
 def figure_rows(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Section],
                 source_codes: Sequence[torch.Tensor], first_targets: Sequence[Section],
-                seed: int) -> list[dict[str, Any]]:
+                seed: int, composite: Composite | None = None) -> list[dict[str, Any]]:
     """Fig. 3 rows: each source's first target, transferred from that source and from the next
     one (from its own style, i.e. reconstructed, when there is one source only), with the same
-    noise, so that their difference shows only what the style code changes."""
+    noise, so that their difference shows only what the style code changes; composited into
+    the target as the samples are."""
     rows = []
     for si, (src, tgt) in enumerate(zip(sources, first_targets)):
         image, labels = ds.image(tgt), ds.label(tgt)
@@ -284,6 +350,9 @@ def figure_rows(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Section],
         codes[:, k] = source_codes[si]
         transfer = tr.generate(labels[None], codes, seed + si)[0]
         alt = tr.generate(labels[None], alt_codes, seed + si)[0]
+        if composite is not None:
+            transfer, alt = (composite(x[None], image[None], (labels == k)[None])[0]
+                             for x in (transfer, alt))
         alt_name = (f"from {sources[other].name} − from {src.name}" if other != si
                     else "reconstruction − transfer")
         rows.append({"target": image, "transfer": transfer, "target_labels": labels,

@@ -2,7 +2,11 @@
 
 Each run has exactly the layout of ``train/`` (same data, same tracked sections), so the
 report can compare heat maps pixel for pixel. ``transfer`` is the paper's method: the pool of
-training sections enlarged with ``transfer/samples.npz``; ``none`` gives more baseline seeds.
+training sections enlarged with ``transfer/samples.npz``; ``transfer-identity`` its control,
+the pool enlarged with as many samples generated from the same targets with their own style
+codes (``transfer/samples_identity.npz``; :data:`falsecli.stages.transfer.METHOD_SAMPLES`
+maps each method to its file), so that the style swap is separated from the effect of more
+(generated) images and more steps per epoch; ``none`` gives more baseline seeds.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from falsecli.core import console
-from falsecli.core.config import Config, run_signature
+from falsecli.core.config import GENERATED, Config, run_signature
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, retrain_name
 from falsecli.stages import Step
@@ -21,7 +25,7 @@ from falsecli.stages import Step
 def run_config(cfg: Config, aug: str, seed: int) -> Config:
     """The training config of one retraining run."""
     out = copy.deepcopy(cfg)
-    out["train"]["aug"] = "none" if aug == "transfer" else aug
+    out["train"]["aug"] = "none" if aug in GENERATED else aug
     out["train"]["seed"] = seed
     out["train"]["epochs"] = cfg["retrain"]["epochs"] or cfg["train"]["epochs"]
     return out
@@ -68,8 +72,8 @@ def plan(cfg: Config, workdir: Path) -> dict[str, Config]:
 
 
 def upstream(cfg: Config, workdir: Path) -> list[str]:
-    """Transfer runs read ``transfer/``; the others read only the data."""
-    return ["transfer"] if "transfer" in cfg["retrain"]["augs"] else []
+    """Runs on generated samples read ``transfer/``; the others read only the data."""
+    return ["transfer"] if set(GENERATED) & set(cfg["retrain"]["augs"]) else []
 
 
 def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
@@ -78,12 +82,13 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = F
     skipped unless ``force``; stale ones (their transfer samples were redone) start over;
     interrupted ones continue with ``resume`` (the policy of :func:`train`)."""
     from falsecli.stages.train import train
-    from falsecli.stages.transfer import SAMPLES
+    from falsecli.stages.transfer import METHOD_SAMPLES
 
     workdir = Path(workdir)
     transfer = Stage(workdir, "transfer")
-    if "transfer" in cfg["retrain"]["augs"]:
-        transfer.require("retrain --aug transfer")
+    generated = [a for a in cfg["retrain"]["augs"] if a in GENERATED]
+    if generated:
+        transfer.require(f"retrain --aug {generated[0]}")
     check_same_data(cfg, workdir)
     runs = []
     for aug in cfg["retrain"]["augs"]:
@@ -101,7 +106,7 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = F
                             "epochs): skipped, the report counts train/")
                 runs.append({"run": name, "status": "same as train"})
                 continue
-            extra = transfer.path / SAMPLES if aug == "transfer" else None
+            extra = transfer.path / METHOD_SAMPLES[aug] if aug in GENERATED else None
             summary = train(run_cfg, workdir, stage=name, force=redo,
                             resume=resume and not redo, extra_samples=extra,
                             upstream=[transfer] if extra else [])

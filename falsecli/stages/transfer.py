@@ -10,16 +10,28 @@
 2. For each of the top ``transfer.sources`` sections of ``rank/ranking.csv`` for the class,
    generate ``transfer.per_source`` samples: a random training section is the target; its own
    style codes are kept except the class's, which is the source's; the image is generated on
-   the target's label map, and the target's labels are the sample's labels.
+   the target's label map, and the target's labels are the sample's labels. For each, the
+   identity sample (the control of ``retrain --aug transfer-identity``) is generated from the
+   same target and noise with all its own codes: ``samples_identity.npz``, same layout and
+   order. With ``transfer.composite`` both are blended into their target: generated pixels
+   within ``composite_dilate`` pixels of the class, the target's own beyond
+   ``composite_dilate + composite_feather``, linear in the distance in between (the default,
+   false, is the paper's: the generator repaints the whole section).
 
 Targets are the training sections that contain the class, of the most common shape among them
 (F3: the crosslines), so that ``samples.npz`` holds full sections of one shape (N, H, W) that
 retraining adds to its pool like any other section (:func:`load_samples` reads it). Images are
 in ``ds.image`` units.
 
-Quality figures (``metrics.json``): the reconstruction error on held-out (validation) sections,
-and the class-local change ratio: mean |transfer - reconstruction| inside the class over the
-same outside it, per sample (same target, same noise), averaged over the samples.
+Quality figures (``metrics.json``), all on the samples as written (composited when on): the
+reconstruction error on held-out (validation) sections; the class-local change ratio: mean
+|transfer - reconstruction| inside the class over the same outside it, per sample (same
+target, same noise), averaged over the samples (``change_inside``, ``change_outside``); and
+against the target itself, means over the samples: ``change_inside_vs_target`` and
+``change_outside_vs_target`` (mean |sample - target| inside / outside the class), their ratio
+``class_local_change_ratio_vs_target``, and ``relative_change_outside``: the outside change
+over the targets' mean |amplitude| outside the class (0: the target's geology is kept).
+``identity`` holds the same four for the identity samples.
 """
 
 from __future__ import annotations
@@ -37,19 +49,23 @@ import torch
 
 from falsecli.core import checkpoint, console
 from falsecli.core.checkpoint import CHECKPOINT, FORCE
-from falsecli.core.config import Config, class_id
+from falsecli.core.config import GENERATED, Config, class_id
 from falsecli.core.errors import FalseCliError
 from falsecli.core.runtime import resolve_device, seed_everything
 from falsecli.core.workdir import Stage, StageRun, save_npz, stage_run, write_json
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.method import style
 from falsecli.method.pool import Pool
-from falsecli.method.sean import LossWeights, Sean, SeanConfig
+from falsecli.method.sean import ARCHITECTURE, LossWeights, Sean, SeanConfig
 from falsecli.stages import Step
 from falsecli.stages.rank import load_ranking
 
 #: the transferred samples, read by retraining (:func:`load_samples`)
 SAMPLES = "samples.npz"
+#: the control: the same targets and noise with their own style codes (same layout and order)
+IDENTITY_SAMPLES = "samples_identity.npz"
+#: the samples file of ``transfer/`` each generated-sample method adds to its training pool
+METHOD_SAMPLES = dict(zip(GENERATED, (SAMPLES, IDENTITY_SAMPLES)))
 #: the trained style-transfer model, reused while its training keys stay the same
 GENERATOR = "generator.pt"
 METRICS = "metrics.json"
@@ -62,7 +78,8 @@ TRAIN_KEYS = ("iterations", "crop", "batch_size", "lr", "style_dim", "channels",
 
 def generator_config(cfg: Config) -> dict[str, Any]:
     """What a stored generator must have been trained with to be reused."""
-    return {"data": cfg["data"], "transfer": {k: cfg["transfer"][k] for k in TRAIN_KEYS}}
+    return {"data": cfg["data"], "transfer": {k: cfg["transfer"][k] for k in TRAIN_KEYS},
+            "generator": {"architecture": ARCHITECTURE}}
 
 
 # ---------------------------------------------------------------- inputs
@@ -232,30 +249,45 @@ def _write_figures(run: StageRun, rows: list[dict[str, Any]], sources: Sequence[
         figures.save_figure(figures.loss_figure(history), run.out("figures/losses.png"))
 
 
+def _composite(t: dict[str, Any]) -> style.Composite | None:
+    return (style.Composite(t["composite_dilate"], t["composite_feather"]) if t["composite"]
+            else None)
+
+
+def _save_samples(path: Path, samples: style.Samples) -> None:
+    save_npz(path, images=np.stack(samples.images).astype(np.float32),
+             labels=np.stack(samples.labels).astype(np.uint8),
+             source=np.array(samples.source), target=np.array(samples.target))
+
+
 def _write_samples(run: StageRun, cfg: Config, ds: Dataset, model: Sean, k: int,
                    sources: Sequence[Section], targets: Sequence[Section],
                    training: dict[str, Any], device: torch.device, amp: bool
                    ) -> dict[str, Any]:
-    """Generate the samples and write them, their metrics and the figures; returns the
-    metrics."""
+    """Generate the samples and the identity samples and write them, their metrics and the
+    figures; returns the metrics."""
     t = cfg["transfer"]
     class_name = ds.classes[k]
     tr = style.Transferer(model, device, amp)
+    composite = _composite(t)
     console.log(f"transfer: '{class_name}' from {len(sources)} source(s) into "
-                f"{len(targets)} candidate target(s) of shape {list(targets[0].shape)}")
-    samples, codes, firsts = style.generate_samples(tr, ds, k, sources, targets,
-                                                    t["per_source"], t["batch_size"], t["seed"])
-    save_npz(run.out(SAMPLES), images=np.stack(samples.images).astype(np.float32),
-             labels=np.stack(samples.labels).astype(np.uint8),
-             source=np.array(samples.source), target=np.array(samples.target))
+                f"{len(targets)} candidate target(s) of shape {list(targets[0].shape)}"
+                + (f", composited (dilate {t['composite_dilate']}, feather "
+                   f"{t['composite_feather']})" if composite else ""))
+    samples, identity, codes, firsts = style.generate_samples(
+        tr, ds, k, sources, targets, t["per_source"], t["batch_size"], t["seed"], composite)
+    _save_samples(run.out(SAMPLES), samples)
+    _save_samples(run.out(IDENTITY_SAMPLES), identity)
     metrics = {"class": class_name, "class_id": k, "samples": len(samples.source),
                "shape": list(samples.images[0].shape), "sources": [s.name for s in sources],
+               "composite": bool(composite),
                **style.reconstruction_error(tr, ds, _held_out(ds, t["eval_sections"]),
                                             t["batch_size"]),
-               **style.change_metrics(samples), "training": training}
+               **style.change_metrics(samples),
+               "identity": style.target_change_metrics(identity), "training": training}
     write_json(run.out(METRICS), metrics)
-    _write_figures(run, style.figure_rows(tr, ds, k, sources, codes, firsts, t["seed"]),
-                   sources, ds, class_name, training["history"])
+    rows = style.figure_rows(tr, ds, k, sources, codes, firsts, t["seed"], composite)
+    _write_figures(run, rows, sources, ds, class_name, training["history"])
     return metrics
 
 
@@ -300,12 +332,19 @@ def _summary(metrics: dict[str, Any], run: StageRun) -> dict[str, Any]:
         (f"reconstruction error {metrics['reconstruction_error']:.3f} "
          f"(predicting the mean: {metrics['reconstruction_baseline']:.3f}), "
          f"class-local change ratio {metrics['class_local_change_ratio']:.2f}"),
+        (f"change outside the class vs the target {metrics['change_outside_vs_target']:.3f} "
+         f"({_share(metrics['relative_change_outside'])} of its amplitude; identity samples "
+         f"{_share(metrics['identity']['relative_change_outside'])})"),
     ]
     return {"stage": "transfer", "class": metrics["class"], "samples": metrics["samples"],
             "reconstruction_error": metrics["reconstruction_error"],
             "class_local_change_ratio": metrics["class_local_change_ratio"],
             "generator": training["generator"], "lines": lines,
             "outputs": [str(run.path / p) for p in run.outputs]}
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"])
