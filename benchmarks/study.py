@@ -9,7 +9,7 @@ transfer results and redoes only ``transfer``, the ``transfer``/``transfer-ident
 retraining and the report, so every variant shares the baseline, flip and rotate runs.
 ``strict`` is the whole study again with ``data.holdout: strict``. A variant whose report is
 complete is not redone. Prints each variant's claims table (Markdown) and wall time, and
-writes them to ``WORKROOT/study.md``.
+writes the tables of every finished variant to ``WORKROOT/study.md``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from pathlib import Path
 
 #: transfer variants: name -> --set options on top of the study profile
 VARIANTS: dict[str, list[str]] = {
+    "composite": ["transfer.composite=true"],
     "iterations": ["transfer.iterations=1200"],
     "samples": ["transfer.per_source=48"],
-    "composite": ["transfer.composite=true"],
-    "composite+iterations": ["transfer.composite=true", "transfer.iterations=1200"],
 }
 #: what a transfer variant redoes (the rest is copied from base)
 REDONE = ("transfer", "retrain/transfer", "retrain/transfer-identity", "report")
@@ -61,13 +60,16 @@ def variant(source: Path, work: Path, sets: list[str]) -> dict:
     return falsecli("report", *w)
 
 
-def table(name: str, summary: dict, seconds: float) -> str:
-    lines = [f"### {name} ({seconds / 60:.1f} min)", "", "| claim | measured | verdict |",
-             "|---|---|---|"]
+def table(name: str, work: Path, seconds: float | None) -> str:
+    """The claims table of a finished variant, from its report."""
+    claims = json.loads((work / "report" / "claims.json").read_text())
+    left = json.loads((work / "report" / "manifest.json").read_text()).get("left_out", [])
+    took = "" if seconds is None else f" ({seconds / 60:.1f} min)"
+    lines = [f"### {name}{took}", "", "| claim | measured | verdict |", "|---|---|---|"]
     lines += [f"| {c['claim']} {c['statement']} | {c['measured']} | {c['verdict']} |"
-              for c in summary["claims"]]
-    if summary.get("left_out"):
-        lines += ["", "Left out: " + "; ".join(summary["left_out"])]
+              for c in claims]
+    if left:
+        lines += ["", "Left out: " + "; ".join(left)]
     return "\n".join(lines) + "\n"
 
 
@@ -79,24 +81,25 @@ def main() -> None:
     names = ["base", *VARIANTS, "strict"]
     chosen = [n for n in names if not args.only or n in args.only.split(",")]
     args.root.mkdir(parents=True, exist_ok=True)
-    out = []
+    times_path = args.root / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     for name in chosen:
         work = args.root / name
-        t0 = time.perf_counter()
         if (work / "report" / "manifest.json").is_file():
-            manifest = json.loads((work / "report" / "manifest.json").read_text())
-            summary = {"claims": json.loads((work / "report" / "claims.json").read_text()),
-                       "left_out": manifest.get("left_out", [])}
-        elif name == "base":
-            summary = base(work, [])
+            continue
+        t0 = time.perf_counter()
+        if name == "base":
+            base(work, [])
         elif name == "strict":
-            summary = base(work, ["data.holdout=strict"])
+            base(work, ["data.holdout=strict"])
         else:
-            summary = variant(args.root / "base", work, VARIANTS[name])
-        text = table(name, summary, time.perf_counter() - t0)
-        print(text, flush=True)
-        out.append(text)
-    (args.root / "study.md").write_text("\n".join(out))
+            variant(args.root / "base", work, VARIANTS[name])
+        times[name] = time.perf_counter() - t0
+        times_path.write_text(json.dumps(times))
+        print(table(name, work, times[name]), flush=True)
+    done = [n for n in names if (args.root / n / "report" / "manifest.json").is_file()]
+    (args.root / "study.md").write_text("\n".join(table(n, args.root / n, times.get(n))
+                                                   for n in done))
 
 
 if __name__ == "__main__":

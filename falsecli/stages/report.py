@@ -263,10 +263,10 @@ def _claims(workdir: Path, m: _Measured, classes: list[str], target: int, tolera
     tests = [k.split("/")[0] for k in (base[0].values if base else {})
              if k.endswith("/miou") and not k.startswith("val/")]
     split = tests[0] if tests else "val"
-    from falsecli.stages.transfer import SAMPLES
+    from falsecli.stages.transfer import METHOD_SAMPLES
 
-    ratio, outside, inside = _locality(workdir, SAMPLES)
-    identity_inside = np.zeros(0)
+    ratio, outside, inside = _locality(workdir, METHOD_SAMPLES["transfer"])
+    _, _, identity_inside = _locality(workdir, METHOD_SAMPLES["transfer-identity"])
     return [cl.c1_boundaries(base), cl.c2_thin_classes(base, classes, m.pixels),
             cl.c3_regions(results), cl.c4_accuracy(results, classes, classes[target], split),
             cl.c5_locality(ratio, outside, tolerance,
