@@ -42,8 +42,13 @@ def falsecli(*args: str) -> dict:
 
 
 def base(work: Path, sets: list[str]) -> dict:
+    """The study profile's workflow; every method named, in case the workdir remembers
+    settings from a partial run."""
+    from falsecli.stages.pipeline import STUDY
+
+    augs = f"retrain.augs=[{','.join(STUDY['retrain']['augs'])}]"
     return falsecli("demo", "--profile", "study", "-w", str(work),
-                    *[a for s in sets for a in ("--set", s)])
+                    *[a for s in [augs, *sets] for a in ("--set", s)])
 
 
 def variant(source: Path, work: Path, sets: list[str]) -> dict:
