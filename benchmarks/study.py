@@ -26,7 +26,7 @@ from pathlib import Path
 VARIANTS: dict[str, list[str]] = {
     "composite": ["transfer.composite=true"],
     "iterations": ["transfer.iterations=1200"],
-    "samples": ["transfer.per_source=48"],
+    "samples": ["transfer.per_source=32"],
 }
 #: what a transfer variant redoes (the rest is copied from base)
 REDONE = ("transfer", "retrain/transfer", "retrain/transfer-identity", "report")
