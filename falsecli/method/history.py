@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from falsecli.core.errors import FalseCliError, did_you_mean
-from falsecli.core.workdir import atomic_path, read_json
+from falsecli.core.workdir import atomic_path, read_json, write_json
 
 #: the history's folder inside a run folder, and its files
 TRACKING = "tracking"
@@ -29,6 +29,10 @@ CORRECT = "correct.npy"
 SWITCH = "switch.npy"
 PRED_LAST = "pred_last.npy"
 FILES = (SECTIONS_JSON, LABELS, CORRECT, SWITCH, PRED_LAST)
+#: the pool sections' softmax uncertainty after the last epoch (runs that track ``pool``)
+CONFIDENCE = "confidence.json"
+#: its statistics, each a mean over a section's pixels
+CONFIDENCE_STATS = ("entropy", "least_confidence", "margin")
 #: bytes before the data of a growing .npy: magic, version, header length, padded dict
 HEADER_BYTES = 128
 #: event counts are stored as uint16, so no more epochs can be counted
@@ -259,3 +263,31 @@ def load_tracking(run: Path) -> Tracking:
                             f"is neither a class id (0-{len(tracking.classes) - 1}) nor "
                             f"ignore_index {tracking.ignore_index}")
     return tracking
+
+
+def write_confidence(path: Path, names: list[str], values: np.ndarray) -> None:
+    """``confidence.json``: per section, the :data:`CONFIDENCE_STATS` of ``values``
+    (sections, 3)."""
+    write_json(path, {"stats": list(CONFIDENCE_STATS),
+                      "sections": {n: [float(v) for v in row] for n, row in zip(names, values)}})
+
+
+def load_confidence(run: Path, names: list[str]) -> np.ndarray:
+    """(len(names), 3) of the run's ``confidence.json`` for the sections ``names``, in
+    :data:`CONFIDENCE_STATS` order."""
+    path = Path(run) / TRACKING / CONFIDENCE
+    if not path.is_file():
+        raise FalseCliError(f"{path}: missing — the run did not track the pool "
+                            "(train.track must include pool); redo it with --force")
+    data = read_json(path, REDO)
+    try:
+        if data["stats"] != list(CONFIDENCE_STATS):
+            raise ValueError
+        out = np.array([data["sections"][n] for n in names], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise FalseCliError(f"{path}: must map every pool section to its "
+                            f"{', '.join(CONFIDENCE_STATS)} — {REDO}") from None
+    if out.shape != (len(names), len(CONFIDENCE_STATS)) or not np.isfinite(out).all():
+        raise FalseCliError(f"{path}: must hold {len(CONFIDENCE_STATS)} finite numbers per "
+                            f"section — {REDO}")
+    return out

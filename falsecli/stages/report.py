@@ -18,7 +18,7 @@ import html
 import io
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
             "class accuracy on the tracked validation sections after each epoch. One line per "
             "run, one colour per method.")))
         doc = _Document(classes, target, rows, by_method, runs, cfg, rep, window, shown_figures)
+        _active_learning(workdir, out, doc)
         wd.write_text(out.out(REPORT_MD), doc.markdown())
         wd.write_text(out.out(REPORT_HTML), doc.html(out.path))
         out.extra["runs"] = [r.name for r in runs]
@@ -217,6 +218,25 @@ def _borrowed_figures(workdir: Path, out: wd.StageRun, heat: dict[str, dict[str,
     return found
 
 
+def _active_learning(workdir: Path, out: wd.StageRun, doc: _Document) -> None:
+    """The learning curves and their areas, when ``falsecli al`` has run here."""
+    from falsecli.method import figures
+    from falsecli.stages.al import AL_FIGURE, learning_report
+
+    found = learning_report(workdir)
+    if found is None:
+        return
+    fig, header, body, caption = found
+    figures.save_figure(fig, out.out(AL_FIGURE))
+    doc.extra.append(("Table 3 — active learning: area under the learning curves", header,
+                      body, caption))
+    doc.figures.append(_Figure(AL_FIGURE, "Active learning: learning curves", (
+        "mIoU and mean class accuracy (val: the tracked validation sections; test: the test "
+        "volume) against the training sections labelled, after each round of falsecli al; "
+        "line = mean over seeds, band = ± one standard deviation. A curve above the others "
+        "reaches the same accuracy with fewer labelled sections.")))
+
+
 def _copy(source: Path, target: Path) -> None:
     wd.save_with(target, lambda tmp: shutil.copyfile(source, tmp))
 
@@ -275,6 +295,8 @@ class _Document:
     rep: dict[str, Any]
     window: int
     figures: list[_Figure]
+    #: further tables (title, header, rows, caption): the active-learning areas
+    extra: list[tuple[str, list[str], list[list[str]], str]] = field(default_factory=list)
 
     def _cell(self, method: str, split: str, metric: str, digits: int = 3) -> str:
         for row in self.rows:
@@ -321,7 +343,7 @@ class _Document:
             f"per {name} pixel. A high-density region: ≥ {self.rep['min_region']} connected "
             f"{name} pixels each forgotten ≥ {self.rep['region_events']} times. Fewer events "
             f"and a lower density mean the method learned {name} more stably."))
-        return out
+        return out + self.extra
 
     def _runs_text(self) -> list[str]:
         return [f"{r.method}: {r.name} (seed {r.manifest['seed']}, "

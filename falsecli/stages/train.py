@@ -26,12 +26,13 @@ from falsecli.core.config import Config, run_signature
 from falsecli.core.distributed import Ranks
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, StageRun, stage_run
-from falsecli.method.history import TRACKING
+from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
 from falsecli.method.metrics import scores
 from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
 from falsecli.method.runfolder import EVAL, METRICS, write_eval, write_metrics
 from falsecli.method.tracking import Tracker
-from falsecli.method.training import Session, chunked_confusion, evaluate_tests, prepare
+from falsecli.method.training import (Session, chunked_confusion, evaluate_tests, prepare,
+                                      section_confidence)
 from falsecli.stages import Step
 from falsecli.stages.transfer import load_samples
 
@@ -226,6 +227,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     tc, ds = cfg["train"], s.ds
     write_metrics(run.out(METRICS), history)
     tracker.finish()
+    _write_confidence(s, run)
     mean, std = ds.stats
     save_model(run.out(MODEL), {"state_dict": s.model.state_dict(), "config": cfg,
                                 "classes": ds.classes, "norm": {"mean": mean, "std": std},
@@ -236,6 +238,16 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     return {"stage": stage, "outputs": [], "epochs": tc["epochs"], "processes": s.ranks.world,
             "train_samples": s.pool.n_samples, "final_train_loss": history[-1]["train_loss"],
             "metrics": results, "lines": _metric_lines(results)}
+
+
+def _write_confidence(s: Session, run: StageRun) -> None:
+    """The pool's softmax uncertainty with the final weights (the last epoch's), for the
+    entropy, margin and least-confidence queries; nothing when the pool is not tracked."""
+    pool = [t for t in s.tracked if t.split == "pool"]
+    if pool:
+        s.model.eval()
+        values = section_confidence(s.model, s.ds, pool, s.tc["eval_batch_size"], s.amp)
+        write_confidence(run.out(f"{TRACKING}/{CONFIDENCE}"), [t.name for t in pool], values)
 
 
 def _metric_lines(results: dict[str, dict[str, Any]]) -> list[str]:
