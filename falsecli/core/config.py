@@ -119,6 +119,7 @@ RULES: dict[str, Rule] = {
     "train.eval_batch_size": _COUNT,
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
     "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
+    "train.checkpoint_every": Rule(int, ge=1, why="1 checkpoints after every epoch"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
     "heatmap.run": _RUN,
@@ -387,7 +388,8 @@ def refuse_other_results(old: Config, new: Config, where: str) -> None:
 
 #: train keys that change where, how fast or how long a run goes, or what it keeps, not what it
 #: learns: a run may resume with other values of these
-RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size", "keep_every")
+RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size", "keep_every",
+             "checkpoint_every")
 
 
 def run_signature(cfg: Config) -> dict[str, Any]:

@@ -191,10 +191,12 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                                                            "miou", "class_acc")},
                             "seconds": round(time.perf_counter() - t0, 3)})
             write_metrics(run.out(METRICS), history)
-            saver.save(run.temp(CHECKPOINT), {
-                "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
-                "previous": tracker.previous, "rng": checkpoint.capture_rng(s.device, s.gens)})
+            if epoch == done + 1 or epoch % tc["checkpoint_every"] == 0:
+                saver.save(run.temp(CHECKPOINT), {
+                    "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                    "epoch": epoch, "config": cfg, "history": list(history),
+                    "val": val_scores, "previous": tracker.previous,
+                    "rng": checkpoint.capture_rng(s.device, s.gens)})
             if tc["keep_every"] and epoch % tc["keep_every"] == 0:
                 kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
                 run.out(str(kept.relative_to(run.path)))
