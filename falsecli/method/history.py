@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -37,6 +37,8 @@ CONFIDENCE_STATS = ("entropy", "least_confidence", "margin")
 HEADER_BYTES = 128
 #: event counts are stored as uint16, so no more epochs can be counted
 MAX_EPOCHS = np.iinfo(np.uint16).max
+#: labels counted per chunk when a history is validated
+LABEL_CHUNK = 1 << 24
 #: the fix for a damaged history
 REDO = "redo the training run with --force"
 
@@ -88,6 +90,19 @@ class RowFile:
         with open(self.path, "r+b") as fh:
             fh.truncate(HEADER_BYTES + rows * self.width)
             fh.write(self._header(rows))
+
+    def iter_rows(self) -> Iterator[np.ndarray]:
+        """The recorded rows in order, read one at a time into ONE reused buffer (copy a row
+        to keep it): a pass over an F3-sized history needs a row of memory, not the file's
+        size in mapped pages."""
+        rows = self.rows()
+        buf = np.empty(self.width, dtype=np.uint8)
+        with open(self.path, "rb") as fh:
+            fh.seek(HEADER_BYTES)
+            for i in range(rows):
+                if fh.readinto(memoryview(buf)) != self.width:
+                    raise FalseCliError(f"{self.path}: row {i} of {rows} is cut short — {REDO}")
+                yield buf
 
     def append(self, row: np.ndarray) -> None:
         """Append one row of ``width`` bytes."""
@@ -149,6 +164,10 @@ class Tracking:
     @cached_property
     def _by_name(self) -> dict[str, TrackedSection]:
         return {s.name: s for s in self.sections}
+
+    def switch_rows(self) -> Iterator[np.ndarray]:
+        """The packed switch rows, one at a time (see :meth:`RowFile.iter_rows`)."""
+        return RowFile(self.path / SWITCH, self.switch.shape[1]).iter_rows()
 
     @cached_property
     def labelled(self) -> np.ndarray:
@@ -255,7 +274,9 @@ def load_tracking(run: Path) -> Tracking:
         correct=_load_npy(folder / CORRECT, np.uint8, packed),
         switch=_load_npy(folder / SWITCH, np.uint8, packed),
     )
-    counts = np.bincount(tracking.labels, minlength=256)
+    # chunked: bincount casts to int64, 8 bytes per pixel at once (0.9 GB for F3's pool)
+    counts = sum(np.bincount(tracking.labels[i:i + LABEL_CHUNK], minlength=256)
+                 for i in range(0, max(n_pixels, 1), LABEL_CHUNK))
     counts[tracking.ignore_index] = 0
     bad = np.flatnonzero(counts[len(tracking.classes):])
     if bad.size:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -45,36 +45,38 @@ _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1
 _ROWS_PER_CHUNK = 4096
 
 
-def switch_counts(switch: np.ndarray, sections: Sequence[TrackedSection]) -> np.ndarray:
-    """Switch events per section (int64), summed over every row of the packed history
-    ``switch`` (epochs, ceil(pixels / 8)), as ``np.packbits`` wrote it: MSB first.
+def switch_counts(rows: Iterable[np.ndarray], sections: Sequence[TrackedSection]
+                  ) -> np.ndarray:
+    """Switch events per section (int64), summed over ``rows``: the packed rows of a
+    history (each ceil(pixels / 8) bytes, as ``np.packbits`` wrote them: MSB first), read
+    once, one at a time (a row may be a reused buffer), so memory stays a few row sizes.
 
-    Counts bits per byte over all rows first (one uint16 per byte), then per section with a
-    prefix sum; the bytes a section shares with its neighbours are split bit-exactly.
+    Bits are counted per byte over all rows (uint16 per byte, flushed every 4096 rows), then
+    per section with a prefix sum; a byte a section shares with its neighbour is split
+    bit-exactly from the boundary bytes, gathered during the same pass.
     """
-    n_bytes = switch.shape[1]
-    per_byte = np.zeros(n_bytes, dtype=np.int64)
-    for i in range(0, len(switch), _ROWS_PER_CHUNK):
-        acc = np.zeros(n_bytes, dtype=np.uint16)
-        for row in switch[i:i + _ROWS_PER_CHUNK]:
-            acc += _POPCOUNT[np.asarray(row)]
-        per_byte += acc
-    prefix = np.concatenate([[0], np.cumsum(per_byte)])  # events in bytes [0, b)
+    n = len(sections)
     starts = np.array([s.offset for s in sections], dtype=np.int64)
-    ends = starts + np.array([s.size for s in sections], dtype=np.int64)
-    return _bits_before(switch, prefix, ends) - _bits_before(switch, prefix, starts)
-
-
-def _bits_before(switch: np.ndarray, prefix: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """Events over every row in pixels [0, b) for each b of ``bits``."""
-    whole, rest = bits // 8, bits % 8
-    out = prefix[whole].copy()
+    bounds = np.concatenate([starts, starts + [s.size for s in sections]])
+    whole, rest = bounds // 8, bounds % 8
     partial = np.flatnonzero(rest)
-    if partial.size:
-        edge = np.asarray(switch[:, whole[partial]])  # (rows, partial) the boundary bytes
-        high = (edge >> (8 - rest[partial]).astype(np.uint8)).astype(np.uint8)
-        out[partial] += _POPCOUNT[high].sum(0, dtype=np.int64)
-    return out
+    shift = (8 - rest[partial]).astype(np.uint8)
+    edge = np.zeros(partial.size, dtype=np.int64)  # bits of the boundary bytes before it
+    acc = per_byte = None
+    for k, row in enumerate(rows):
+        if acc is None:
+            acc, per_byte = np.zeros(row.size, np.uint16), np.zeros(row.size, np.int64)
+        acc += _POPCOUNT[row]
+        edge += _POPCOUNT[row[whole[partial]] >> shift]
+        if (k + 1) % _ROWS_PER_CHUNK == 0:
+            per_byte += acc
+            acc[:] = 0
+    if acc is None:
+        return np.zeros(n, dtype=np.int64)
+    per_byte += acc
+    before = np.concatenate([[0], np.cumsum(per_byte)])[whole]  # events in bytes [0, b)
+    before[partial] += edge
+    return before[n:] - before[:n]
 
 
 @dataclass

@@ -49,7 +49,7 @@ def pool_stats(run: Path, tracking: Tracking, need_confidence: bool) -> PoolStat
     if need_confidence or (Path(run) / TRACKING / CONFIDENCE).is_file():
         confidence = load_confidence(run, names)
     return PoolStats(names, [s.axis for s in pool], np.array([s.index for s in pool]),
-                     switch_counts(tracking.switch, pool) / sizes, confidence)
+                     switch_counts(tracking.switch_rows(), pool) / sizes, confidence)
 
 
 def query(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
