@@ -428,6 +428,63 @@ def trace_cmd(
     ctx.emit(trace(cfg, ctx.workdir, force=ctx.force), print_trace)
 
 
+# ---------------------------------------------------------------- active learning
+
+
+def _name_list(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [p for p in text.replace(" ", "").split(",") if p]
+
+
+@command("query")
+def query_cmd(
+    ctx: Context,
+    budget: Annotated[Optional[int], typer.Option(
+        help=_h("Pool sections to choose", "query.budget"))] = None,
+    strategy: Annotated[Optional[str], typer.Option(
+        metavar="|".join(config.choices("query.strategy")),
+        help=_h("Query strategy", "query.strategy"))] = None,
+    run: Annotated[Optional[str], typer.Option(metavar="RUN", help=_h(
+        "Training run whose pool is ranked (it tracked pool)", "query.run"))] = None,
+    min_gap: Annotated[Optional[int], typer.Option(help=_h(
+        "Least index distance on an axis between chosen and labelled sections",
+        "query.min_gap"))] = None,
+) -> None:
+    """Which unlabelled training sections to label next: rank a run's pool by switch events
+    (FALSE, GauSS), softmax uncertainty or at random; print the chosen section names."""
+    cfg = ctx.config({"query.budget": budget, "query.strategy": strategy, "query.run": run,
+                      "query.min_gap": min_gap})
+    from falsecli.stages.query import print_query, query
+
+    ctx.emit(query(cfg, ctx.workdir, force=ctx.force), print_query)
+
+
+@command("al")
+def al_cmd(
+    ctx: Context,
+    initial: Annotated[Optional[int], typer.Option(
+        help=_h("Labelled sections at round 0", "al.initial"))] = None,
+    rounds: Annotated[Optional[int], typer.Option(
+        help=_h("Query-and-reveal rounds", "al.rounds"))] = None,
+    budget: Annotated[Optional[int], typer.Option(
+        help=_h("Sections revealed per round", "query.budget"))] = None,
+    strategies: Annotated[Optional[str], typer.Option(
+        metavar="S,S,...", help=_h("Comma-separated strategies", "al.strategies"))] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        metavar="N,N,...", help=_h("Comma-separated seeds", "al.seeds"))] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        help=_h("Epochs of every round's training", "train.epochs"))] = None,
+) -> None:
+    """Simulate active learning on the labelled volume: per strategy and seed, train from
+    scratch, query, reveal, round after round, into al/<strategy>/seed<k>/round<r>/ and
+    al/curves.csv (resumes where it stopped)."""
+    cfg = ctx.config({"al.initial": initial, "al.rounds": rounds, "query.budget": budget,
+                      "al.strategies": _name_list(strategies),
+                      "al.seeds": _int_list(seeds, "--seeds"), "train.epochs": epochs})
+    from falsecli.stages.al import al
+
+    ctx.emit(al(cfg, ctx.workdir, force=ctx.force))
+
+
 @command("show")
 def show_cmd(
     ctx: Context,

@@ -67,9 +67,13 @@ _STR = Rule(str)
 _CLASS = Rule((str, int), ge=0, why="a class name or id of data.classes")
 _HEADER_BYTE = Rule(int, ge=1, le=240, why="a byte of the 240-byte trace header")
 _SHAPE = Rule(list, items=_COUNT, length=(3, 3), why="inlines, crosslines, depth samples")
+#: the query strategies of ``falsecli query`` and ``falsecli al`` (see falsecli.method.query)
+STRATEGIES = ("switch", "gauss", "entropy", "margin", "least_confidence", "random")
 #: a training run's folder
-_RUN = Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+",
-                       "train or retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0"))
+_RUN = Rule(str, form=(rf"train|retrain/({'|'.join(AUGS)})/seed\d+"
+                       rf"|al/({'|'.join(STRATEGIES)})/seed\d+/round\d+",
+                       "train or retrain/<aug>/seed<k> (or al/<strategy>/seed<k>/round<r>), "
+                       "e.g. retrain/transfer/seed0"))
 #: one test volume: split names must not clash with train and val, nor hold the ':' of
 #: ``<name>:all``
 _TEST_ENTRY = Rule(dict, fields=(
@@ -115,10 +119,13 @@ RULES: dict[str, Rule] = {
     "train.amp": Rule(bool),
     "train.compile": Rule(bool),
     "train.track": Rule(list, items=_STR, length=(1, None),
-                        why="val and/or test volume names"),
+                        why="val, pool and/or test volume names"),
+    "train.labelled": Rule(list, nullable=True, items=_STR, distinct=True,
+                           why="training section names, e.g. inline_0003; null = all"),
     "train.eval_batch_size": _COUNT,
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
     "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
+    "train.checkpoint_every": Rule(int, ge=1, why="1 checkpoints after every epoch"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
     "heatmap.run": _RUN,
@@ -160,6 +167,17 @@ RULES: dict[str, Rule] = {
                                                          "parameter name prefixes")),
     "trace.top": _COUNT,
     "trace.batch_size": _COUNT,
+    "query.run": _RUN,
+    "query.strategy": Rule(str, choices=STRATEGIES),
+    "query.budget": _COUNT,
+    "query.min_gap": Rule(int, ge=1, why="1 lets neighbouring sections into one batch"),
+    "query.seed": _SEED,
+    "al.initial": Rule(int, ge=2, why="each shape of section trains only from 2 sections up"),
+    "al.rounds": _COUNT,
+    "al.strategies": Rule(list, items=Rule(str, choices=STRATEGIES), length=(1, None),
+                          distinct=True),
+    "al.seeds": Rule(list, items=_SEED, length=(1, None), distinct=True),
+    "al.class": _CLASS,
     "report.sections": Rule(int, ge=1, why="Fig. 5 shows at least one section"),
     "report.region_events": _COUNT,
     "report.min_region": _COUNT,
@@ -381,7 +399,8 @@ def refuse_other_results(old: Config, new: Config, where: str) -> None:
 
 #: train keys that change where, how fast or how long a run goes, or what it keeps, not what it
 #: learns: a run may resume with other values of these
-RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size", "keep_every")
+RESUMABLE = ("epochs", "device", "amp", "compile", "eval_batch_size", "keep_every",
+             "checkpoint_every")
 
 
 def run_signature(cfg: Config) -> dict[str, Any]:

@@ -7,7 +7,7 @@ volumes stay memory-mapped: a section is read and cast to float32 only when aske
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -48,7 +48,11 @@ class Dataset:
     #: are seen through the training sections that cross them; strict: those pixels are
     #: ignored in every training section too
     holdout: str = "crossing"
+    #: ``train.labelled``: the training sections whose labels train (None: every section
+    #: with a label); the others form the pool
+    labelled: frozenset[str] | None = None
     _stats: tuple[float, float] | None = field(default=None, repr=False)
+    _pool: list[Section] | None = field(default=None, repr=False)
 
     @property
     def volumes(self) -> dict[str, Volume]:
@@ -94,14 +98,39 @@ class Dataset:
         Each split once: a repeated one would track its pixels twice and split the val
         sections, whose metrics are read from one contiguous run of the tracked pixels.
         """
-        valid = ["val", *(v.name for v in self.tests)]
+        valid = ["val", "pool", *(v.name for v in self.tests)]
         out: list[Section] = []
         for split in dict.fromkeys(splits):
             if split not in valid:
-                raise FalseCliError(f"config key 'train.track' names '{split}'; track val and/or "
-                                    f"test volumes: {', '.join(valid)}")
-            out += self.sections(split)
+                raise FalseCliError(f"config key 'train.track' names '{split}'; track val, pool "
+                                    f"and/or test volumes: {', '.join(valid)}")
+            out += self.pool() if split == "pool" else self.sections(split)
         return out
+
+    def trainable(self) -> list[Section]:
+        """The training sections whose labels may train: all of them, or those of
+        ``train.labelled``. (A section whose labels are all ``ignore_index`` is still listed;
+        it trains nothing, and :func:`~falsecli.method.training.pool_arrays` drops it.)"""
+        train = self.sections("train")
+        if self.labelled is None:
+            return train
+        unknown = sorted(self.labelled - {s.name for s in train})
+        if unknown:
+            raise FalseCliError(
+                f"config key 'train.labelled' names '{unknown[0]}', which is not a training "
+                f"section (inline_NNNN or crossline_NNNN with index % {self.val_every} != 0 "
+                f"and below {self.train.seismic.shape[0]} / {self.train.seismic.shape[1]})")
+        return [s for s in train if s.name in self.labelled]
+
+    def pool(self) -> list[Section]:
+        """The unlabelled training sections, split ``pool``: not in ``train.labelled``, or
+        (when it is null) with every label ``ignore_index``. Their labels read as
+        ``ignore_index``: tracked, they record switch events only."""
+        if self._pool is None:
+            keep = {s.name for s in self.trainable()}
+            self._pool = [replace(s, split="pool") for s in self.sections("train")
+                          if s.name not in keep or not (self.label(s) != self.ignore_index).any()]
+        return self._pool
 
     # ------------------------------------------------------------ pixels
 
@@ -117,11 +146,11 @@ class Dataset:
 
     def label(self, section: Section) -> np.ndarray:
         """uint8 labels [depth, width]; a section of an unlabelled (test) volume is all
-        ``ignore_index``: tracked, it still records switch events. With ``holdout: strict`` a
-        training section's columns where it crosses a tracked section are ``ignore_index``,
-        so no tracked pixel's label is ever trained on."""
+        ``ignore_index``: tracked, it still records switch events; so is a pool section. With
+        ``holdout: strict`` a training section's columns where it crosses a tracked section
+        are ``ignore_index``, so no tracked pixel's label is ever trained on."""
         vol = self.volumes[section.volume]
-        if vol.labels is None:
+        if vol.labels is None or section.split == "pool":
             return np.full(section.shape, self.ignore_index, dtype=np.uint8)
         labels = np.array(vol.section(vol.labels, section.axis, section.index), dtype=np.uint8)
         if self.holdout == "strict" and section.split == "train":
@@ -177,8 +206,9 @@ def load_dataset(cfg: Config) -> Dataset:
     """Load and validate the data described by ``cfg['data']`` (synthetic, f3 or files)."""
     d = cfg["data"]
     train, tests = volumes.load(d)
+    labelled = cfg.get("train", {}).get("labelled")
     ds = Dataset(train, tests, list(d["classes"]), int(d["ignore_index"]), int(d["val_every"]),
-                 d["holdout"])
+                 d["holdout"], None if labelled is None else frozenset(labelled))
     for vol in [train, *tests]:
         volumes.validate(vol, ds.classes, ds.ignore_index)
     return ds

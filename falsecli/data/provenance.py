@@ -3,7 +3,8 @@
 A report that averages a run trained on other data, or tracked on other sections, into a
 method compares unlike runs; the fingerprint makes that visible. It holds the content digests
 of every volume (seismic and labels, whatever their source: a synthetic volume is digested as
-generated), the classes, the split and holdout rules, and the tracked sections. Digests are of
+generated), the classes, the split and holdout rules, which training sections are labelled
+(``train.labelled``), and the tracked sections. Digests are of
 the array bytes, streamed a few inlines at a time, so a memory-mapped F3 volume is hashed
 without being loaded (about 2 s for F3's 1.1 GB).
 """
@@ -39,8 +40,11 @@ def data_fingerprint(ds: Dataset) -> dict[str, Any]:
     volumes = {v.name: {"shape": list(v.seismic.shape), "seismic": array_digest(v.seismic),
                         "labels": None if v.labels is None else array_digest(v.labels)}
                for v in ds.volumes.values()}
+    labelled = None if ds.labelled is None else hashlib.sha256(
+        ";".join(sorted(ds.labelled)).encode()).hexdigest()[:16]
     return {"classes": list(ds.classes), "ignore_index": ds.ignore_index,
-            "val_every": ds.val_every, "holdout": ds.holdout, "volumes": volumes}
+            "val_every": ds.val_every, "holdout": ds.holdout, "labelled": labelled,
+            "volumes": volumes}
 
 
 def run_fingerprint(ds: Dataset, tracked: list[Section], epochs: int) -> dict[str, Any]:

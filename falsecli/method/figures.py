@@ -449,6 +449,59 @@ def epoch_class_figure(values: np.ndarray, epochs: Sequence[int], classes: Seque
     return fig
 
 
+def query_figure(seismic: Mapping[str, np.ndarray], switch: Mapping[str, np.ndarray],
+                 captions: Mapping[str, str], *, title: str) -> Figure:
+    """The sections a query chose, one row each (in the order chosen): seismic (grey) |
+    switch events per pixel over the run (one discrete scale for all rows, as in Fig. 5),
+    ``captions[name]`` beside each row's name."""
+    names = list(seismic)
+    top = max([int(np.max(switch[n], initial=0)) for n in names] + [1])
+    cmap, norm = count_scale(top)
+    panel = _panel_size(seismic[names[0]].shape, 2.2)
+    fig = Figure(figsize=(2 * panel + 2.8, len(names) * 2.3 + 1.0), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(len(names), 2, squeeze=False)
+    image = None
+    for r, name in enumerate(names):
+        lo, hi = seismic_limits(np.asarray(seismic[name], dtype=np.float32))
+        axes[r, 0].imshow(seismic[name], cmap="gray", vmin=lo, vmax=hi, aspect="auto",
+                          interpolation="nearest")
+        image = axes[r, 1].imshow(switch[name], cmap=cmap, norm=norm, aspect="auto",
+                                  interpolation="nearest")
+        axes[r, 0].set_ylabel(f"{name}\n{captions.get(name, '')}\n{DEPTH_LABEL}", fontsize=8)
+        for c in (0, 1):
+            _section_axes(axes[r, c], x=r == len(names) - 1, y=False)
+    axes[0, 0].set_title("seismic")
+    axes[0, 1].set_title("switch events")
+    bar = fig.colorbar(image, ax=axes, label="switch events", shrink=0.6)
+    bar.locator = MaxNLocator(integer=True, nbins=min(top + 1, 10))
+    bar.update_ticks()
+    fig.suptitle(title)
+    return fig
+
+
+def learning_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]]],
+                    titles: Mapping[str, str]) -> Figure:
+    """Active-learning curves: one panel per ``curves`` key (a split and metric), one line
+    per strategy, ``(labelled sections, mean, std)`` over seeds drawn as mean ± std band."""
+    panels = list(curves)
+    fig = Figure(figsize=(4.6 * len(panels), 3.9), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = colormaps["tab10"].colors
+    for ax, key in zip(axes, panels):
+        for k, (strategy, (x, mean, std)) in enumerate(curves[key].items()):
+            ax.plot(x, mean, marker="o", ms=3, color=colors[k % 10], label=strategy)
+            ax.fill_between(x, mean - std, mean + std, color=colors[k % 10], alpha=0.15,
+                            linewidth=0)
+        ax.set(xlabel="labelled training sections", ylabel=titles[key].split(": ")[-1],
+               title=titles[key])
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(fontsize=8, title="strategy (mean ± std over seeds)", title_fontsize=8)
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> None:
     """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend)."""
     FigureCanvasAgg(fig)

@@ -14,12 +14,12 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from falsecli.core.errors import FalseCliError, did_you_mean
-from falsecli.core.workdir import atomic_path, read_json
+from falsecli.core.workdir import atomic_path, read_json, write_json
 
 #: the history's folder inside a run folder, and its files
 TRACKING = "tracking"
@@ -29,10 +29,16 @@ CORRECT = "correct.npy"
 SWITCH = "switch.npy"
 PRED_LAST = "pred_last.npy"
 FILES = (SECTIONS_JSON, LABELS, CORRECT, SWITCH, PRED_LAST)
+#: the pool sections' softmax uncertainty after the last epoch (runs that track ``pool``)
+CONFIDENCE = "confidence.json"
+#: its statistics, each a mean over a section's pixels
+CONFIDENCE_STATS = ("entropy", "least_confidence", "margin")
 #: bytes before the data of a growing .npy: magic, version, header length, padded dict
 HEADER_BYTES = 128
 #: event counts are stored as uint16, so no more epochs can be counted
 MAX_EPOCHS = np.iinfo(np.uint16).max
+#: labels counted per chunk when a history is validated
+LABEL_CHUNK = 1 << 24
 #: the fix for a damaged history
 REDO = "redo the training run with --force"
 
@@ -84,6 +90,19 @@ class RowFile:
         with open(self.path, "r+b") as fh:
             fh.truncate(HEADER_BYTES + rows * self.width)
             fh.write(self._header(rows))
+
+    def iter_rows(self) -> Iterator[np.ndarray]:
+        """The recorded rows in order, read one at a time into ONE reused buffer (copy a row
+        to keep it): a pass over an F3-sized history needs a row of memory, not the file's
+        size in mapped pages."""
+        rows = self.rows()
+        buf = np.empty(self.width, dtype=np.uint8)
+        with open(self.path, "rb") as fh:
+            fh.seek(HEADER_BYTES)
+            for i in range(rows):
+                if fh.readinto(memoryview(buf)) != self.width:
+                    raise FalseCliError(f"{self.path}: row {i} of {rows} is cut short — {REDO}")
+                yield buf
 
     def append(self, row: np.ndarray) -> None:
         """Append one row of ``width`` bytes."""
@@ -145,6 +164,10 @@ class Tracking:
     @cached_property
     def _by_name(self) -> dict[str, TrackedSection]:
         return {s.name: s for s in self.sections}
+
+    def switch_rows(self) -> Iterator[np.ndarray]:
+        """The packed switch rows, one at a time (see :meth:`RowFile.iter_rows`)."""
+        return RowFile(self.path / SWITCH, self.switch.shape[1]).iter_rows()
 
     @cached_property
     def labelled(self) -> np.ndarray:
@@ -251,7 +274,9 @@ def load_tracking(run: Path) -> Tracking:
         correct=_load_npy(folder / CORRECT, np.uint8, packed),
         switch=_load_npy(folder / SWITCH, np.uint8, packed),
     )
-    counts = np.bincount(tracking.labels, minlength=256)
+    # chunked: bincount casts to int64, 8 bytes per pixel at once (0.9 GB for F3's pool)
+    counts = sum(np.bincount(tracking.labels[i:i + LABEL_CHUNK], minlength=256)
+                 for i in range(0, max(n_pixels, 1), LABEL_CHUNK))
     counts[tracking.ignore_index] = 0
     bad = np.flatnonzero(counts[len(tracking.classes):])
     if bad.size:
@@ -259,3 +284,31 @@ def load_tracking(run: Path) -> Tracking:
                             f"is neither a class id (0-{len(tracking.classes) - 1}) nor "
                             f"ignore_index {tracking.ignore_index}")
     return tracking
+
+
+def write_confidence(path: Path, names: list[str], values: np.ndarray) -> None:
+    """``confidence.json``: per section, the :data:`CONFIDENCE_STATS` of ``values``
+    (sections, 3)."""
+    write_json(path, {"stats": list(CONFIDENCE_STATS),
+                      "sections": {n: [float(v) for v in row] for n, row in zip(names, values)}})
+
+
+def load_confidence(run: Path, names: list[str]) -> np.ndarray:
+    """(len(names), 3) of the run's ``confidence.json`` for the sections ``names``, in
+    :data:`CONFIDENCE_STATS` order."""
+    path = Path(run) / TRACKING / CONFIDENCE
+    if not path.is_file():
+        raise FalseCliError(f"{path}: missing — the run did not track the pool "
+                            "(train.track must include pool); redo it with --force")
+    data = read_json(path, REDO)
+    try:
+        if data["stats"] != list(CONFIDENCE_STATS):
+            raise ValueError
+        out = np.array([data["sections"][n] for n in names], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise FalseCliError(f"{path}: must map every pool section to its "
+                            f"{', '.join(CONFIDENCE_STATS)} — {REDO}") from None
+    if out.shape != (len(names), len(CONFIDENCE_STATS)) or not np.isfinite(out).all():
+        raise FalseCliError(f"{path}: must hold {len(CONFIDENCE_STATS)} finite numbers per "
+                            f"section — {REDO}")
+    return out

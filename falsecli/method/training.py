@@ -12,6 +12,7 @@ computes its share of each batch (see :mod:`falsecli.core.distributed`).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +45,16 @@ CONFUSION_CHUNK = 1 << 22
 
 
 def pool_arrays(ds: Dataset, extra: tuple[np.ndarray, np.ndarray] | None) -> Arrays:
-    """Training sections stacked per shape, with the ``extra`` samples (images, labels)
-    joining their shape."""
-    arrays = {shape: ds.stack(secs) for shape, secs in by_shape(ds.sections("train")).items()}
+    """Labelled training sections (``train.labelled``) stacked per shape, with the ``extra``
+    samples (images, labels) joining their shape. A section whose labels are all
+    ``ignore_index`` is unlabelled: it belongs to the pool and trains nothing, so it is
+    dropped here."""
+    arrays = {}
+    for shape, secs in by_shape(ds.trainable()).items():
+        images, labels = ds.stack(secs)
+        keep = (labels != ds.ignore_index).reshape(len(secs), -1).any(1)
+        if keep.any():
+            arrays[shape] = (images, labels) if keep.all() else (images[keep], labels[keep])
     if extra is not None:
         images, labels = extra
         shape = images.shape[1:]
@@ -164,6 +172,28 @@ def chunked_confusion(pred: torch.Tensor, labels: torch.Tensor, n_classes: int,
     return sum(confusion(pred[i:i + CONFUSION_CHUNK], labels[i:i + CONFUSION_CHUNK],
                          n_classes, ignore_index)
                for i in range(0, max(pred.numel(), 1), CONFUSION_CHUNK))
+
+
+@torch.inference_mode()
+def section_confidence(model: torch.nn.Module, ds: Dataset, sections: list[Section],
+                       batch_size: int, amp: bool) -> np.ndarray:
+    """(sections, 3) float64: per section, the mean over its pixels of the softmax's entropy
+    (over ``log(classes)``: 0 certain, 1 uniform), of ``1 - max p`` and of the margin
+    ``p_1 - p_2`` between the two likeliest classes — what the entropy, least-confidence and
+    margin queries rank the pool by. Computed on the device, copied to the host once."""
+    n_classes = len(ds.classes)
+    out = []
+    for _, run in itertools.groupby(sections, key=lambda s: s.shape):
+        run = list(run)
+        for i in range(0, len(run), batch_size):
+            images, _ = ds.stack(run[i:i + batch_size])
+            p = logits(model, torch.from_numpy(images), amp).float().softmax(1)
+            entropy = -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(max(n_classes, 2))
+            top = p.topk(min(2, n_classes), dim=1).values
+            second = top[:, 1] if n_classes > 1 else torch.zeros_like(top[:, 0])
+            out.append(torch.stack([entropy.mean((1, 2)), (1 - top[:, 0]).mean((1, 2)),
+                                    (top[:, 0] - second).mean((1, 2))], 1))
+    return torch.cat(out).double().cpu().numpy()
 
 
 def evaluate_tests(model: torch.nn.Module, ds: Dataset, batch_size: int, amp: bool

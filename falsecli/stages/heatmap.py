@@ -40,7 +40,7 @@ def figure_path(section: str) -> str:
 #: each map file: the :class:`EventMaps` field it holds, and that field's dtype
 MAPS = {FORGETTING_NPZ: ("forgetting", np.uint16), SWITCH_NPZ: ("switch", np.uint16),
         NEVER_LEARNED_NPZ: ("never_learned", np.bool_)}
-_RUN = re.compile(r"train|retrain/[^/]+/seed\d+")
+_RUN = re.compile(r"train|retrain/[^/]+/seed\d+|al/[^/]+/seed\d+/round\d+")
 #: sections listed in the summary dict (all are in summary.csv)
 TOP = 5
 
@@ -48,8 +48,8 @@ TOP = 5
 def stage_name(run: str) -> str:
     """Where the heat maps of ``run`` go: ``heatmap`` for train, else ``<run>/heatmap``."""
     if not _RUN.fullmatch(run):
-        raise FalseCliError(f"heatmap.run is '{run}'; it must be train or "
-                            "retrain/<aug>/seed<k>, e.g. retrain/transfer/seed0")
+        raise FalseCliError(f"heatmap.run is '{run}'; it must be train or retrain/<aug>/seed<k> "
+                            "(or al/<strategy>/seed<k>/round<r>), e.g. retrain/transfer/seed0")
     return "heatmap" if run == "train" else f"{run}/heatmap"
 
 

@@ -341,6 +341,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
             "run, one colour per method.")))
         doc = _Document(classes, target, measured.rows, comparisons, claims, by_method, runs,
                         chosen.left_out, cfg, rep, window, shown_figures)
+        _active_learning(workdir, out, doc)
         wd.write_text(out.out(REPORT_MD), doc.markdown())
         wd.write_text(out.out(REPORT_HTML), doc.html(out.path))
         out.extra.update(runs=[r.name for r in runs], left_out=chosen.left_out,
@@ -394,6 +395,25 @@ def _borrowed_figures(workdir: Path, out: wd.StageRun, run: Run, name: str) -> l
                 "same noise, shows what the style code alone changes. Difference scales are "
                 "symmetric and shared by all rows.")))
     return found
+
+
+def _active_learning(workdir: Path, out: wd.StageRun, doc: _Document) -> None:
+    """The learning curves and their areas, when ``falsecli al`` has run here."""
+    from falsecli.method import figures
+    from falsecli.stages.al import AL_FIGURE, learning_report
+
+    found = learning_report(workdir)
+    if found is None:
+        return
+    fig, header, body, caption = found
+    figures.save_figure(fig, out.out(AL_FIGURE))
+    doc.extra.append(("Table 5 — active learning: area under the learning curves", header,
+                      body, caption))
+    doc.figures.append(_Figure(AL_FIGURE, "Active learning: learning curves", (
+        "mIoU and mean class accuracy (val: the tracked validation sections; test: the test "
+        "volume) against the training sections labelled, after each round of falsecli al; "
+        "line = mean over seeds, band = ± one standard deviation. A curve above the others "
+        "reaches the same accuracy with fewer labelled sections.")))
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -499,6 +519,8 @@ class _Document:
     rep: dict[str, Any]
     window: int
     figures: list[_Figure]
+    #: further tables (title, header, rows, caption): the active-learning areas
+    extra: list[tuple[str, list[str], list[list[str]], str]] = field(default_factory=list)
 
     def _cell(self, method: str, split: str, metric: str, digits: int = 3) -> str:
         for row in self.rows:
@@ -591,7 +613,7 @@ class _Document:
             "with more steps has had more optimisation, which transfer-identity controls for."))
         if self.comparisons:
             out.append(self._comparison_table())
-        return out
+        return out + self.extra
 
     def _notes(self) -> list[str]:
         """What the reader must know to trust the comparison: the window, what was left out

@@ -27,12 +27,13 @@ from falsecli.core.distributed import Ranks
 from falsecli.core.errors import FalseCliError
 from falsecli.core.workdir import Stage, StageRun, stage_run
 from falsecli.data.provenance import run_fingerprint
-from falsecli.method.history import TRACKING
+from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
 from falsecli.method.metrics import scores
 from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
 from falsecli.method.runfolder import EVAL, METRICS, write_eval, write_metrics
 from falsecli.method.tracking import Tracker
-from falsecli.method.training import Session, chunked_confusion, evaluate_tests, prepare
+from falsecli.method.training import (Session, chunked_confusion, evaluate_tests, prepare,
+                                      section_confidence)
 from falsecli.stages import Step
 from falsecli.stages.transfer import load_samples
 
@@ -191,10 +192,12 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                                                            "miou", "class_acc")},
                             "seconds": round(time.perf_counter() - t0, 3)})
             write_metrics(run.out(METRICS), history)
-            saver.save(run.temp(CHECKPOINT), {
-                "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                "epoch": epoch, "config": cfg, "history": history, "val": val_scores,
-                "previous": tracker.previous, "rng": checkpoint.capture_rng(s.device, s.gens)})
+            if epoch == done + 1 or epoch % tc["checkpoint_every"] == 0:
+                saver.save(run.temp(CHECKPOINT), {
+                    "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                    "epoch": epoch, "config": cfg, "history": list(history),
+                    "val": val_scores, "previous": tracker.previous,
+                    "rng": checkpoint.capture_rng(s.device, s.gens)})
             if tc["keep_every"] and epoch % tc["keep_every"] == 0:
                 kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
                 run.out(str(kept.relative_to(run.path)))
@@ -227,6 +230,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     tc, ds = cfg["train"], s.ds
     write_metrics(run.out(METRICS), history)
     tracker.finish()
+    _write_confidence(s, run)
     mean, std = ds.stats
     save_model(run.out(MODEL), {"state_dict": s.model.state_dict(), "config": cfg,
                                 "classes": ds.classes, "norm": {"mean": mean, "std": std},
@@ -240,6 +244,16 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     return {"stage": stage, "outputs": [], "epochs": tc["epochs"], "processes": s.ranks.world,
             "train_samples": s.pool.n_samples, "final_train_loss": history[-1]["train_loss"],
             "metrics": results, "lines": _metric_lines(results)}
+
+
+def _write_confidence(s: Session, run: StageRun) -> None:
+    """The pool's softmax uncertainty with the final weights (the last epoch's), for the
+    entropy, margin and least-confidence queries; nothing when the pool is not tracked."""
+    pool = [t for t in s.tracked if t.split == "pool"]
+    if pool:
+        s.model.eval()
+        values = section_confidence(s.model, s.ds, pool, s.tc["eval_batch_size"], s.amp)
+        write_confidence(run.out(f"{TRACKING}/{CONFIDENCE}"), [t.name for t in pool], values)
 
 
 def _metric_lines(results: dict[str, dict[str, Any]]) -> list[str]:

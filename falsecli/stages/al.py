@@ -1,0 +1,261 @@
+"""``falsecli al``: the active-learning loop simulated on a fully labelled volume.
+
+For every strategy of ``al.strategies`` and seed of ``al.seeds``: round 0 trains from scratch
+on ``al.initial`` training sections spread evenly over inlines and crosslines; then, for
+``al.rounds`` rounds, the last run's pool is queried (``query.budget`` sections under
+``query.min_gap``), those sections' labels are revealed and the next run trains from scratch
+on the enlarged set. Labels are hidden per section through ``train.labelled``: a revealed
+inline's pixels are labelled only as part of that inline, never on the crosslines through it.
+
+Each round is a normal run folder, ``al/<strategy>/seed<k>/round<r>/`` (trained by the train
+stage, so ``heatmap --run`` works on it), with its query in ``round<r>/query/``; every
+round's run reads the query before it as its upstream. ``al/curves.csv`` is rewritten after
+every round from the complete rounds on disk. Run again, ``al`` skips complete rounds,
+continues an interrupted training from its checkpoint and redoes a round whose query changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from falsecli.core import console
+from falsecli.core.config import Config, class_id, run_signature
+from falsecli.core.errors import FalseCliError
+from falsecli.core.workdir import Stage, remember_config, write_text
+from falsecli.data.dataset import Section
+from falsecli.method import curves
+from falsecli.method.runfolder import read_eval
+
+AL = "al"
+CURVES_CSV = "curves.csv"
+#: where the report puts the learning curves
+AL_FIGURE = "figures/learning_curves.png"
+#: the columns of curves.csv and their types
+CURVE_COLUMNS = {"strategy": str, "seed": int, "round": int, "labelled": int,
+                 **{f"{split}_{m}": float for split in ("val", "test")
+                    for m in ("miou", "mean_class_acc", "target_acc")}}
+#: the query seed of round r of seed k is QUERY_SEED * k + r (every draw its own stream)
+QUERY_SEED = 1000
+
+
+def round_name(strategy: str, seed: int, r: int) -> str:
+    """The run folder of round ``r``: ``al/<strategy>/seed<k>/round<r>``."""
+    return f"{AL}/{strategy}/seed{seed}/round{r}"
+
+
+def initial_sections(train: list[Section], k: int, seed: int) -> list[str]:
+    """``k`` training sections spread evenly: ``ceil(k/2)`` inlines and ``floor(k/2)``
+    crosslines, on each axis at equal steps through its training sections from one seeded
+    random offset within the first step."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for axis, n in (("inline", (k + 1) // 2), ("crossline", k // 2)):
+        secs = [s for s in train if s.axis == axis]
+        if n > len(secs):
+            raise FalseCliError(f"al.initial is {k}, but the volume has only {len(secs)} "
+                                f"training {axis}s for its {n}; use a smaller --initial")
+        step = len(secs) / max(n, 1)
+        start = rng.random() * step
+        out += [secs[int(start + j * step)].name for j in range(n)]
+    return out
+
+
+def round_config(cfg: Config, labelled: list[str], seed: int) -> Config:
+    """The training config of one round: the labelled sections, the seed, the pool tracked."""
+    out = copy.deepcopy(cfg)
+    out["train"]["labelled"] = sorted(labelled)
+    out["train"]["seed"] = seed
+    out["train"]["track"] = list(dict.fromkeys([*cfg["train"]["track"], "pool"]))
+    return out
+
+
+def query_config(cfg: Config, run: str, strategy: str, seed: int, r: int) -> Config:
+    out = copy.deepcopy(cfg)
+    out["query"].update(run=run, strategy=strategy, seed=QUERY_SEED * seed + r)
+    return out
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _differs(done: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """The first setting that differs, as ``key: old -> new``, or None."""
+    old, new = _leaves(done), _leaves(wanted)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)!r} there, {new.get(key)!r} now"
+    return None
+
+
+def _what(cfg: Config, kind: str) -> dict[str, Any]:
+    """What makes a round's result: its training run's signature and length, or its query."""
+    if kind == "train":
+        return {**run_signature(cfg), "epochs": cfg["train"]["epochs"]}
+    return dict(cfg["query"])
+
+
+def _step(stage: Stage, wanted: Config, kind: str, upstream: list[Stage], force: bool,
+          do: Any) -> str:
+    """Skip a complete, fresh round step made with the same settings; redo a stale one (its
+    upstream changed); refuse one made with other settings. Else do it."""
+    redo = force
+    if not force and stage.is_complete():
+        if stage.is_fresh([u.name for u in upstream]):
+            diff = _differs(_what(stage.manifest()["config"], kind), _what(wanted, kind))
+            if diff is None:
+                return "skipped"
+            raise FalseCliError(f"al: {stage.name} was made with other settings ({diff}) — "
+                                "use --force to redo the study, or a new workdir")
+        redo = True
+    do(redo)
+    return "redone" if redo else "done"
+
+
+def al(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
+       ) -> dict[str, Any]:
+    """Run every round of every strategy and seed; write ``al/curves.csv``. Interrupted
+    rounds always continue (``resume`` is accepted for the common signature)."""
+    from falsecli.data.dataset import load_dataset
+    from falsecli.method.query import check_strategy
+    from falsecli.stages.query import load_chosen, query, stage_name
+    from falsecli.stages.train import train
+
+    workdir = Path(workdir)
+    a = cfg["al"]
+    for strategy in a["strategies"]:
+        check_strategy(strategy)
+    base = copy.deepcopy(cfg)
+    base["train"]["labelled"] = None
+    ds = load_dataset(base)
+    train_sections = ds.sections("train")
+    need = a["initial"] + a["rounds"] * cfg["query"]["budget"]
+    if need > len(train_sections):
+        raise FalseCliError(
+            f"al: {a['initial']} initial sections + {a['rounds']} rounds x budget "
+            f"{cfg['query']['budget']} = {need} labelled sections, but the volume has only "
+            f"{len(train_sections)} training sections; use fewer --rounds or a smaller --budget")
+    # the workdir's settings are the study's, not those of its first round's (which a later
+    # `falsecli train` here would otherwise inherit, train.labelled included)
+    remember_config(workdir, cfg)
+    done = []
+    for seed in a["seeds"]:
+        initial = initial_sections(train_sections, a["initial"], seed)
+        for strategy in a["strategies"]:
+            labelled, upstream = list(initial), []
+            for r in range(a["rounds"] + 1):
+                name = round_name(strategy, seed, r)
+                rcfg = round_config(cfg, labelled, seed)
+                console.log(f"al: {name} ({len(labelled)} labelled sections)")
+                status = _step(Stage(workdir, name), rcfg, "train", upstream, force,
+                               lambda redo: train(rcfg, workdir, stage=name, force=redo,
+                                                  resume=not redo, upstream=upstream))
+                done.append({"run": name, "status": status, "labelled": len(labelled)})
+                write_curves(workdir, cfg)
+                if r == a["rounds"]:
+                    break
+                qcfg = query_config(cfg, name, strategy, seed, r)
+                qstage = Stage(workdir, stage_name(name))
+                _step(qstage, qcfg, "query", [Stage(workdir, name)], force,
+                      lambda redo: query(qcfg, workdir, force=redo))
+                labelled += load_chosen(workdir, name)
+                upstream = [qstage]
+    path = write_curves(workdir, cfg)
+    rows = read_curves(workdir)
+    lines = [f"al: {sum(d['status'] != 'skipped' for d in done)} of {len(done)} rounds "
+             f"trained, {len(rows)} rows in {path}"]
+    header, body, last = curves.table(rows)
+    lines += ["  ".join(header)] + ["  ".join(row) for row in body]
+    return {"stage": AL, "runs": done, "lines": lines, "areas_up_to_round": last,
+            "outputs": [str(path)]}
+
+
+def _target(cfg: Config, classes: list[str]) -> str:
+    return classes[class_id({"data": {"classes": classes}}, cfg["al"]["class"])]
+
+
+def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
+    """One row per complete round on disk, in folder order."""
+    rows = []
+    root = Path(workdir) / AL
+    found = [p for p in root.glob("*/seed*/round*")
+             if p.parent.name[4:].isdigit() and p.name[5:].isdigit()]
+    for run in sorted(found, key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]),
+                                            int(p.name[5:]))):
+        manifest = Stage(workdir, str(run.relative_to(workdir))).manifest()
+        if manifest is None:
+            continue
+        results = read_eval(run)
+        target = _target(cfg, manifest["config"]["data"]["classes"])
+        row: dict[str, Any] = {"strategy": run.parent.parent.name,
+                               "seed": int(run.parent.name[4:]), "round": int(run.name[5:]),
+                               "labelled": len(manifest["config"]["train"]["labelled"] or [])}
+        tests = [k for k in results if k != "val"]
+        for split, key in (("val", "val"), ("test", tests[0] if tests else None)):
+            scores = results.get(key, {}) if key else {}
+            row[f"{split}_miou"] = scores.get("miou")
+            row[f"{split}_mean_class_acc"] = scores.get("mean_class_acc")
+            row[f"{split}_target_acc"] = scores.get("class_acc", {}).get(target)
+        rows.append(row)
+    return rows
+
+
+def write_curves(workdir: Path, cfg: Config) -> Path:
+    """``al/curves.csv`` from every complete round (rewritten atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(CURVE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in _rows(workdir, cfg):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    path = Path(workdir) / AL / CURVES_CSV
+    write_text(path, buf.getvalue())
+    return path
+
+
+def read_curves(workdir: Path) -> list[dict[str, Any]]:
+    """The rows of ``al/curves.csv``, typed (an empty cell, a split not scored: None)."""
+    path = Path(workdir) / AL / CURVES_CSV
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if list(reader.fieldnames or []) != list(CURVE_COLUMNS):
+                raise ValueError(f"the columns must be {', '.join(CURVE_COLUMNS)}")
+            return [{c: (cast(row[c]) if row[c] else None) for c, cast in CURVE_COLUMNS.items()}
+                    for row in reader]
+    except FileNotFoundError:
+        raise FalseCliError(f"{path}: missing — run 'falsecli al -w {workdir}' first") from None
+    except (OSError, ValueError, csv.Error) as exc:
+        raise FalseCliError(f"{path}: unreadable ({exc}) — run 'falsecli al -w {workdir}' "
+                            "again: it rewrites the file from the rounds") from None
+
+
+def learning_report(workdir: Path) -> tuple[Any, list[str], list[list[str]], str] | None:
+    """For the report, when ``al/curves.csv`` exists: the learning-curve figure, the areas
+    table (header, rows) and its caption; else None."""
+    from falsecli.method.figures import learning_curves
+
+    if not (Path(workdir) / AL / CURVES_CSV).is_file():
+        return None
+    rows = read_curves(workdir)
+    if not rows:
+        return None
+    panels = {f"{s}_{m}": curves.band(rows, f"{s}_{m}") for s, m in curves.PANELS}
+    panels = {k: v for k, v in panels.items() if v}
+    titles = {f"{s}_{m}": f"{s}: {curves.METRIC_NAMES[m]}" for s, m in curves.PANELS}
+    header, body, last = curves.table(rows)
+    caption = (f"Area under each learning curve (trapezoids over the labelled sections, "
+               f"divided by their range: the metric's mean over the labelling budget) from "
+               f"round 0 to round {last}, the last round every curve reached; mean ± half-width "
+               "of the 95 % Student-t interval over seeds. Higher is better.")
+    return learning_curves(panels, titles), header, body, caption
