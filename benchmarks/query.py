@@ -84,12 +84,17 @@ def run(epochs: int) -> list[dict[str, Any]]:
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
             t0 = time.perf_counter()
             tracking = load_tracking(Path(tmp))
+            t1 = time.perf_counter()
             pool = pool_stats(Path(tmp), tracking, True)
+            t2 = time.perf_counter()
             choice = choose(pool, strategy, 8, min_gap=3, labelled=labelled, seed=0)
             seconds = time.perf_counter() - t0
+            phases = {"load_s": round(t1 - t0, 3), "scores_s": round(t2 - t1, 3),
+                      "choose_s": round(seconds - (t2 - t0), 3)}
             extra = _mb("VmHWM") - rss
             out.append({"name": "query_f3", "strategy": strategy, "seconds": round(seconds, 3),
-                        "peak_mb": round(extra, 1), "pool": len(pool), "epochs": epochs,
+                        "peak_mb": round(extra, 1), **phases, "pool": len(pool),
+                        "epochs": epochs,
                         "pixels": tracking.n_pixels, "chosen": len(choice.chosen),
                         "met": seconds <= GOALS["seconds"] and extra <= GOALS["mb"],
                         "history_written_s": round(made, 1)})
@@ -105,7 +110,8 @@ def main() -> None:
     for row in run(args.epochs):
         print(json.dumps(row) if args.json else
               f"{row['name']} {row['strategy']:<17} {row['seconds']:6.2f} s "
-              f"{row['peak_mb']:7.1f} MB  pool {row['pool']}, {row['pixels']:,} px, "
+              f"{row['peak_mb']:7.1f} MB  (load {row['load_s']} s, scores {row['scores_s']} s, "
+              f"choose {row['choose_s']} s)  pool {row['pool']}, {row['pixels']:,} px, "
               f"{row['epochs']} epochs  {'met' if row['met'] else 'NOT met'}")
 
 

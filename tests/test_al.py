@@ -201,3 +201,23 @@ def test_unlabelled_sections_form_the_pool_and_train_nothing(tmp_path: Path) -> 
     cfg["train"]["labelled"] = ["inline_0005"]  # a validation section
     with pytest.raises(FalseCliError, match="'inline_0005', which is not a training section"):
         load_dataset(cfg).trainable()
+
+
+def test_report_adds_the_learning_curves_and_their_areas(study: Path) -> None:
+    from falsecli.method import curves
+    from falsecli.stages.al import read_curves
+
+    trained = _invoke("train", "-w", study, *sets_args(TINY), "--epochs", 1, "--quiet")
+    assert trained.exit_code == 0, trained.output
+    result = _invoke("report", "-w", study, "--quiet")
+    assert result.exit_code == 0, result.output
+    text = (study / "report" / "report.md").read_text()
+    assert "Table 3 — active learning" in text
+    assert (study / "report" / "figures" / "learning_curves.png").stat().st_size > 1000
+    rows = [r for r in read_curves(study) if r["strategy"] == "random"]
+    x = np.array([r["labelled"] for r in rows], float)
+    y = np.array([r["test_miou"] for r in rows], float)
+    # one seed, rounds 0-1 reached by every curve: the trapezoid over 4..6 / 2 = the mean
+    assert curves.area(x[:2], y[:2]) == pytest.approx((y[0] + y[1]) / 2)
+    line = next(l for l in text.splitlines() if l.startswith("| random |"))
+    assert f"{(y[0] + y[1]) / 2:.3f}" in line

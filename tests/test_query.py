@@ -157,3 +157,13 @@ def test_every_strategy_fills_the_budget_with_distinct_sections() -> None:
         # 12 adjacent inlines, min_gap 3: at most 4 fit at gap 3, the rest at smaller gaps
         assert sum(g == 3 for g in choice.gaps) <= 4 and choice.gaps == sorted(
             choice.gaps, reverse=True)
+
+
+def test_area_and_its_interval_by_hand() -> None:
+    from falsecli.method.curves import area, interval
+
+    # trapezoids over 4, 6, 10 of 0.2, 0.4, 0.4: (0.3 * 2 + 0.4 * 4) / 6
+    assert area(np.array([4, 6, 10.0]), np.array([0.2, 0.4, 0.4])) == pytest.approx(2.2 / 6)
+    mean, half, n = interval([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(interval([0.5])[1])
