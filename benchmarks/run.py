@@ -11,6 +11,10 @@ Measured in this one process (``--memory`` adds a child process), one line per b
   over the bare training and prediction compute.
 - ``tracking_overhead``: ``Tracker.record`` (correctness, switches, packing, appending) over
   the prediction pass it follows.
+- ``tracking_overhead_pool`` (``--pool``: this one alone): the same with the pool tracked
+  (every 4th training section labelled, the other training sections tracked as the pool),
+  and ``confidence_pass_ratio``: the once-per-run softmax statistics of the pool over one
+  prediction pass.
 - ``heatmap_f3``: forgetting, switch and never-learned maps from an F3-sized history
   (81 inlines 255 x 701, 141 crosslines 255 x 401, 60 epochs): seconds and the peak memory
   the computation adds.
@@ -146,6 +150,55 @@ def _bare_predict(s: Session) -> None:
                 s.model(x.contiguous(memory_format=torch.channels_last)).argmax(1)
 
 
+def _tracking_times(s: Session, repeats: int, device: torch.device
+                    ) -> tuple[list[float], list[float], list[float]]:
+    """Seconds of each prediction pass, of the ``Tracker.record`` after it and of the val
+    metrics, ``repeats`` times (after one more whose record has no switch row to compare)."""
+    predict, record, metrics = [], [], []
+    ev = s.evalset
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = Tracker(Path(tmp), s.tracked, ev.labels[:ev.n_tracked], s.ds.classes,
+                          s.ds.ignore_index)
+        for _ in range(repeats + 1):
+            with _clock(device, predict):
+                pred = s.predict()
+            with _clock(device, record):
+                tracker.record(pred[:ev.n_tracked])
+            with _clock(device, metrics):
+                chunked_confusion(pred[ev.val], ev.labels[ev.val], len(s.ds.classes), 255).cpu()
+    return predict[1:], record[1:], metrics[1:]
+
+
+def pool_tracking(profile: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """tracking_overhead with the pool tracked (``train.track: [val, pool]``, every 4th
+    training section labelled, the others in the pool), and the once-per-run pass that
+    writes the pool's softmax statistics (``confidence.json``) over one prediction pass."""
+    from falsecli.data.dataset import load_dataset
+    from falsecli.method.training import section_confidence
+
+    cfg = _config(profile, device)
+    train_sections = load_dataset(cfg).sections("train")
+    cfg = config.merge(cfg, {"train": {"labelled": [t.name for t in train_sections[::4]],
+                                       "track": ["val", "pool"]}})
+    s = prepare(cfg, distributed.SINGLE, device)
+    s.train_epoch()
+    s.predict()
+    predict, record, _ = _tracking_times(s, profile["repeats"], device)
+    pool = [t for t in s.tracked if t.split == "pool"]
+    confidence: list[float] = []
+    for _ in range(profile["repeats"]):
+        with _clock(device, confidence):
+            section_confidence(s.model, s.ds, pool, s.tc["eval_batch_size"], s.amp)
+    ratio = min(record) / min(predict)
+    return {"name": "tracking_overhead_pool", "ratio": round(ratio, 5),
+            "goal": GOALS["tracking_overhead"], "met": ratio <= GOALS["tracking_overhead"],
+            "record_s": _round(record), "predict_s": _round(predict),
+            "confidence_pass_ratio": round(min(confidence) / min(predict), 4),
+            "tracked_pixels": s.evalset.n_tracked, "pool_sections": len(pool),
+            "device": str(device), "threads": torch.get_num_threads(),
+            "volume": profile["shape"]}
+
+
 def training(profile: dict[str, Any], device: torch.device) -> list[dict[str, Any]]:
     """epoch_overhead, tracking_overhead and train_throughput on one synthetic volume."""
     cfg = _config(profile, device)
@@ -163,19 +216,8 @@ def training(profile: dict[str, Any], device: torch.device) -> list[dict[str, An
         with _clock(device, pred_bare):
             _bare_predict(s)
 
-    predict, record, metrics = [], [], []
+    predict, record, metrics = _tracking_times(s, profile["repeats"], device)
     ev = s.evalset
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(Path(tmp), s.tracked, ev.labels[:ev.n_tracked], s.ds.classes,
-                          s.ds.ignore_index)
-        for _ in range(profile["repeats"] + 1):
-            with _clock(device, predict):
-                pred = s.predict()
-            with _clock(device, record):
-                tracker.record(pred[:ev.n_tracked])
-            with _clock(device, metrics):
-                chunked_confusion(pred[ev.val], ev.labels[ev.val], len(s.ds.classes), 255).cpu()
-    predict, record, metrics = predict[1:], record[1:], metrics[1:]  # the first has no switch
 
     # the whole stage, epoch after epoch: prediction, tracking, metrics, checkpoint included
     stamps: list[float] = []
@@ -404,14 +446,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak RSS of train on an F3-shaped volume (minutes)")
+    parser.add_argument("--pool", action="store_true",
+                        help="only tracking_overhead_pool: the pool tracked (issue 14)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)  # shared cores: one thread gives stable timings
     profile = PROFILES[f"{'quick' if args.quick else 'full'}-{device.type}"]
     jobs: list[Callable[[], Any]] = [
-        lambda: training(profile, device), heatmap_f3,
+        lambda: training(profile, device), lambda: pool_tracking(profile, device), heatmap_f3,
         lambda: segy_load(3 if args.quick else 5)]
+    if args.pool:
+        jobs = [lambda: pool_tracking(profile, device)]
     if args.memory:
         jobs.append(lambda: train_memory_f3(device))
     for job in jobs:

@@ -29,7 +29,8 @@ app = typer.Typer(
     name="falsecli",
     help="Explain a seismic facies segmentation network through its forgetting events, "
     "and repair its weak classes (Benkert, Aribido & AlRegib, ICIP 2021).\n\n"
-    "Stages: train -> heatmap -> rank -> transfer -> retrain -> report (or: run, demo).",
+    "Stages: train -> heatmap -> rank -> transfer -> retrain -> report (or: run, demo). "
+    "Which section to label next: query, al.",
     rich_markup_mode="rich",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -40,6 +40,14 @@ from falsecli.method.history import CONFIDENCE_STATS, TrackedSection
 #: bits set in each byte value
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(
     np.uint16)
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    """Set bits per byte: numpy's own (numpy >= 2.0, several times faster), else the table."""
+    count = getattr(np, "bitwise_count", None)
+    return count(a) if count is not None else _POPCOUNT[a]
+
+
 #: rows of the history summed per chunk (bounds the uint16 accumulator's overflow: 8 bits x
 #: 4096 rows < 65536)
 _ROWS_PER_CHUNK = 4096
@@ -66,8 +74,8 @@ def switch_counts(rows: Iterable[np.ndarray], sections: Sequence[TrackedSection]
     for k, row in enumerate(rows):
         if acc is None:
             acc, per_byte = np.zeros(row.size, np.uint16), np.zeros(row.size, np.int64)
-        acc += _POPCOUNT[row]
-        edge += _POPCOUNT[row[whole[partial]] >> shift]
+        acc += _popcount(row)
+        edge += _popcount(row[whole[partial]] >> shift)
         if (k + 1) % _ROWS_PER_CHUNK == 0:
             per_byte += acc
             acc[:] = 0
