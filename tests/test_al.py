@@ -212,7 +212,7 @@ def test_report_adds_the_learning_curves_and_their_areas(study: Path) -> None:
     result = _invoke("report", "-w", study, "--quiet")
     assert result.exit_code == 0, result.output
     text = (study / "report" / "report.md").read_text()
-    assert "Table 3 — active learning" in text
+    assert "Table 5 — active learning" in text
     assert (study / "report" / "figures" / "learning_curves.png").stat().st_size > 1000
     rows = [r for r in read_curves(study) if r["strategy"] == "random"]
     x = np.array([r["labelled"] for r in rows], float)
