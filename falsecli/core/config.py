@@ -172,7 +172,8 @@ RULES: dict[str, Rule] = {
     "query.budget": _COUNT,
     "query.min_gap": Rule(int, ge=1, why="1 lets neighbouring sections into one batch"),
     "query.seed": _SEED,
-    "al.initial": Rule(int, ge=2, why="each shape of section trains only from 2 sections up"),
+    "al.initial": Rule(int, ge=2, why="half inlines, half crosslines; a shape with one "
+                                      "section does not train"),
     "al.rounds": _COUNT,
     "al.strategies": Rule(list, items=Rule(str, choices=STRATEGIES), length=(1, None),
                           distinct=True),
