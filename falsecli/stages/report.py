@@ -209,8 +209,8 @@ def _measure(by_method: dict[str, list[Run]], classes: list[str], target: int, w
             flat = flatten_eval(r.eval())
             s, h = forgetting_stats(r.stage.path, target, window, rep["region_events"],
                                     rep["min_region"], keep=shown if r in drawn else ())
-            pixels = pixels or {c: int(s.pop(f"pixels/{c}")) for c in classes}
-            s = {k: v for k, v in s.items() if not k.startswith("pixels/")}
+            # the tracked pixels per class are the same in every compared run
+            pixels = {c: int(s.pop(f"pixels/{c}")) for c in classes}
             evals.setdefault(method, []).append(flat)
             stats.setdefault(method, []).append({"tracked": s})
             values = {f"{sp}/{m}": v for sp, ms in flat.items() for m, v in ms.items()
