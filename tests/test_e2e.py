@@ -245,3 +245,28 @@ def test_report_statistics_match_an_independent_computation(chain) -> None:
     assert [c["claim"] for c in claims] == ["C1", "C2", "C3", "C4", "C5"]
     assert all(c["verdict"] in ("holds", "does not hold", "not measured")
                or c["verdict"].startswith("inconclusive at ") for c in claims)
+
+
+def test_report_locality_matches_the_samples(chain) -> None:
+    """C5's numbers, recomputed from transfer/samples.npz and the data: per sample, the mean
+    |sample − target| inside scruff over the same outside, and the outside change over the
+    target's mean |amplitude| there."""
+    from falsecli.core.workdir import Stage
+    from falsecli.data.dataset import load_dataset
+
+    work, _ = chain
+    config = Stage(work, "transfer").manifest()["config"]
+    ds = load_dataset(config)
+    scruff = config["data"]["classes"].index("scruff")
+    known = {s.name: s for s in ds.sections("train")}
+    ratio, outside = [], []
+    with np.load(work / "transfer" / "samples.npz", allow_pickle=False) as npz:
+        for image, labels, name in zip(npz["images"], npz["labels"], npz["target"]):
+            target = ds.image(known[str(name)])
+            change, inside = np.abs(image - target), labels == scruff
+            ratio.append(change[inside].mean() / change[~inside].mean())
+            outside.append(change[~inside].mean() / np.abs(target[~inside]).mean())
+    c5 = json.loads((work / "report" / "claims.json").read_text())[4]["numbers"]
+    assert c5["samples"] == len(ratio) > 0
+    assert c5["ratio"] == pytest.approx(np.mean(ratio), rel=1e-4)
+    assert c5["relative_outside"] == pytest.approx(np.mean(outside), rel=1e-4)

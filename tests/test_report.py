@@ -85,7 +85,7 @@ def test_table_csv_round_trip(tmp_path: Path) -> None:
             {"method": "flip", "split": "tracked", "metric": "target_density", "mean": 1 / 3,
              "std": 0.0, "n": 1}]
     (tmp_path / "report").mkdir()
-    report._write_csv(tmp_path / "report" / "table.csv", report.TABLE_COLUMNS, rows)
+    workdir.write_csv(tmp_path / "report" / report.TABLE_CSV, report.TABLE_COLUMNS, rows)
     assert report.read_table(tmp_path) == rows
 
 

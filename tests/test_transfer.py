@@ -267,9 +267,21 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
         assert key in metrics
     # the changes against the target, recomputed from the files
     images = {str(t): ds.image(train[str(t)]) for t in s["target"]}
-    for got, arrays in ((metrics, s), (metrics["identity"], ident)):
+    for method, got, arrays in (("transfer", metrics, s),
+                                ("transfer-identity", metrics["identity"], ident)):
         diff = [np.abs(a - images[str(t)]) for a, t in zip(arrays["images"], arrays["target"])]
         inside = [lab == SCRUFF for lab in arrays["labels"]]
+        # changes.csv: the same per sample, in the samples file's order
+        rows = tr.load_changes(w, method)
+        assert [(r["source"], r["target"]) for r in rows] == list(zip(arrays["source"],
+                                                                        arrays["target"]))
+        for row, d, m, t in zip(rows, diff, inside, arrays["target"]):
+            assert row["change_inside_vs_target"] == pytest.approx(d[m].mean(), rel=1e-4)
+            assert row["change_outside_vs_target"] == pytest.approx(d[~m].mean(), rel=1e-4)
+            assert row["amplitude_outside"] == pytest.approx(
+                np.abs(images[str(t)])[~m].mean(), rel=1e-4)
+        assert np.mean([r["change_inside"] for r in rows]) == pytest.approx(
+            got.get("change_inside", 0.0), rel=1e-4, abs=1e-9)
         out_t = np.mean([d[~m].mean() for d, m in zip(diff, inside)])
         in_t = np.mean([d[m].mean() for d, m in zip(diff, inside)])
         amp = np.mean([np.abs(images[str(t)])[~m].mean()

@@ -8,6 +8,7 @@ the process that wrote it. Scripts can predict every path from the stage name al
 from __future__ import annotations
 
 import contextlib
+import csv
 import ctypes
 import datetime as _dt
 import errno
@@ -15,6 +16,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -139,6 +141,48 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, columns: Iterable[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A CSV table with a header of ``columns``, atomically (None is written empty, floats
+    as Python's shortest round-trip form)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def read_csv(workdir: Path, stage: str, name: str, columns: Mapping[str, Callable[[str], Any]]
+             ) -> list[dict[str, Any]]:
+    """The rows of the CSV table ``<workdir>/<stage>/<name>``, each value converted by its
+    column's type; errors name the file and the command that rewrites it."""
+    path = Path(workdir) / stage / name
+    redo = f"redo it with 'falsecli {stage} --force -w {workdir}'"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise FalseCliError(f"{path}: no column {missing[0]} — {redo}")
+            rows = [_typed(row, columns) for row in reader]
+    except FileNotFoundError:
+        raise FalseCliError(f"{path}: missing — run 'falsecli {stage} -w {workdir}' "
+                            "first") from None
+    except OSError as exc:
+        raise FalseCliError(f"{path}: unreadable ({exc.strerror}) — {redo}") from None
+    except (ValueError, csv.Error) as exc:
+        raise FalseCliError(f"{path}: line {reader.line_num}: {exc} — {redo}") from None
+    return rows
+
+
+def _typed(row: dict[str, str | None], columns: Mapping[str, Callable[[str], Any]]
+           ) -> dict[str, Any]:
+    """One CSV row converted by ``columns``; ValueError names the first empty column."""
+    empty = [c for c in columns if not row[c]]
+    if empty:
+        raise ValueError(f"no {empty[0]}")
+    return {c: cast(row[c]) for c, cast in columns.items()}
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:

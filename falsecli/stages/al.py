@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config, class_id, run_signature
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, remember_config, write_text
+from falsecli.core.workdir import Stage, remember_config, write_csv
 from falsecli.data.dataset import Section
 from falsecli.method import curves
 from falsecli.method.runfolder import read_eval
@@ -213,13 +212,8 @@ def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
 
 def write_curves(workdir: Path, cfg: Config) -> Path:
     """``al/curves.csv`` from every complete round (rewritten atomically)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, list(CURVE_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in _rows(workdir, cfg):
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     path = Path(workdir) / AL / CURVES_CSV
-    write_text(path, buf.getvalue())
+    write_csv(path, CURVE_COLUMNS, _rows(workdir, cfg))
     return path
 
 

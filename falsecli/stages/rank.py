@@ -7,17 +7,15 @@ so that a section with three scruff pixels, all forgotten once, cannot top the l
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from falsecli.core import console
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, stage_run, write_json, write_text
+from falsecli.core.workdir import Stage, read_csv, stage_run, write_csv, write_json
 from falsecli.method.forgetting import SectionStats
 from falsecli.stages.heatmap import load_heatmap
 from falsecli.stages import Step
@@ -58,14 +56,6 @@ def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: i
              "class_pixels": int(pixels[kept[i]])} for r, i in enumerate(order)]
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def rank(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
          ) -> dict[str, Any]:
     """Stage 3: rank every section tracked in ``train`` by ``rank.class``'s event density,
@@ -88,7 +78,7 @@ def rank(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fals
                "never_learned": maps.never_learned_mode, "run": "train",
                "sections": len(tracking.sections)}
     with stage_run(workdir, "rank", cfg, upstream=[upstream], force=force) as out:
-        write_text(out.out(RANKING_CSV), _csv(rows))
+        write_csv(out.out(RANKING_CSV), COLUMNS, rows)
         write_json(out.out(RANKING_JSON), {**options, "rows": rows})
         out.extra.update(options)
     return _summary(options, rows, opts["top"], [out.path / rel for rel in out.outputs])
@@ -110,38 +100,6 @@ def ranking_summary(cfg: Config, workdir: Path) -> dict[str, Any]:
                                                   "epochs", "never_learned", "run", "sections")}
     return _summary(options, load_ranking(workdir), cfg["rank"]["top"],
                     [stage.path / rel for rel in manifest["outputs"]])
-
-
-def read_csv(workdir: Path, stage: str, name: str, columns: Mapping[str, Callable[[str], Any]]
-             ) -> list[dict[str, Any]]:
-    """The rows of the CSV table ``<workdir>/<stage>/<name>``, each value converted by its
-    column's type; errors name the file and the command that rewrites it."""
-    path = Path(workdir) / stage / name
-    redo = f"redo it with 'falsecli {stage} --force -w {workdir}'"
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                raise FalseCliError(f"{path}: no column {missing[0]} — {redo}")
-            rows = [_typed(row, columns) for row in reader]
-    except FileNotFoundError:
-        raise FalseCliError(f"{path}: missing — run 'falsecli {stage} -w {workdir}' "
-                            "first") from None
-    except OSError as exc:
-        raise FalseCliError(f"{path}: unreadable ({exc.strerror}) — {redo}") from None
-    except (ValueError, csv.Error) as exc:
-        raise FalseCliError(f"{path}: line {reader.line_num}: {exc} — {redo}") from None
-    return rows
-
-
-def _typed(row: dict[str, str | None], columns: Mapping[str, Callable[[str], Any]]
-           ) -> dict[str, Any]:
-    """One CSV row converted by ``columns``; ValueError names the first empty column."""
-    empty = [c for c in columns if not row[c]]
-    if empty:
-        raise ValueError(f"no {empty[0]}")
-    return {c: cast(row[c]) for c, cast in columns.items()}
 
 
 def load_ranking(workdir: Path, class_name: str | None = None) -> list[dict[str, Any]]:

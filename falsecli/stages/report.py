@@ -18,9 +18,7 @@ transfer with its identity control) per seed, with 95 % intervals
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 import shutil
 from collections import Counter
@@ -38,7 +36,7 @@ from falsecli.data.provenance import differences
 from falsecli.method import claims as cl
 from falsecli.method.runfolder import read_eval, read_metrics
 from falsecli.method.statistics import aggregate, difference, flatten_eval, forgetting_stats
-from falsecli.stages.rank import load_ranking, read_csv
+from falsecli.stages.rank import load_ranking
 from falsecli.stages import Step
 
 TABLE_CSV = "table.csv"
@@ -263,10 +261,8 @@ def _claims(workdir: Path, m: _Measured, classes: list[str], target: int, tolera
     tests = [k.split("/")[0] for k in (base[0].values if base else {})
              if k.endswith("/miou") and not k.startswith("val/")]
     split = tests[0] if tests else "val"
-    from falsecli.stages.transfer import METHOD_SAMPLES
-
-    ratio, outside, inside = _locality(workdir, METHOD_SAMPLES["transfer"])
-    _, _, identity_inside = _locality(workdir, METHOD_SAMPLES["transfer-identity"])
+    ratio, outside, inside = _locality(workdir, "transfer")
+    _, _, identity_inside = _locality(workdir, "transfer-identity")
     return [cl.c1_boundaries(base), cl.c2_thin_classes(base, classes, m.pixels),
             cl.c3_regions(results), cl.c4_accuracy(results, classes, classes[target], split),
             cl.c5_locality(ratio, outside, tolerance,
@@ -309,9 +305,9 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
         shown = _fig5_sections(workdir, runs[0], rep["sections"])
         measured = _measure(by_method, classes, target, window, rep, shown)
         claims = _claims(workdir, measured, classes, target, rep["surroundings_tolerance"])
-        _write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
+        wd.write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         comparisons = _comparisons(measured.results, classes, target)
-        _write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, comparisons)
+        wd.write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, comparisons)
         wd.write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
         name = classes[target]
         shown_figures = []
@@ -433,54 +429,28 @@ def _fig5_sections(workdir: Path, run: Run, count: int) -> list[str]:
     return _ranked(workdir, run)[:count]
 
 
-def _locality(workdir: Path, samples: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per transfer sample in ``transfer/<samples>``: mean |sample − target| inside the
+def _locality(workdir: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample of ``method`` (transfer/changes.csv): mean |sample − target| inside the
     class over the same outside it, the outside change relative to the target's own mean
     |amplitude| there, and the mean change inside (empty arrays without such samples)."""
-    from falsecli.data.dataset import load_dataset
-    from falsecli.stages.transfer import load_samples
+    from falsecli.stages.transfer import load_changes
 
-    stage = wd.Stage(workdir, "transfer")
-    path = stage.path / samples
-    empty = np.zeros(0)
-    if not stage.is_complete() or not path.is_file():
-        return empty, empty, empty
-    manifest = stage.manifest()
-    d = manifest["config"]["data"]
-    k = class_id(manifest["config"], manifest["config"]["transfer"]["class"])
-    images, labels = load_samples(path, len(d["classes"]), d["ignore_index"])
-    with np.load(path, allow_pickle=False) as npz:
-        targets = [str(t) for t in npz["target"]]
-    ds = load_dataset(manifest["config"])
-    known = {s.name: s for s in ds.sections("train")}
-    ratio, outside, inside = [], [], []
-    for image, lab, name in zip(images, labels, targets):
-        target = ds.image(known[name])
-        change = np.abs(image - target)
-        cls = lab == k
-        inside.append(float(change[cls].mean()))
-        outside.append(float(change[~cls].mean()) / max(float(np.abs(target[~cls]).mean()),
-                                                        1e-12))
-        ratio.append(inside[-1] / max(float(change[~cls].mean()), 1e-12))
-    return np.array(ratio), np.array(outside), np.array(inside)
-
-
-def _write_csv(path: Path, columns: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    wd.write_text(path, buf.getvalue())
+    rows = load_changes(workdir, method)
+    inside = np.array([r["change_inside_vs_target"] for r in rows])
+    outside = np.array([r["change_outside_vs_target"] for r in rows])
+    amplitude = np.array([r["amplitude_outside"] for r in rows])
+    return (inside / np.maximum(outside, 1e-12), outside / np.maximum(amplitude, 1e-12),
+            inside)
 
 
 def read_table(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/table.csv`` (method, split, metric, mean, std, n), typed."""
-    return read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
+    return wd.read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
 
 
 def read_comparison(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/comparison.csv`` (method − control per metric), typed."""
-    return read_csv(workdir, "report", COMPARISON_CSV, COMPARISON_COLUMNS)
+    return wd.read_csv(workdir, "report", COMPARISON_CSV, COMPARISON_COLUMNS)
 
 
 def read_claims(workdir: Path) -> list[dict[str, Any]]:

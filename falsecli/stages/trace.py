@@ -20,7 +20,7 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, stage_run, write_json, write_text
+from falsecli.core.workdir import Stage, stage_run, write_csv, write_json, write_text
 from falsecli.stages import Step
 
 INFLUENCE_CSV = "influence.csv"
@@ -126,7 +126,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
         maps = dict(zip(chosen, influence.influence_maps(
             model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
             opts["batch_size"])))
-        write_text(out.out(INFLUENCE_CSV), _csv(rows, ds.classes))
+        write_csv(out.out(INFLUENCE_CSV), ["section", "score", "rank", *ds.classes], rows)
         per_epoch = scores.sum(0)  # (checkpoints, classes)
         epochs = [c.epoch for c in checkpoints]
         write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
@@ -161,16 +161,6 @@ def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[d
     return [{"section": sections[i].name, "score": float(totals[i]), "rank": r + 1,
              **{c: float(per_class[i, k]) for k, c in enumerate(classes)}}
             for r, i in enumerate(order)]
-
-
-def _csv(rows: list[dict[str, Any]], classes: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["section", "score", "rank", *classes],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()}
-                     for row in rows)
-    return buf.getvalue()
 
 
 def _epochs_csv(per_epoch: np.ndarray, epochs: list[int], classes: list[str]) -> str:

@@ -52,7 +52,8 @@ from falsecli.core.checkpoint import CHECKPOINT, FORCE
 from falsecli.core.config import GENERATED, Config, class_id
 from falsecli.core.errors import FalseCliError
 from falsecli.core.runtime import resolve_device, seed_everything
-from falsecli.core.workdir import Stage, StageRun, save_npz, stage_run, write_json
+from falsecli.core.workdir import (Stage, StageRun, read_csv, save_npz, stage_run,
+                                   write_csv, write_json)
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.method import style
 from falsecli.method.pool import Pool
@@ -69,6 +70,13 @@ METHOD_SAMPLES = dict(zip(GENERATED, (SAMPLES, IDENTITY_SAMPLES)))
 #: the trained style-transfer model, reused while its training keys stay the same
 GENERATOR = "generator.pt"
 METRICS = "metrics.json"
+#: per sample of each generated-sample method, the changes metrics.json averages
+#: (:func:`load_changes`): the report's C5 interval is taken over these rows
+CHANGES = "changes.csv"
+#: the columns of changes.csv and the type of each
+CHANGE_COLUMNS = {"method": str, "source": str, "target": str, "change_inside": float,
+                  "change_outside": float, "change_inside_vs_target": float,
+                  "change_outside_vs_target": float, "amplitude_outside": float}
 #: paper Fig. 3 for all style sources together (the report shows it)
 FIG3 = "figures/fig3.png"
 #: transfer keys that change the trained generator (the others only change the sampling)
@@ -260,6 +268,27 @@ def _save_samples(path: Path, samples: style.Samples) -> None:
              source=np.array(samples.source), target=np.array(samples.target))
 
 
+def _change_rows(method: str, s: style.Samples) -> list[dict[str, Any]]:
+    return [{"method": method, **dict(zip(list(CHANGE_COLUMNS)[1:], values))}
+            for values in zip(s.source, s.target, s.inside, s.outside, s.inside_target,
+                              s.outside_target, s.amplitude_outside)]
+
+
+def load_changes(workdir: Path, method: str) -> list[dict[str, Any]]:
+    """The rows of ``transfer/changes.csv`` for ``method`` (``transfer`` or
+    ``transfer-identity``), one per sample in the samples file's order; [] when transfer/
+    is not complete."""
+    stage = Stage(Path(workdir), "transfer")
+    if not stage.is_complete():
+        return []
+    if not (stage.path / CHANGES).is_file():
+        raise FalseCliError(f"{stage.path / CHANGES}: missing (transfer/ was written by an "
+                            f"older falsecli) — redo it with 'falsecli transfer --force -w "
+                            f"{workdir}'")
+    return [row for row in read_csv(workdir, "transfer", CHANGES, CHANGE_COLUMNS)
+            if row["method"] == method]
+
+
 def _write_samples(run: StageRun, cfg: Config, ds: Dataset, model: Sean, k: int,
                    sources: Sequence[Section], targets: Sequence[Section],
                    training: dict[str, Any], device: torch.device, amp: bool
@@ -278,6 +307,9 @@ def _write_samples(run: StageRun, cfg: Config, ds: Dataset, model: Sean, k: int,
         tr, ds, k, sources, targets, t["per_source"], t["batch_size"], t["seed"], composite)
     _save_samples(run.out(SAMPLES), samples)
     _save_samples(run.out(IDENTITY_SAMPLES), identity)
+    write_csv(run.out(CHANGES), CHANGE_COLUMNS,
+              [row for method, done in zip(GENERATED, (samples, identity))
+               for row in _change_rows(method, done)])
     metrics = {"class": class_name, "class_id": k, "samples": len(samples.source),
                "shape": list(samples.images[0].shape), "sources": [s.name for s in sources],
                "composite": bool(composite),
