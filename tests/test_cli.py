@@ -147,6 +147,20 @@ def test_show_lists_stages_and_prints_a_ranking_without_redoing_it(cli, tmp_path
     assert typo.exit_code == 1 and "did you mean 'rank'" in typo.stderr
 
 
+def test_show_lists_every_stage_in_workflow_order_numbers_by_value(cli, tmp_path) -> None:
+    from falsecli.core import workdir
+
+    names = ["report", "al/random/seed0/round10", "retrain/none/seed10", "al/random/seed0/round2",
+             "query", "retrain/none/seed2", "train"]
+    for name in names:
+        with workdir.stage_run(tmp_path, name, {}):
+            pass
+    listing = json.loads(cli("show", "-w", tmp_path, "--json").stdout)
+    assert [s["stage"] for s in listing["stages"]] == [
+        "train", "retrain/none/seed2", "retrain/none/seed10", "query", "al/random/seed0/round2",
+        "al/random/seed0/round10", "report"]
+
+
 def test_config_and_cli_parsing_tests_run_without_torch() -> None:
     """The tests of config resolution and of the rules table never need torch (a new test or
     import that pulls it in makes this fail)."""

@@ -270,3 +270,27 @@ def test_report_locality_matches_the_samples(chain) -> None:
     assert c5["samples"] == len(ratio) > 0
     assert c5["ratio"] == pytest.approx(np.mean(ratio), rel=1e-4)
     assert c5["relative_outside"] == pytest.approx(np.mean(outside), rel=1e-4)
+
+
+def test_report_is_stale_when_anything_it_reads_changes(chain) -> None:
+    """The report reads transfer/ (Fig. 3, C5), rank/, heatmap/ and the al rounds besides the
+    runs: a new active-learning round makes it stale, and removing it makes it fresh again."""
+    import shutil
+
+    from falsecli.core.workdir import Stage, stage_run
+    from falsecli.stages import report
+
+    work, _ = chain
+    cfg = Stage(work, "train").manifest()["config"]
+    upstream = report.STEP.upstream(cfg, work)
+    assert {"train", "heatmap", "rank", "transfer"} <= set(upstream)
+    assert Stage(work, "report").is_fresh(upstream)
+    with stage_run(work, "al/random/seed0/round0", cfg):
+        pass
+    try:
+        grown = report.STEP.upstream(cfg, work)
+        assert "al/random/seed0/round0" in grown
+        assert not Stage(work, "report").is_fresh(grown)
+    finally:
+        shutil.rmtree(work / "al")
+    assert Stage(work, "report").is_fresh(report.STEP.upstream(cfg, work))

@@ -194,3 +194,13 @@ def test_claim_c5_needs_a_local_change() -> None:
     assert local.verdict == cl.HOLDS
     whole = cl.c5_locality([1.2, 1.3, 1.25], [0.9, 0.95, 0.92], 0.1)
     assert whole.verdict == cl.FAILS
+
+
+def test_report_page_wraps_prose_and_keeps_numbers_on_one_line() -> None:
+    """The claims table's long 'measured' text wraps in the page (its verdict stays on the
+    screen); numbers stay right-aligned."""
+    assert report._cell_class("0.683 ± 0.075") == report._cell_class("-0.8 [-14.0, +12.5]") == ""
+    assert report._cell_class("–") == ""
+    assert report._cell_class("holds") == " class='text'"
+    assert report._cell_class("events per pixel within 2 px of a label boundary / in class "
+                              "interiors") == " class='text long'"

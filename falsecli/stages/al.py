@@ -184,17 +184,20 @@ def _target(cfg: Config, classes: list[str]) -> str:
     return classes[class_id({"data": {"classes": classes}}, cfg["al"]["class"])]
 
 
+def complete_rounds(workdir: Path) -> list[Stage]:
+    """Every complete round on disk, in folder order (strategy, seed, round)."""
+    found = [p for p in (Path(workdir) / AL).glob("*/seed*/round*")
+             if p.parent.name[4:].isdigit() and p.name[5:].isdigit()]
+    found.sort(key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]), int(p.name[5:])))
+    stages = [Stage(workdir, str(p.relative_to(workdir))) for p in found]
+    return [stage for stage in stages if stage.is_complete()]
+
+
 def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
     """One row per complete round on disk, in folder order."""
     rows = []
-    root = Path(workdir) / AL
-    found = [p for p in root.glob("*/seed*/round*")
-             if p.parent.name[4:].isdigit() and p.name[5:].isdigit()]
-    for run in sorted(found, key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]),
-                                            int(p.name[5:]))):
-        manifest = Stage(workdir, str(run.relative_to(workdir))).manifest()
-        if manifest is None:
-            continue
+    for stage in complete_rounds(workdir):
+        run, manifest = stage.path, stage.manifest()
         results = read_eval(run)
         target = _target(cfg, manifest["config"]["data"]["classes"])
         row: dict[str, Any] = {"strategy": run.parent.parent.name,

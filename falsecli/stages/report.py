@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -300,7 +301,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
     by_method = {m: [r for r in runs if r.method == m] for m in METHODS}
     by_method = {m: rs for m, rs in by_method.items() if rs}
 
-    with wd.stage_run(workdir, "report", cfg, upstream=[r.stage for r in found],
+    with wd.stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
                       force=force) as out:
         shown = _fig5_sections(workdir, runs[0], rep["sections"])
         measured = _measure(by_method, classes, target, window, rep, shown)
@@ -421,6 +422,16 @@ def _ranked(workdir: Path, run: Run) -> list[str]:
     if not wd.Stage(workdir, "rank").is_complete():
         return []
     return list(dict.fromkeys(row["section"] for row in load_ranking(workdir)))
+
+
+def _upstream(workdir: Path, found: list[Run]) -> list[wd.Stage]:
+    """Every complete stage the report reads: the runs, heatmap/, rank/ and transfer/ (Fig. 3,
+    C5) and the active-learning rounds (Table 5), so that a change to any makes it stale."""
+    from falsecli.stages.al import complete_rounds
+
+    read = [wd.Stage(workdir, name) for name in ("heatmap", "rank", "transfer")]
+    return [r.stage for r in found] + [s for s in read if s.is_complete()] + \
+        complete_rounds(workdir)
 
 
 def _fig5_sections(workdir: Path, run: Run, count: int) -> list[str]:
@@ -650,6 +661,8 @@ class _Document:
                  "overflow-x:auto}"
                  "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
                  "th{background:#eee}td:first-child{text-align:left}img{max-width:100%}"
+                 "td.text{text-align:left;white-space:normal}td.long{min-width:20em}"
+                 "td:first-child{white-space:nowrap}"
                  "figure{margin:1em 0}.caption,figcaption{color:#444;font-size:.92em;"
                  "max-width:60em;margin:.3em 0 1.5em}pre{background:#f6f6f6;padding:1em;"
                  "overflow:auto}</style></head><body>",
@@ -661,8 +674,8 @@ class _Document:
         for title, header, body, caption in self.tables():
             parts.append(f"<h2>{esc(title)}</h2><table><tr>"
                          + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                      for row in body]
+            parts += ["<tr>" + "".join(f"<td{_cell_class(c)}>{esc(c)}</td>" for c in row)
+                      + "</tr>" for row in body]
             parts.append(f"</table><p class='caption'>{esc(caption)}</p>")
         for fig in self.figures:
             data = base64.b64encode((folder / fig.rel).read_bytes()).decode()
@@ -674,4 +687,14 @@ class _Document:
         return "\n".join(parts)
 
 
-STEP = Step("report", report, lambda cfg, workdir: [r.name for r in collect_runs(workdir)])
+def _cell_class(cell: str) -> str:
+    """Prose (a verdict, what was measured) is left-aligned and wraps, long prose gets room,
+    numbers stay right-aligned on one line: a long measurement must not push its verdict off
+    the screen."""
+    if re.match(r"[-+−]?\d|–?$", cell):
+        return ""
+    return " class='text long'" if len(cell) > 40 else " class='text'"
+
+
+STEP = Step("report", report,
+            lambda cfg, workdir: [s.name for s in _upstream(workdir, collect_runs(workdir))])

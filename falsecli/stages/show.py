@@ -6,6 +6,7 @@ it is instant and safe beside a running stage.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,21 @@ from falsecli.core.errors import FalseCliError, did_you_mean
 from falsecli.core.workdir import MANIFEST, Stage
 
 #: the workflow's order, for listing the stages of a workdir
-ORDER = ("train", "heatmap", "rank", "transfer", "retrain", "report")
+ORDER = ("train", "heatmap", "rank", "transfer", "retrain", "query", "al", "report")
 
 
 def _stages(workdir: Path) -> list[str]:
-    """Every stage folder below ``workdir`` that has a manifest, in workflow order."""
+    """Every stage folder below ``workdir`` that has a manifest, in workflow order, numbers
+    in names by value (``round2`` before ``round10``)."""
     names = [str(p.parent.relative_to(workdir)) for p in Path(workdir).rglob(MANIFEST)]
     top = {name: i for i, name in enumerate(ORDER)}
-    return sorted(names, key=lambda n: (top.get(n.split("/")[0], len(ORDER)), n))
+
+    def key(name: str) -> tuple[int, list[tuple[int, int | str]]]:
+        parts = re.split(r"(\d+)", name)
+        return (top.get(name.split("/")[0], len(ORDER)),
+                [(1, int(p)) if p.isdigit() else (0, p) for p in parts])
+
+    return sorted(names, key=key)
 
 
 def _state(stage: Stage) -> dict[str, Any]:
