@@ -128,9 +128,10 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                  boundary_px: int = 2) -> dict[str, float]:
     """The report's forgetting statistics by plain loops: totals, the target class's events,
     density, high-density regions (flood fill, 8-neighbours) and their area, and the event
-    density within ``boundary_px`` of another labelled class against the interior's."""
+    density within ``boundary_px`` of another labelled class against the interior's, and each
+    class's share of never-learned pixels."""
     meta, labels, _, _ = read(folder)
-    forgetting, _, _ = pixel_events(folder, epochs)
+    forgetting, _, never = pixel_events(folder, epochs)
     ignore = meta["ignore_index"]
     regions, area = 0, 0
     edge_events = edge_pixels = inner_events = inner_pixels = 0
@@ -176,4 +177,7 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
             "target_density": class_events / len(in_class),
             "high_density_regions": float(regions), "high_density_area": float(area),
             "boundary_density": edge_events / edge_pixels,
-            "interior_density": inner_events / inner_pixels}
+            "interior_density": inner_events / inner_pixels,
+            **{f"never_learned/{c}": sum(never[i] for i, y in enumerate(labels) if y == k)
+               / sum(1 for y in labels if y == k)
+               for k, c in enumerate(meta["classes"]) if k in labels}}

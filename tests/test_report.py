@@ -169,6 +169,12 @@ def test_claim_c2_takes_the_two_smallest_classes() -> None:
             for s, d in enumerate(dens)]
     claim = cl.c2_thin_classes(base, classes, pixels)
     assert claim.numbers["thin"] == ["thinner", "thin"] and claim.verdict == cl.HOLDS
+    assert "never classified right" not in claim.measured  # nothing measured, nothing said
+    for r, share in zip(base, (0.9, 0.95, 1.0)):
+        r.values["tracked/never_learned/thinner"] = share
+    said = cl.c2_thin_classes(base, classes, pixels)
+    assert said.numbers["never_learned"] == {"thinner": pytest.approx(0.95)}
+    assert "never forgotten: thinner 95% of its pixels" in said.measured
     for r in base:
         r.values["tracked/density/mid"] = 2.0
     assert cl.c2_thin_classes(base, classes, pixels).verdict == cl.FAILS

@@ -105,14 +105,20 @@ def c2_thin_classes(baseline: Sequence[Result], classes: Sequence[str],
     means = {c: float(np.mean([r.values[f"tracked/density/{c}"] for r in baseline]))
              for c in present}
     ranked = ", ".join(f"{c} {means[c]:.3f}" for c in sorted(present, key=lambda c: -means[c]))
+    never = {c: float(np.mean(v)) for c in thin
+             if (v := [r.values[f"tracked/never_learned/{c}"] for r in baseline
+                       if f"tracked/never_learned/{c}" in r.values])}
     measured = (f"forgetting density per class, baseline mean: {ranked}; thinnest classes "
                 f"{' and '.join(thin)}; margin over the densest other class {mean:+.3f}"
                 + ("" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]")
-                + f" (n={len(margins)})")
+                + f" (n={len(margins)})"
+                + ("; never classified right, so never forgotten: "
+                   + ", ".join(f"{c} {v:.0%} of its pixels" for c, v in never.items())
+                   if never else ""))
     return Claim("C2", f"the thin classes ({', '.join(thin)}) have the highest forgetting "
                  "density", measured, verdict(_interval_sign(low, high), len(margins)),
-                 {"thin": thin, "density": means, "margin": mean, "low": low, "high": high,
-                  "n": len(margins)})
+                 {"thin": thin, "density": means, "never_learned": never, "margin": mean,
+                  "low": low, "high": high, "n": len(margins)})
 
 
 def _not_measured(claim: str, statement: str, why: str) -> Claim:

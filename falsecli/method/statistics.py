@@ -156,7 +156,8 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
 
     Besides the totals: the target class's events, density and high-density regions; each
     class's density (``density/<name>``); and the events per pixel within
-    :data:`BOUNDARY_PX` of a label boundary and in class interiors (claim C1).
+    :data:`BOUNDARY_PX` of a label boundary and in class interiors (claim C1); each class's
+    share of pixels never classified right in the window (``never_learned/<name>``).
     """
     tracking = load_tracking(run)
     maps = event_maps(tracking, epochs, "zero")
@@ -187,6 +188,11 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         "interior_density": per_pixel(inner),
         **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
         **{f"pixels/{c}": float((labels == k).sum()) for k, c in enumerate(tracking.classes)},
+        # a pixel never right cannot be forgotten: a class the network never learns has a
+        # low density for that reason alone (claim C2 says so)
+        **{f"never_learned/{c}": (float(maps.never_learned[labels == k].mean())
+                                  if (labels == k).any() else float("nan"))
+           for k, c in enumerate(tracking.classes)},
     }
     shown = {name: mask_ignored(heat[name], section_labels[name], tracking.ignore_index)
              for name in keep if name in heat}
