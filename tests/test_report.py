@@ -192,7 +192,11 @@ def test_claim_c4_fails_when_another_class_drops_beyond_the_spread() -> None:
                              for s in range(4)]}
 
     assert cl.c4_accuracy(runs(0.9005), classes, "scruff", "val").verdict == cl.HOLDS
-    assert cl.c4_accuracy(runs(0.5), classes, "scruff", "val").verdict == cl.FAILS
+    dropped = cl.c4_accuracy(runs(0.5), classes, "scruff", "val")
+    assert dropped.verdict == cl.FAILS and "spread (transfer − baseline): a -0.400" in dropped.measured
+    # a class that rises beyond the spread is named with its sign, and is no failure
+    rose = cl.c4_accuracy(runs(0.99), classes, "scruff", "val")
+    assert rose.verdict.startswith("inconclusive") and "a +0.090" in rose.measured
 
 
 def test_claim_c5_needs_a_local_change() -> None:

@@ -183,10 +183,11 @@ def c4_accuracy(runs: Mapping[str, Sequence[Result]], classes: Sequence[str], ta
         spread = max(np.std(list(a.values()), ddof=1), np.std(list(b.values()), ddof=1))
         numbers[f"other/{c}"] = {**_diff_json(d), "spread": float(spread)}
         if abs(d.mean) > spread:
-            outside.append(c)
+            outside.append(f"{c} {d.mean:+.3f}")
             if d.high < 0:
                 signs.append(-1)  # another class fell, beyond the spread and significantly
-    parts.append("other classes beyond the spread: " + (", ".join(outside) or "none"))
+    parts.append("other classes beyond the spread (transfer − baseline): "
+                 + (", ".join(outside) or "none"))
     n = min(len(runs["transfer"]), len(runs["baseline"]))
     result = _all_or_any(signs, n)
     if result == HOLDS and outside:
