@@ -140,6 +140,40 @@ def test_forgetting_statistics_match_an_independent_computation(tmp_path: Path) 
         assert got[key] == pytest.approx(value), key
 
 
+def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path) -> None:
+    """Each method's Fig. 5 map of a section is the mean of its runs' forgetting maps; the
+    baseline's leaves out train/ (whose ranking chose the sections), the others use all seeds."""
+    rng = np.random.default_rng(7)
+    shapes = [("inline_0000", "inline", 0, (6, 5)), ("crossline_0002", "crossline", 2, (6, 4))]
+    sections = independent.section_entries(shapes)
+    pixels = sum(h * w for *_, (h, w) in shapes)
+    labels = rng.integers(0, 2, pixels).astype(np.uint8)
+    names = ["train", "retrain/none/seed1", "retrain/none/seed2", "retrain/flip/seed0",
+             "retrain/flip/seed1", "retrain/flip/seed2"]
+    for name in names:
+        seed = 0 if name == "train" else int(name[-1])
+        _run(tmp_path, name, seed, 0.8, 0.3)
+        preds = rng.integers(0, 2, (3, pixels)).astype(np.uint8)
+        independent.write_from_predictions(tmp_path / name / "tracking", sections, labels,
+                                           preds, ["a", "scruff"])
+    chosen = report.select_runs(report.collect_runs(tmp_path))
+    assert len(chosen.runs) == len(names) and chosen.window == 3
+    by_method = {m: [r for r in chosen.runs if r.method == m] for m in ("baseline", "flip")}
+    shown = ["crossline_0002"]
+    measured = report._measure(by_method, ["a", "scruff"], 1, chosen.window,
+                               config.resolve()["report"], shown)
+    drawn = {"baseline": names[1:3], "flip": names[3:]}
+    assert measured.heat_runs == drawn
+    for method, runs in drawn.items():
+        want = np.mean([independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"]
+                        [shown[0]] for r in runs], axis=0)
+        assert list(measured.heat[method]) == shown
+        assert np.allclose(measured.heat[method][shown[0]], want), method
+    with_train = np.mean([independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"]
+                          [shown[0]] for r in names[:3]], axis=0)
+    assert not np.allclose(measured.heat["baseline"][shown[0]], with_train)  # the case can fail
+
+
 def _results(values: dict[int, float], key: str) -> list[cl.Result]:
     return [cl.Result(seed, {key: v}) for seed, v in values.items()]
 
