@@ -69,8 +69,8 @@ def torchrun(tmp_path_factory):
     # The workers must import the falsecli under test, not an installed one from elsewhere
     # (an editable install of another checkout gave other data and 5 % gradient differences).
     package_root = str(Path(falsecli.__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          __file__, json.dumps(plan)],

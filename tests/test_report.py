@@ -162,15 +162,15 @@ def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path)
     shown = ["crossline_0002"]
     measured = report._measure(by_method, ["a", "scruff"], 1, chosen.window,
                                config.resolve()["report"], shown)
+    maps = {r: independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"][shown[0]]
+            for r in names}
     drawn = {"baseline": names[1:3], "flip": names[3:]}
     assert measured.heat_runs == drawn
     for method, runs in drawn.items():
-        want = np.mean([independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"]
-                        [shown[0]] for r in runs], axis=0)
         assert list(measured.heat[method]) == shown
+        want = np.mean([maps[r] for r in runs], axis=0)
         assert np.allclose(measured.heat[method][shown[0]], want), method
-    with_train = np.mean([independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"]
-                          [shown[0]] for r in names[:3]], axis=0)
+    with_train = np.mean([maps[r] for r in names[:3]], axis=0)
     assert not np.allclose(measured.heat["baseline"][shown[0]], with_train)  # the case can fail
 
 
