@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,36 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+#: folders of module- or session-scoped fixtures that tests share (see :func:`shared`)
+_SHARED: list[Path] = []
+
+
+def shared(folder: Path) -> Path:
+    """Register ``folder``, made by a fixture of wider scope than a test, as shared: every
+    test must leave it as it found it (a test that changes it works on a copy in its
+    ``tmp_path``), else the outcome of later tests depends on the order they run in.
+    Returns ``folder``."""
+    _SHARED.append(Path(folder))
+    return Path(folder)
+
+
+def _state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time (a hard-linked copy
+    written through, rather than replaced, changes them too)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _shared_folders_unchanged() -> Iterator[None]:
+    """Fail a test that added, removed or rewrote a file of a :func:`shared` folder. Wider
+    fixtures are set up before this one, so a folder registered for this test is included."""
+    before = {folder: _state(folder) for folder in _SHARED}
+    yield
+    for folder, state in before.items():
+        after = _state(folder)
+        changed = sorted(k for k in state.keys() | after.keys() if state.get(k) != after.get(k))
+        assert not changed, (f"{folder}: the test changed the shared fixture's files "
+                             f"{changed[:5]}: copy it to tmp_path before changing it")
