@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 from falsecli.cli import app
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
@@ -31,9 +33,18 @@ def _al(work: Path, *extra: object):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("al")
+    work = shared(tmp_path_factory.mktemp("al"))
     result = _al(work, "--rounds", 1, "--strategies", "switch,random")
     assert result.exit_code == 0, result.output
+    return work
+
+
+@pytest.fixture
+def own(study: Path, tmp_path: Path) -> Path:
+    """A copy of the study for a test that adds to it (hard links: falsecli replaces files,
+    never writes into them; conftest checks that the study stayed as it was)."""
+    work = tmp_path / "al"
+    shutil.copytree(study, work, copy_function=os.link)
     return work
 
 
@@ -126,13 +137,13 @@ def test_naive_top_n_collapses_onto_neighbours_and_the_gap_rule_spreads_it(study
     assert closest(spread.chosen) >= 3 and spread.gaps == [3] * 4
 
 
-def test_query_and_heatmap_work_on_a_round(study: Path) -> None:
+def test_query_and_heatmap_work_on_a_round(own: Path) -> None:
     run = "al/random/seed0/round1"  # the last round: al has not queried it
-    result = _invoke("query", "-w", study, "--run", run, "--strategy", "entropy",
+    result = _invoke("query", "-w", own, "--run", run, "--strategy", "entropy",
                      "--budget", 3, "--quiet")
     assert result.exit_code == 0, result.output
     names = result.stdout.split()
-    folder = study / run / "query"
+    folder = own / run / "query"
     with open(folder / "pool.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     by_name = {r["section"]: r for r in rows}
@@ -141,22 +152,22 @@ def test_query_and_heatmap_work_on_a_round(study: Path) -> None:
     chosen = [float(by_name[n]["entropy"]) for n in names]
     assert chosen == sorted(chosen, reverse=True)  # taken in score order
     assert (folder / "figures" / "chosen.png").stat().st_size > 1000
-    again = _invoke("query", "-w", study, "--run", run, "--strategy", "gauss",
+    again = _invoke("query", "-w", own, "--run", run, "--strategy", "gauss",
                     "--budget", 2, "--json", "--force", "--quiet")
     record = json.loads(again.stdout)["record"]
     assert record["strategy"] == "gauss" and len(record["chosen"]) == 2
-    heat = _invoke("heatmap", "-w", study, "--run", ROUND1, "--quiet")
+    heat = _invoke("heatmap", "-w", own, "--run", ROUND1, "--quiet")
     assert heat.exit_code == 0, heat.output
-    assert (study / ROUND1 / "heatmap" / "switch.npz").is_file()
+    assert (own / ROUND1 / "heatmap" / "switch.npz").is_file()
 
 
-def test_al_resumes_at_the_next_round_and_refuses_other_settings(study: Path) -> None:
-    result = _al(study, "--rounds", 2, "--strategies", "switch")
+def test_al_resumes_at_the_next_round_and_refuses_other_settings(own: Path) -> None:
+    result = _al(own, "--rounds", 2, "--strategies", "switch")
     assert result.exit_code == 0, result.output
     runs = {r["run"]: r["status"] for r in json.loads(result.stdout)["runs"]}
     assert runs == {ROUND0: "skipped", ROUND1: "skipped", "al/switch/seed0/round2": "done"}
-    assert len(_manifest(study, "al/switch/seed0/round2")["config"]["train"]["labelled"]) == 8
-    _one_line_error(_al(study, "--rounds", 1, "--strategies", "switch", "--epochs", 3),
+    assert len(_manifest(own, "al/switch/seed0/round2")["config"]["train"]["labelled"]) == 8
+    _one_line_error(_al(own, "--rounds", 1, "--strategies", "switch", "--epochs", 3),
                     "was made with other settings (epochs: 2 there, 3 now)")
 
 
@@ -203,18 +214,18 @@ def test_unlabelled_sections_form_the_pool_and_train_nothing(tmp_path: Path) -> 
         load_dataset(cfg).trainable()
 
 
-def test_report_adds_the_learning_curves_and_their_areas(study: Path) -> None:
+def test_report_adds_the_learning_curves_and_their_areas(own: Path) -> None:
     from falsecli.method import curves
     from falsecli.stages.al import read_curves
 
-    trained = _invoke("train", "-w", study, *sets_args(TINY), "--epochs", 1, "--quiet")
+    trained = _invoke("train", "-w", own, *sets_args(TINY), "--epochs", 1, "--quiet")
     assert trained.exit_code == 0, trained.output
-    result = _invoke("report", "-w", study, "--quiet")
+    result = _invoke("report", "-w", own, "--quiet")
     assert result.exit_code == 0, result.output
-    text = (study / "report" / "report.md").read_text()
+    text = (own / "report" / "report.md").read_text()
     assert "Table 5 — active learning" in text
-    assert (study / "report" / "figures" / "learning_curves.png").stat().st_size > 1000
-    rows = [r for r in read_curves(study) if r["strategy"] == "random"]
+    assert (own / "report" / "figures" / "learning_curves.png").stat().st_size > 1000
+    rows = [r for r in read_curves(own) if r["strategy"] == "random"]
     x = np.array([r["labelled"] for r in rows], float)
     y = np.array([r["test_miou"] for r in rows], float)
     # one seed, rounds 0-1 reached by every curve: the trapezoid over 4..6 / 2 = the mean

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 from torch import nn
 from typer.testing import CliRunner
 
@@ -58,7 +58,7 @@ def one_step(sets: list[str]) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def torchrun(tmp_path_factory):
     """The worker's plan run by ``torchrun --nproc-per-node 2``; returns (tmp, stdout)."""
-    tmp = tmp_path_factory.mktemp("ddp")
+    tmp = shared(tmp_path_factory.mktemp("ddp"))
     work = tmp / "work"
     plan = {"workdir": str(work), "steps": [
         {"grads": str(tmp / "grads.pt"), "sets": STEP},
@@ -82,7 +82,7 @@ def torchrun(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """The same commands in one process."""
-    work = tmp_path_factory.mktemp("one")
+    work = shared(tmp_path_factory.mktemp("one"))
     runner = CliRunner()
     for args in (["train", "-w", work, *sets_args(TRAIN)], ["retrain", "-w", work, *RETRAIN]):
         result = runner.invoke(app, [*map(str, args), "--quiet"], catch_exceptions=False)

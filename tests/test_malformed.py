@@ -13,12 +13,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 from typer.testing import CliRunner
 
 from falsecli.cli import app
@@ -37,7 +38,7 @@ def run(*args: object):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A workdir with complete train, heatmap and rank stages."""
-    work = tmp_path_factory.mktemp("base")
+    work = shared(tmp_path_factory.mktemp("base"))
     for command in ("train", "heatmap", "rank"):
         result = run(command, "-w", work, *ARGS)
         assert result.exit_code == 0, result.output
@@ -49,6 +50,8 @@ def read_only(path: Path):
     """``path`` read-only for this process: a read-only bind mount when running as root
     (root ignores permissions), else the permission bits."""
     if os.geteuid() != 0:
+        for p in [p for p in path.rglob("*") if p.is_file()]:
+            put(p, p.read_bytes())  # own files: the base's hard links keep their modes
         modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")]}
         for p in modes:
             p.chmod(modes[p] & ~0o222)
@@ -88,20 +91,97 @@ def npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def edit_json(path: Path, change: Callable[[dict], object]) -> None:
-    data = json.loads(path.read_text())
-    put(path, json.dumps(change(data)).encode())
+#: spoils a copy of the base workdir; ``stack`` holds what must last until the command ran
+Damage = Callable[[Path, contextlib.ExitStack], None]
 
 
-def with_key(data: dict, key: str, value: object) -> dict:
-    data[key] = value
-    return data
+@dataclass(frozen=True)
+class Case:
+    """A malformed input: ``damage`` spoils a copy of the base workdir, then the command
+    ``args`` (``{w}`` is that copy; ``-w {w}`` is added unless given) must fail in one line
+    on stderr that contains ``needle``."""
+
+    name: str
+    damage: Damage
+    args: tuple[str, ...]
+    needle: str
 
 
-def fake_transfer(work: Path, samples: bytes) -> None:
+def nothing(work: Path, stack: contextlib.ExitStack) -> None:
+    """The input is malformed by the command line alone."""
+
+
+def replaced(rel: Path | str, data: bytes) -> Damage:
+    """The workdir's file ``rel`` replaced by ``data``."""
+    return lambda work, stack: put(work / rel, data)
+
+
+def truncated(rel: Path | str) -> Damage:
+    """The workdir's file ``rel`` cut to half its size."""
+    return lambda work, stack: cut(work / rel)
+
+
+def json_with(rel: Path | str, key: str, value: object) -> Damage:
+    """The workdir's JSON object ``rel`` with ``key`` set to ``value``."""
+    def damage(work: Path, stack: contextlib.ExitStack) -> None:
+        data = json.loads((work / rel).read_text())
+        put(work / rel, json.dumps({**data, key: value}).encode())
+    return damage
+
+
+def json_without(rel: Path | str, key: str) -> Damage:
+    """The workdir's JSON object ``rel`` without ``key``."""
+    def damage(work: Path, stack: contextlib.ExitStack) -> None:
+        data = json.loads((work / rel).read_text())
+        put(work / rel, json.dumps({k: v for k, v in data.items() if k != key}).encode())
+    return damage
+
+
+def interrupted_with(checkpoint: bytes) -> Damage:
+    """Training interrupted (no manifest), leaving ``checkpoint`` as its checkpoint.pt."""
+    def damage(work: Path, stack: contextlib.ExitStack) -> None:
+        (work / T / "manifest.json").unlink()
+        put(work / T / "checkpoint.pt", checkpoint)
+    return damage
+
+
+def transfer_with(samples: bytes) -> Damage:
     """A complete transfer stage whose samples.npz holds ``samples``."""
-    with stage_run(work, "transfer", {}) as out:
-        put(out.out("samples.npz"), samples)
+    def damage(work: Path, stack: contextlib.ExitStack) -> None:
+        with stage_run(work, "transfer", {}) as out:
+            put(out.out("samples.npz"), samples)
+    return damage
+
+
+def correct_as_int64(work: Path, stack: contextlib.ExitStack) -> None:
+    """correct.npy of the right values and the wrong dtype."""
+    put(work / TR / "correct.npy", npy(np.load(work / TR / "correct.npy").astype(np.int64)))
+
+
+def float_forgetting_maps(work: Path, stack: contextlib.ExitStack) -> None:
+    """forgetting.npz holding float32 maps of the right shapes."""
+    maps = {k: v.astype(np.float32) for k, v in np.load(work / H / "switch.npz").items()}
+    (work / H / "forgetting.npz").unlink()
+    save_npz(work / H / "forgetting.npz", **maps)
+
+
+def heatmap_folder_a_file(work: Path, stack: contextlib.ExitStack) -> None:
+    shutil.rmtree(work / H)
+    put(work / H, b"x")
+
+
+def read_only_workdir(work: Path, stack: contextlib.ExitStack) -> None:
+    stack.enter_context(read_only(work))
+
+
+def train_locked_by_another(work: Path, stack: contextlib.ExitStack) -> None:
+    """Hold train's lock as another process resuming it would, with a checkpoint there."""
+    stage = Stage(work, "train")
+    stage.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = stack.enter_context(open(stage.lock_path, "a+"))
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    (stage.path / "manifest.json").unlink()
+    shutil.copy(stage.path / "model.pt", stage.path / "checkpoint.pt")
 
 
 def other_class_samples() -> bytes:
@@ -126,117 +206,93 @@ def pickled() -> bytes:
     return buf.getvalue()
 
 
-def hold_lock(work: Path, name: str, stack: contextlib.ExitStack) -> None:
-    """Hold ``name``'s lock as another process would, with a checkpoint in its folder."""
-    stage = Stage(work, name)
-    stage.lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fh = stack.enter_context(open(stage.lock_path, "a+"))
-    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    (stage.path / "manifest.json").unlink()
-    shutil.copy(stage.path / "model.pt", stage.path / "checkpoint.pt")
-
-
 T, H = Path("train"), Path("heatmap")
 TR = T / "tracking"
-#: case id -> (setup(work, stack) returning the CLI arguments, what stderr must contain)
-CASES: dict[str, tuple[Callable[[Path, contextlib.ExitStack], list], str]] = {
+HEAT, RANK = ("heatmap", "--force"), ("rank", "--force")
+RETRAIN = ("retrain", "--aug", "transfer", "--seeds", "0")
+YAML = ("train", "-c", "{w}/c.yaml")
+CASES = [
     # ---- damaged artifacts
-    "empty correct.npy": (lambda w, s: (put(w / TR / "correct.npy", b""), ["heatmap", "--force"])[1],
-                          "correct.npy: not a readable .npy file"),
-    "empty switch.npy": (lambda w, s: (put(w / TR / "switch.npy", b""), ["heatmap", "--force"])[1],
-                         "switch.npy: not a readable .npy file"),
-    "empty labels.npy": (lambda w, s: (put(w / TR / "labels.npy", b""), ["heatmap", "--force"])[1],
-                         "labels.npy: not a readable .npy file"),
-    "truncated correct.npy": (lambda w, s: (cut(w / TR / "correct.npy"), ["heatmap", "--force"])[1],
-                              "correct.npy"),
-    "correct.npy int64": (lambda w, s: (put(w / TR / "correct.npy", npy(np.load(
-        w / TR / "correct.npy").astype(np.int64))), ["heatmap", "--force"])[1],
-        "correct.npy: expected uint8"),
-    "sections.json not JSON": (lambda w, s: (put(w / TR / "sections.json", b"{"), ["heatmap", "--force"])[1],
-                               "sections.json: unreadable or not JSON"),
-    "sections.json a list": (lambda w, s: (put(w / TR / "sections.json", b"[]"), ["heatmap", "--force"])[1],
-                             "sections.json: must be an object"),
-    "sections.json n_pixels text": (lambda w, s: (edit_json(w / TR / "sections.json", lambda d: with_key(
-        d, "n_pixels", "many")), ["heatmap", "--force"])[1], "sections.json: must be an object"),
-    "sections.json ignore_index 300": (lambda w, s: (edit_json(w / TR / "sections.json", lambda d: with_key(
-        d, "ignore_index", 300)), ["heatmap", "--force"])[1], "ignore_index must be 0-255"),
-    "train manifest a list": (lambda w, s: (put(w / T / "manifest.json", b"[1]"), ["heatmap", "--force"])[1],
-                              "a JSON list, not a manifest"),
-    "train manifest {} then train": (lambda w, s: (put(w / T / "manifest.json", b"{}"), ["train"])[1],
-                                     "redo it with --force"),
-    "train manifest cut then train": (lambda w, s: (cut(w / T / "manifest.json"), ["train"])[1],
-                                      "manifest.json: unreadable or not JSON"),
-    "train manifest status running": (lambda w, s: (edit_json(w / T / "manifest.json", lambda d: with_key(
-        d, "status", "running")), ["heatmap", "--force"])[1], "status is 'running'"),
-    "empty forgetting.npz": (lambda w, s: (put(w / H / "forgetting.npz", b""), ["rank", "--force"])[1],
-                             "forgetting.npz: unreadable"),
-    "float forgetting maps": (lambda w, s: (save_npz(_fresh(w / H / "forgetting.npz"), **{
-        k: v.astype(np.float32) for k, v in np.load(w / H / "switch.npz").items()}),
-        ["rank", "--force"])[1], "is float32, not uint16"),
-    "heatmap manifest without epochs": (lambda w, s: (edit_json(w / H / "manifest.json", lambda d: {
-        k: v for k, v in d.items() if k != "epochs"}), ["rank", "--force"])[1], "not a heatmap manifest"),
-    "empty ranking.csv": (lambda w, s: (put(w / "rank" / "ranking.csv", b""), ["transfer"])[1],
-                          "ranking.csv: no column class"),
-    "ranking.csv bad number": (lambda w, s: (put(w / "rank" / "ranking.csv",
+    Case("empty correct.npy", replaced(TR / "correct.npy", b""), HEAT,
+         "correct.npy: not a readable .npy file"),
+    Case("empty switch.npy", replaced(TR / "switch.npy", b""), HEAT,
+         "switch.npy: not a readable .npy file"),
+    Case("empty labels.npy", replaced(TR / "labels.npy", b""), HEAT,
+         "labels.npy: not a readable .npy file"),
+    Case("truncated correct.npy", truncated(TR / "correct.npy"), HEAT, "correct.npy"),
+    Case("correct.npy int64", correct_as_int64, HEAT, "correct.npy: expected uint8"),
+    Case("sections.json not JSON", replaced(TR / "sections.json", b"{"), HEAT,
+         "sections.json: unreadable or not JSON"),
+    Case("sections.json a list", replaced(TR / "sections.json", b"[]"), HEAT,
+         "sections.json: must be an object"),
+    Case("sections.json n_pixels text", json_with(TR / "sections.json", "n_pixels", "many"),
+         HEAT, "sections.json: must be an object"),
+    Case("sections.json ignore_index 300", json_with(TR / "sections.json", "ignore_index", 300),
+         HEAT, "ignore_index must be 0-255"),
+    Case("train manifest a list", replaced(T / "manifest.json", b"[1]"), HEAT,
+         "a JSON list, not a manifest"),
+    Case("train manifest {} then train", replaced(T / "manifest.json", b"{}"), ("train",),
+         "redo it with --force"),
+    Case("train manifest cut then train", truncated(T / "manifest.json"), ("train",),
+         "manifest.json: unreadable or not JSON"),
+    Case("train manifest status running", json_with(T / "manifest.json", "status", "running"),
+         HEAT, "status is 'running'"),
+    Case("empty forgetting.npz", replaced(H / "forgetting.npz", b""), RANK,
+         "forgetting.npz: unreadable"),
+    Case("float forgetting maps", float_forgetting_maps, RANK, "is float32, not uint16"),
+    Case("heatmap manifest without epochs", json_without(H / "manifest.json", "epochs"), RANK,
+         "not a heatmap manifest"),
+    Case("empty ranking.csv", replaced(Path("rank") / "ranking.csv", b""), ("transfer",),
+         "ranking.csv: no column class"),
+    Case("ranking.csv bad number", replaced(
+        Path("rank") / "ranking.csv",
         b"class,rank,section,density,events,class_pixels\nscruff,one,inline_0000,1,1,1\n"),
-        ["transfer"])[1], "ranking.csv: line 2"),
-    "empty metrics.jsonl": (lambda w, s: (put(w / T / "metrics.jsonl", b"{\n"), ["report"])[1],
-                            "metrics.jsonl: missing or unreadable"),
-    "eval.json cut": (lambda w, s: (cut(w / T / "eval.json"), ["report"])[1],
-                      "eval.json: unreadable or not JSON"),
-    "pickled checkpoint": (lambda w, s: ((w / T / "manifest.json").unlink(),
-                                         put(w / T / "checkpoint.pt", pickled()),
-                                         ["train", "--resume"])[2],
-                           "pickled Python objects besides tensors, which could run code, so it "
-                           "will not be loaded"),
-    "empty checkpoint": (lambda w, s: ((w / T / "manifest.json").unlink(),
-                                       put(w / T / "checkpoint.pt", b""), ["train", "--resume"])[2],
-                         "checkpoint.pt: not a falsecli checkpoint (empty or cut short)"),
-    "empty samples.npz": (lambda w, s: (fake_transfer(w, b""),
-                                        ["retrain", "--aug", "transfer", "--seeds", "0"])[1],
-                          "samples.npz: not a samples file"),
-    "samples of 10 classes": (lambda w, s: (fake_transfer(w, other_class_samples()),
-                                            ["retrain", "--aug", "transfer", "--seeds", "0"])[1],
-                              "label ids [9] are not classes 0..5"),
+         ("transfer",), "ranking.csv: line 2"),
+    Case("empty metrics.jsonl", replaced(T / "metrics.jsonl", b"{\n"), ("report",),
+         "metrics.jsonl: missing or unreadable"),
+    Case("eval.json cut", truncated(T / "eval.json"), ("report",),
+         "eval.json: unreadable or not JSON"),
+    Case("pickled checkpoint", interrupted_with(pickled()), ("train", "--resume"),
+         "pickled Python objects besides tensors, which could run code, so it will not be "
+         "loaded"),
+    Case("empty checkpoint", interrupted_with(b""), ("train", "--resume"),
+         "checkpoint.pt: not a falsecli checkpoint (empty or cut short)"),
+    Case("empty samples.npz", transfer_with(b""), RETRAIN, "samples.npz: not a samples file"),
+    Case("samples of 10 classes", transfer_with(other_class_samples()), RETRAIN,
+         "label ids [9] are not classes 0..5"),
     # ---- config files
-    "yaml syntax error": (lambda w, s: (put(w / "c.yaml", b"train:\n  epochs: [1, 2\n"),
-                                        ["train", "-c", w / "c.yaml"])[1], "c.yaml:3:1: expected ','"),
-    "yaml tab indent": (lambda w, s: (put(w / "c.yaml", b"train:\n\tepochs: 2\n"),
-                                      ["train", "-c", w / "c.yaml"])[1], "c.yaml:2:1: found character"),
-    "yaml top-level list": (lambda w, s: (put(w / "c.yaml", b"- 1\n"), ["train", "-c", w / "c.yaml"])[1],
-                            "the top level must be a mapping"),
-    "config is a folder": (lambda w, s: ["train", "-c", w / T], "cannot read it (Is a directory)"),
-    "config not UTF-8": (lambda w, s: (put(w / "c.yaml", b"\xff\xfe\x00"), ["train", "-c", w / "c.yaml"])[1],
-                         "cannot read it (not UTF-8 text)"),
-    "seismic is a folder": (lambda w, s: ["inspect", "--set", "data.source=files", "--set",
-                                          f"data.seismic={w / T}", "--set", f"data.labels={w / T}"],
-                            "train: a folder, not a volume file"),
+    Case("yaml syntax error", replaced("c.yaml", b"train:\n  epochs: [1, 2\n"), YAML,
+         "c.yaml:3:1: expected ','"),
+    Case("yaml tab indent", replaced("c.yaml", b"train:\n\tepochs: 2\n"), YAML,
+         "c.yaml:2:1: found character"),
+    Case("yaml top-level list", replaced("c.yaml", b"- 1\n"), YAML,
+         "the top level must be a mapping"),
+    Case("config is a folder", nothing, ("train", "-c", "{w}/train"),
+         "cannot read it (Is a directory)"),
+    Case("config not UTF-8", replaced("c.yaml", b"\xff\xfe\x00"), YAML,
+         "cannot read it (not UTF-8 text)"),
+    Case("seismic is a folder", nothing,
+         ("inspect", "--set", "data.source=files", "--set", "data.seismic={w}/train", "--set",
+          "data.labels={w}/train"), "train: a folder, not a volume file"),
     # ---- workdir states
-    "workdir is a file": (lambda w, s: (put(w / "f", b"x"), ["train", "-w", w / "f"])[1],
-                          "the workdir is a file"),
-    "stage folder is a file": (lambda w, s: (shutil.rmtree(w / H), put(w / H, b"x"), ["heatmap"])[2],
-                               "a file is in the way"),
-    "read-only, complete": (lambda w, s: (s.enter_context(read_only(w)), ["train"])[1],
-                            "train: already complete"),
-    "read-only, --force": (lambda w, s: (s.enter_context(read_only(w)), ["heatmap", "--force"])[1],
-                           "Read-only file system — check its permissions"),
-    "plain train while another resumes": (lambda w, s: (hold_lock(w, "train", s), ["train"])[1],
-                                          "another falsecli process is writing"),
-}
+    Case("workdir is a file", replaced("f", b"x"), ("train", "-w", "{w}/f"),
+         "the workdir is a file"),
+    Case("stage folder is a file", heatmap_folder_a_file, ("heatmap",), "a file is in the way"),
+    Case("read-only, complete", read_only_workdir, ("train",), "train: already complete"),
+    Case("read-only, --force", read_only_workdir, HEAT,
+         "Read-only file system — check its permissions"),
+    Case("plain train while another resumes", train_locked_by_another, ("train",),
+         "another falsecli process is writing"),
+]
 
 
-def _fresh(path: Path) -> Path:
-    path.unlink()
-    return path
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_malformed_input_is_one_line(base, tmp_path, case) -> None:
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_malformed_input_is_one_line(base, tmp_path, case: Case) -> None:
     work = tmp_path / "w"
     shutil.copytree(base, work, copy_function=os.link)
     with contextlib.ExitStack() as stack:
-        setup, needle = CASES[case]
-        args = [str(a) for a in setup(work, stack)]
+        case.damage(work, stack)
+        args = [a.format(w=work) for a in case.args]
         before = {p: p.stat().st_mtime_ns for p in (work / T).rglob("*") if p.is_file()} \
             if (work / T / "model.pt").exists() else {}
         result = run(*args[:1], *([] if "-w" in args else ["-w", work]), *args[1:], *ARGS)
@@ -244,13 +300,17 @@ def test_malformed_input_is_one_line(base, tmp_path, case) -> None:
         assert result.exit_code == 1, (result.exit_code, result.output)
         assert len(lines) == 1, result.stderr
         assert "Traceback" not in result.output and "Aborted" not in result.output
-        assert needle in lines[0], lines[0]
+        assert case.needle in lines[0], lines[0]
     # the complete training run was neither retrained nor touched
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())
 
 
-def test_there_are_at_least_25_cases() -> None:
-    assert len(CASES) >= 25
+def test_every_stage_of_the_workflow_has_a_malformed_case() -> None:
+    """Each stage reads what an earlier one wrote (train: its checkpoint and config files):
+    a stage added to the workflow needs a case of a damaged input of its own."""
+    from falsecli.stages.pipeline import steps
+
+    assert {step.name for step in steps()} <= {case.args[0] for case in CASES}
 
 
 # ---------------------------------------------------------------- a full disk
@@ -330,19 +390,34 @@ def test_an_injected_full_disk_loses_nothing_complete(base, tmp_path, monkeypatc
     assert not [p for p in work.rglob("*") if ".tmp" in p.name]
 
 
-def test_a_generator_of_the_wrong_structure_is_trained_again(tiny_cfg, tmp_path) -> None:
-    """A loadable generator.pt that is not ours (wrong mappings, or weights of another shape)
-    is said and ignored, never a traceback: transfer trains the generator again."""
+@pytest.mark.parametrize("encoder, said", [
+    (torch.zeros(2), "config, encoder, generator and training must be mappings"),
+    ({"w": torch.zeros(2)}, "its weights do not fit the generator"),
+])
+def test_a_generator_of_the_wrong_structure_is_trained_again(base, tmp_path, encoder,
+                                                             said) -> None:
+    """A loadable generator.pt of the right training config that is not ours (wrong
+    mappings, or weights of another shape), left by an interrupted transfer: said in one
+    line and ignored, never a traceback; transfer trains the generator again and replaces
+    it."""
     from falsecli.core import checkpoint
-    from falsecli.stages import transfer as tr
+    from falsecli.core.config import resolve
+    from falsecli.stages.transfer import GENERATOR, generator_config
 
-    path = tmp_path / "generator.pt"
-    keys = {"config": tr.generator_config(tiny_cfg), "training": {}}
-    checkpoint.save(path, {**keys, "encoder": torch.zeros(2), "generator": {}})
-    assert tr._stored_generator(path) is None
-    checkpoint.save(path, {**keys, "encoder": {"w": torch.zeros(2)}, "generator": {}})
-    stored = tr._stored_generator(path)
-    assert stored is not None and not tr._load_weights(tr._new_model(tiny_cfg), stored, path)
+    work = tmp_path / "w"
+    shutil.copytree(base, work, copy_function=os.link)
+    path = work / "transfer" / GENERATOR
+    path.parent.mkdir()
+    checkpoint.save(path, {"config": generator_config(resolve(sets=SMALL)), "training": {},
+                           "encoder": encoder, "generator": {}})
+    result = run("transfer", "-w", work, *sets_args(SMALL), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["generator"] == "trained"
+    ignored = [line for line in result.stderr.splitlines() if "ignoring" in line]
+    assert len(ignored) == 1 and str(path) in ignored[0] and said in ignored[0], result.stderr
+    assert "it is trained again" in ignored[0] and "Traceback" not in result.stderr
+    stored = torch.load(path, weights_only=True)
+    assert isinstance(stored["encoder"], dict) and stored["generator"]
 
 
 def test_an_unreadable_input_is_one_line(tmp_path) -> None:

@@ -100,7 +100,7 @@ def test_load_model_refuses_pickled_code(tmp_path) -> None:
 
 
 def test_lone_sample_cannot_train() -> None:
-    """Why the training loop never makes a batch of one (see train._cuts)."""
+    """Why the training loop never makes a batch of one (see Pool.batches)."""
     model = build_model(SMALL, 6).train()
     with pytest.raises(ValueError):
         model(torch.randn(1, 1, 32, 24))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import make_data
 import make_segy
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 from falsecli.cli import app
 from falsecli.core import config
 from falsecli.data import segy, synthetic
@@ -41,7 +41,7 @@ def invoke(*args: object):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> dict[str, object]:
     """A workdir trained (2 epochs) on SEG-Y volumes, and its --set flags."""
-    root = tmp_path_factory.mktemp("predict")
+    root = shared(tmp_path_factory.mktemp("predict"))
     cfg = config.resolve(sets=TINY)
     (seis, lab), (test_seis, test_lab) = synthetic.volumes(cfg["data"])
     train_sgy = make_segy.cube(root / "train.sgy", seis, order="crossline", seed=1, **ODD)

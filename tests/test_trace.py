@@ -1,22 +1,25 @@
 """``train.keep_every`` and ``falsecli trace`` on a tiny run whose training volume holds an
 exact copy of a tracked section (inline 1 = inline 0), with weights kept every epoch.
 
-The evidence the issue asks for: the planted copy ranks first among the proponents; per-class
-scores add up to the section score, and the score is the gradient dot product computed the
-plain way (autograd, one section at a time); one batch gives the scores of section by
-section; a region where the network flips between two classes is attributed mostly to
-training pixels of those two classes.
+The evidence the issue asks for: per-class scores add up to the section score, and the score
+is the gradient dot product computed the plain way (autograd, one section at a time); one
+batch gives the scores of section by section; a region where the network flips between two
+classes is attributed mostly to training pixels of those two classes. That the planted copy
+ranks first among the proponents does not hold yet: a strict xfail, until the method changes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
@@ -55,10 +58,19 @@ def planted(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def run(planted, tmp_path_factory):
     """The trained workdir and its config."""
-    work = tmp_path_factory.mktemp("work")
+    work = shared(tmp_path_factory.mktemp("work"))
     cfg = config.resolve(sets=planted)
     train(cfg, work)
     return work, cfg
+
+
+@pytest.fixture
+def own(run, tmp_path) -> Path:
+    """A copy of the trained workdir for a test that writes a trace into it (hard links:
+    falsecli replaces files, never writes into them)."""
+    work = tmp_path / "w"
+    shutil.copytree(run[0], work, copy_function=os.link)
+    return work
 
 
 def prepare_trace(work, cfg, layers: str = "last", region: np.ndarray | None = None):
@@ -115,32 +127,57 @@ def test_keep_every_is_checked() -> None:
 # ---------------------------------------------------------------- the scores
 
 
-@pytest.mark.xfail(reason="on this round's synthetic volume (F3's class shares) the planted copy "
-                   "of inline 0 is not among the top 3 proponents of the whole section "
-                   "after 3 epochs (inlines 13, 12, 14 rank first: larger gradients); the "
-                   "evidence is data-dependent, to be revisited", strict=False)
-def test_planted_copy_ranks_first_and_the_stage_writes_its_folder(run, planted, cli) -> None:
-    work, _ = run
-    for region in ([], ["--class", "lower_ns"]):
-        result = cli("trace", "-w", work, "--section", QUERY, *region, *sets_args(planted),
-                     "--json", "--force")
-        assert result.exit_code == 0, result.output
-        summary = json.loads(result.stdout)
-        assert summary["proponents"][0]["section"] == COPY, (region, [p["section"] for p in summary["proponents"][:3]])
-    folder = work / "trace" / QUERY
+def test_the_stage_writes_its_folder_in_rank_order(run, own, planted, cli) -> None:
+    """influence.csv holds every training section once, ranked by score, its per-class
+    columns are the scores of :func:`class_scores` (checked against autograd below) and add
+    up to the score; the summary and the printed tables show its first rows."""
+    _, cfg = run
+    result = cli("trace", "-w", own, "--section", QUERY, *sets_args(planted), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    folder = own / "trace" / QUERY
     for name in ("influence.csv", "epochs.csv", "proponents.png", "opponents.png",
                  "epochs.png", "manifest.json"):
         assert (folder / name).is_file(), name
     rows = load_influence(folder / INFLUENCE_CSV)
+    model, ckpts, names, ds, query = prepare_trace(own, cfg)
+    sections = ds.sections("train")
+    assert sorted(r["section"] for r in rows) == sorted(s.name for s in sections)
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
-    assert rows[0]["section"] == COPY
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
-    classes = config.resolve(sets=planted)["data"]["classes"]
-    for row in rows:  # the per-class columns add up to the score
-        assert sum(row[c] for c in classes) == pytest.approx(row["score"], rel=1e-9, abs=1e-15)
+    assert rows[0]["score"] > rows[-1]["score"]
+    per_class = class_scores(model, ckpts, names, query, ds, sections).sum(1)
+    by_name = {r["section"]: r for r in rows}
+    for s, want in zip(sections, per_class):
+        row = by_name[s.name]
+        np.testing.assert_allclose([row[c] for c in ds.classes], want, rtol=1e-5,
+                                   atol=1e-6 * np.abs(per_class).max())
+        # the per-class columns add up to the score
+        assert sum(row[c] for c in ds.classes) == pytest.approx(row["score"], rel=1e-9,
+                                                                abs=1e-15)
+    top = [p["section"] for p in summary["proponents"]]
+    assert top == [r["section"] for r in rows[:len(top)]] and top
+    assert [p["section"] for p in summary["opponents"]] == \
+        [r["section"] for r in rows[::-1][:len(top)]]
 
-    text = cli("trace", "-w", work, "--section", QUERY, *sets_args(planted), "--force")
-    assert text.exit_code == 0 and COPY in text.stdout and "proponents" in text.stdout
+    text = cli("trace", "-w", own, "--section", QUERY, *sets_args(planted), "--force")
+    assert text.exit_code == 0 and rows[0]["section"] in text.stdout
+    assert "proponents" in text.stdout and rows[-1]["section"] in text.stdout
+
+
+@pytest.mark.xfail(reason="measured: after 3 epochs on this synthetic volume (F3's class "
+                   "shares) the planted copy inline_0001 ranks 7th of 31 proponents of the "
+                   "whole section and 5th for its lower_ns pixels; inlines 13, 12, 11/14 "
+                   "(larger gradients) rank first. Issue 26 changes the method",
+                   strict=True, raises=AssertionError)
+def test_the_planted_copy_ranks_first(own, planted, cli) -> None:
+    for region in ([], ["--class", "lower_ns"]):
+        result = cli("trace", "-w", own, "--section", QUERY, *region, *sets_args(planted),
+                     "--json", "--force")
+        if result.exit_code != 0:  # a failure of another kind than the expected one
+            pytest.fail(result.output)
+        first = [p["section"] for p in json.loads(result.stdout)["proponents"][:3]]
+        assert first[0] == COPY, (region, first)
 
 
 @pytest.mark.parametrize("layers", ["last", "all"])

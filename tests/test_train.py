@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 from typer.testing import CliRunner
 
 from falsecli.core import config
@@ -23,8 +23,8 @@ from falsecli.data.dataset import load_dataset
 from falsecli.core.errors import FalseCliError
 from falsecli.method.model import load_model
 from falsecli.method.tracking import RowFile
-from falsecli.method.pool import Pool, _cuts
-from falsecli.method.training import _loss, class_weights, predict
+from falsecli.method.pool import Pool
+from falsecli.method.training import class_weights, labelled_loss, predict
 from falsecli.stages.train import train
 
 #: two section shapes (13 and 12 wide), a group of 9 (its last batch of one merges), and
@@ -48,7 +48,7 @@ def cfg() -> config.Config:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """``falsecli train`` through the real CLI; returns (workdir, result)."""
-    work = tmp_path_factory.mktemp("work")
+    work = shared(tmp_path_factory.mktemp("work"))
     result = run_cli("train", "-w", work, *sets_args(SMALL), "--quiet")
     assert result.exit_code == 0, result.output
     return work, result
@@ -271,11 +271,14 @@ def test_foreign_checkpoint_is_a_one_line_error(cfg, tmp_path, payload, needle) 
 # ---------------------------------------------------------------- batching and loss
 
 
-def test_cuts_never_leave_a_batch_of_one() -> None:
-    assert _cuts(9, 4) == [0, 4, 9]
-    assert _cuts(8, 4) == [0, 4, 8]
-    assert _cuts(5, 4) == [0, 5]
-    assert _cuts(3, 4) == [0, 3]
+@pytest.mark.parametrize("n, sizes", [(9, [4, 5]), (8, [4, 4]), (5, [5]), (3, [3])])
+def test_batches_never_leave_a_batch_of_one(n: int, sizes: list[int]) -> None:
+    """A last batch under 2 samples joins the one before (see test_model's lone sample)."""
+    arrays = {(4, 5): (np.zeros((n, 4, 5), np.float32), np.zeros((n, 4, 5), np.uint8))}
+    pool = Pool(arrays, torch.device("cpu"), resident=True)
+    batches = pool.batches(torch.Generator().manual_seed(0), 4)
+    assert sorted(len(index) for _, index in batches) == sizes  # in a shuffled order
+    assert pool.n_batches(4) == len(sizes)
 
 
 def test_pool_batches_cover_every_sample_once_per_shape() -> None:
@@ -316,8 +319,9 @@ def test_loss_is_the_mean_over_labelled_pixels() -> None:
     weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
     for w in (None, weights):
         want = F.cross_entropy(logits, labels.long(), weight=w, ignore_index=255)
-        assert _loss(logits, labels, w, 255).item() == pytest.approx(want.item(), rel=1e-6)
-    assert _loss(logits, torch.full_like(labels, 255), weights, 255).item() == 0.0
+        got = labelled_loss(logits, labels, w, 255).item()
+        assert got == pytest.approx(want.item(), rel=1e-6)
+    assert labelled_loss(logits, torch.full_like(labels, 255), weights, 255).item() == 0.0
 
 
 # ---------------------------------------------------------------- augmentations

@@ -11,7 +11,7 @@ import pytest
 
 import make_data
 import make_segy
-from conftest import TINY, sets_args
+from conftest import TINY, sets_args, shared
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
 from falsecli.data import dataset as data, synthetic, volumes
@@ -164,7 +164,7 @@ def test_tracked_splits_once_each_and_unlabelled_sections(tmp_path):
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> dict[str, Path]:
-    return make_data.write_all(tmp_path_factory.mktemp("cases"))
+    return make_data.write_all(shared(tmp_path_factory.mktemp("cases")))
 
 
 @pytest.mark.parametrize("seismic, labels, needles", [

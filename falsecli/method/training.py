@@ -153,11 +153,11 @@ def _norm(labels: torch.Tensor, weights: torch.Tensor | None, ignore_index: int
     return (weights[torch.where(valid, labels.long(), 0)] * valid).sum()
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
-          ignore_index: int, norm: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over labelled pixels (weighted mean with class weights); a batch
-    with no labelled pixel gives 0, not NaN. ``norm``: the :func:`_norm` of the whole global
-    batch when ``labels`` are one process's share of it."""
+def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
+                  ignore_index: int, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """The training objective: mean cross-entropy over labelled pixels (weighted mean with
+    class weights); a batch with no labelled pixel gives 0, not NaN. ``norm``: the
+    :func:`_norm` of the whole global batch when ``labels`` are one process's share of it."""
     total = F.cross_entropy(logits.float(), labels.long(), weight=weights,
                             ignore_index=ignore_index, reduction="sum")
     if norm is None:
@@ -263,7 +263,7 @@ class Session:
                 layer.rows = (len(index), mine.start, mine.stop)
             x = images[mine, None].contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = _loss(self.net(x), labels[mine], self.weights, ignore, norm)
+                loss = labelled_loss(self.net(x), labels[mine], self.weights, ignore, norm)
             self.optimizer.zero_grad(set_to_none=True)
             (loss * ranks.world).backward()  # DDP averages the gradients over the processes
             self.optimizer.step()
