@@ -35,8 +35,8 @@ flags. Every value is checked before any work; an unknown key or a value outside
 accepts stops the command with one line naming the key, the value and what it must be:
 
 ```console
-$ falsecli train --set train.epoch=5
-falsecli train: unknown config key 'train.epoch'; did you mean 'train.epochs'? (see example.yaml for every key)
+$ falsecli train --set train.lr=0
+falsecli train: config key 'train.lr' is 0; it must be > 0
 ```"""
 
 
@@ -91,7 +91,7 @@ def accepts(rule: config.Rule) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", r"\|")
+    return text.replace("|", r"\|").replace("<", "&lt;")
 
 
 def render() -> str:
