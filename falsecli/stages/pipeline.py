@@ -34,8 +34,8 @@ DEMO: dict[str, Any] = {
 
 
 #: the study profile of the report-trust work (docs/results.md, "The paper's claims,
-#: measured"): the demo's networks on a smaller volume for 12 epochs, 4 seeds of every method and the
-#: transfer-identity control, in about 17 minutes on 2 CPU cores
+#: measured"): the demo's networks on a smaller volume for 12 epochs, 4 seeds of every method
+#: and the transfer-identity control, in about 17 minutes on 2 CPU cores
 STUDY: dict[str, Any] = {
     **DEMO,
     "data": {"synthetic": {"shape": [40, 40, 64], "test_shape": [16, 40, 64]}},
