@@ -100,8 +100,8 @@ def render() -> str:
     for key, value, comment in _defaults_lines():
         if not value:  # a section (or a sub-section such as data.segy, which shares its table)
             if "." not in key:
-                out += [f"\n## {key}\n", comment, "| key | default | accepts | what it does |",
-                        "|---|---|---|---|"]
+                out += [f"\n## {key}\n", comment and f"{comment}\n",
+                        "| key | default | accepts | what it does |", "|---|---|---|---|"]
             continue
         rule = config.RULES[key]
         why = f" ({rule.why})" if rule.why else ""
