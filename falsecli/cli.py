@@ -21,9 +21,12 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from falsecli import __version__
-from falsecli.core import config, console
+from falsecli.core import config, console, layout
+from falsecli.core.config import remembered_config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, default_workdir, fs_error, remembered_config
+from falsecli.core.files import fs_error
+from falsecli.core.layout import default_workdir
+from falsecli.core.manifest import Stage
 
 app = typer.Typer(
     name="falsecli",
@@ -84,7 +87,8 @@ class Context:
         elif train is not None:  # a workdir from before config.yaml: its training settings
             base, remembered = config.merge(config.load_defaults(), train["config"]), \
                 Stage(self.workdir, "train").manifest_path
-        cfg = config.resolve(self.config_file, self.sets, explicit, base=base)
+        cfg = config.resolve(self.config_file, self.sets, explicit, base=base,
+                             workdir=self.workdir)
         retrains = self.force and self.name in RETRAINS
         if train is not None and not retrains and self.name not in READ_ONLY:
             config.refuse_other_results(base, cfg, f"the workdir {self.workdir} ({remembered})")
@@ -308,7 +312,7 @@ def heatmap_cmd(
         help=_h("Events given to never-learned pixels", "heatmap.never_learned"))] = None,
     run: Annotated[Optional[str], typer.Option(
         metavar="RUN",
-        help="Training run: train or retrain/<aug>/seed<k> \\[default: train]")] = None,
+        help=f"Training run: {layout.RUN_FORMS} \\[default: train]")] = None,
     sections: Annotated[Optional[list[str]], typer.Option(
         "--sections", metavar="SECTION",
         help="Sections to draw (repeatable) \\[default: the most forgotten]")
@@ -413,7 +417,7 @@ def trace_cmd(
     mask: Annotated[Optional[Path], typer.Option(
         help="Query region: a bool .npy of the section's shape (depth, width)")] = None,
     run: Annotated[Optional[str], typer.Option(metavar="RUN",
-        help=_h("Training run: train or retrain/<aug>/seed<k>", "trace.run"))] = None,
+        help=_h(f"Training run: {layout.RUN_FORMS}", "trace.run"))] = None,
     layers: Annotated[Optional[str], typer.Option(metavar="LAYERS",
         help=_h("Parameters compared: last | head | all | name prefixes", "trace.layers"))
     ] = None,
@@ -445,7 +449,8 @@ def query_cmd(
         metavar="|".join(config.choices("query.strategy")),
         help=_h("Query strategy", "query.strategy"))] = None,
     run: Annotated[Optional[str], typer.Option(metavar="RUN", help=_h(
-        "Training run whose pool is ranked (it tracked pool)", "query.run"))] = None,
+        f"Training run whose pool is ranked (it tracked pool): {layout.RUN_FORMS}",
+        "query.run"))] = None,
     min_gap: Annotated[Optional[int], typer.Option(help=_h(
         "Least index distance on an axis between chosen and labelled sections",
         "query.min_gap"))] = None,
@@ -490,8 +495,8 @@ def al_cmd(
 def show_cmd(
     ctx: Context,
     stage: Annotated[Optional[str], typer.Argument(
-        metavar="[STAGE]", help="A stage folder: train, heatmap, rank, transfer, "
-        "retrain/<aug>/seed<k>, report \\[default: list every stage]")] = None,
+        metavar="[STAGE]", help="A stage folder: heatmap, rank, transfer, report, a run "
+        f"({layout.RUN_FORMS}), {layout.PER_RUN_FORMS} \\[default: list every stage]")] = None,
 ) -> None:
     """Print what the workdir holds (each stage: fresh or stale), or one stage's result (rank:
     its table), without redoing anything."""
@@ -546,7 +551,7 @@ def predict_cmd(
     labels: Annotated[Optional[Path], typer.Option(
         help="Labels of --input (.npy or SEG-Y): adds the benchmark's metrics")] = None,
     run: Annotated[Optional[str], typer.Option(metavar="RUN",
-        help=_h("Model: train or retrain/<aug>/seed<k>", "predict.run"))] = None,
+        help=_h(f"Model: {layout.RUN_FORMS}", "predict.run"))] = None,
     axes: Annotated[Optional[Axes], typer.Option(
         help=_h("Sections predicted; both averages the two softmax estimates",
                 "predict.axes"))] = None,
@@ -571,7 +576,7 @@ def export_cmd(
     ctx: Context,
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder to write the SEG-Y cubes to.")],
     run: Annotated[Optional[str], typer.Option(metavar="RUN",
-        help=_h("Heat maps of: train or retrain/<aug>/seed<k>", "heatmap.run"))] = None,
+        help=_h(f"Heat maps of: {layout.RUN_FORMS}", "heatmap.run"))] = None,
 ) -> None:
     """Heat maps (forgetting, switch, never-learned) as SEG-Y cubes with the training
     volume's geometry, to overlay the seismic in any SEG-Y viewer."""

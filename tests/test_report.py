@@ -11,7 +11,7 @@ from scipy import stats as sps
 import independent
 from falsecli.core import config, workdir
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import stage_run
+from falsecli.core.swap import stage_run
 from falsecli.method import claims as cl
 from falsecli.method import statistics
 from falsecli.stages import report

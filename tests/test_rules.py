@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from falsecli import cli
-from falsecli.core import config
+from falsecli.core import config, rules
 from falsecli.core.errors import FalseCliError
 
 DEFAULTS = config.load_defaults()
@@ -143,7 +143,7 @@ def test_cli_choices_are_the_rules_choices() -> None:
     for enum, key in ((cli.Aug, "train.aug"), (cli.RetrainAug, "retrain.augs"),
                       (cli.NeverLearned, "heatmap.never_learned"), (cli.RankBy, "rank.by")):
         assert tuple(e.value for e in enum) == config.choices(key)
-    assert config.choices("retrain.augs") == config.AUGS
+    assert config.choices("retrain.augs") == rules.AUGS
 
 
 def test_exponent_notation_is_a_number() -> None:
