@@ -12,7 +12,7 @@ import re
 from importlib import resources
 from typing import Iterator
 
-from falsecli.core import config
+from falsecli.core import layout, rules
 
 #: one line of defaults.yaml: indentation, key, the value as written, the comment
 _LINE = re.compile(r"(?P<indent> *)(?P<key>\w+):(?P<value>[^#]*)(#\s?(?P<comment>.*))?")
@@ -54,7 +54,7 @@ def _defaults_lines() -> Iterator[tuple[str, str, str]]:
         yield ".".join(stack), match["value"].strip(), (match["comment"] or "").strip()
 
 
-def _bounds(rule: config.Rule) -> str:
+def _bounds(rule: rules.Rule) -> str:
     return " and ".join(f"{op} {bound:g}" for op, bound in
                         ((">=", rule.ge), (">", rule.gt), ("<=", rule.le)) if bound is not None)
 
@@ -63,13 +63,15 @@ def _count(n: int) -> str:
     return f"{n} item{'s' * (n != 1)}"
 
 
-def accepts(rule: config.Rule) -> str:
+def accepts(rule: rules.Rule) -> str:
     """What ``rule`` accepts, in words: type, choices or form, range, list length, null, then
     the rule of each list item or mapping field."""
     if rule.choices:
         text = "one of " + " | ".join(str(c) for c in rule.choices)
     elif rule.form:
         text = rule.form[1]
+    elif rule.run:
+        text = f"{layout.RUN_FORMS}, e.g. {layout.RUN_EXAMPLE}"
     else:
         text = " or ".join(_KINDS[kind] for kind in rule.kinds)
     if _bounds(rule):
@@ -103,7 +105,7 @@ def render() -> str:
                 out += [f"\n## {key}\n", comment and f"{comment}\n",
                         "| key | default | accepts | what it does |", "|---|---|---|---|"]
             continue
-        rule = config.RULES[key]
+        rule = rules.RULES[key]
         why = f" ({rule.why})" if rule.why else ""
         out.append(f"| `{key}` | `{_cell(value)}` | {_cell(accepts(rule) + why)} | "
                    f"{_cell(comment)} |")
