@@ -30,15 +30,18 @@ from typing import Any
 import numpy as np
 
 from falsecli.core import console
-from falsecli.core import workdir as wd
+from falsecli.core import layout
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import read_csv, read_json, save_with, write_csv, write_json, write_text
+from falsecli.core.manifest import Stage, StageRun
+from falsecli.core.swap import stage_run
 from falsecli.data.provenance import differences
 from falsecli.method import claims as cl
 from falsecli.method.runfolder import read_eval, read_metrics
 from falsecli.method.statistics import aggregate, difference, flatten_eval, forgetting_stats
-from falsecli.stages.rank import load_ranking
 from falsecli.stages import Step
+from falsecli.stages.rank import load_ranking
 
 TABLE_CSV = "table.csv"
 #: method − control per metric with 95 % intervals
@@ -72,7 +75,7 @@ class Run:
     """One complete training run and what the report reads from it."""
 
     method: str
-    stage: wd.Stage
+    stage: Stage
     manifest: dict[str, Any]
 
     @property
@@ -101,15 +104,12 @@ class Run:
 def collect_runs(workdir: Path) -> list[Run]:
     """Every complete training run: ``train/`` first, then each method's seeds in order."""
     runs: list[Run] = []
-    train = wd.Stage(workdir, "train")
+    train = Stage(workdir, layout.TRAIN)
     if (manifest := train.manifest()) is not None:
         runs.append(Run("baseline", train, manifest))
     for method, aug in METHODS.items():
-        root = Path(workdir) / "retrain" / aug
-        seeds = sorted((p for p in root.glob("seed*") if p.name[4:].isdigit()),
-                       key=lambda p: int(p.name[4:]))
-        for path in seeds:
-            stage = wd.Stage(workdir, f"retrain/{aug}/{path.name}")
+        for run in layout.runs(workdir, layout.RETRAIN, aug):
+            stage = Stage(workdir, run.name)
             if (manifest := stage.manifest()) is not None:
                 runs.append(Run(method, stage, manifest))
     return runs
@@ -172,7 +172,7 @@ def target_class(workdir: Path, cfg: Config, classes: list[str]) -> int:
     included), else ``rank.class``."""
     value = cfg["rank"]["class"]
     for name in ("rank", "transfer"):
-        manifest = wd.Stage(workdir, name).manifest()
+        manifest = Stage(workdir, name).manifest()
         if manifest is not None:
             value = manifest["config"][name]["class"]
     return class_id({"data": {"classes": classes}}, value)
@@ -296,15 +296,15 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
     by_method = {m: [r for r in runs if r.method == m] for m in METHODS}
     by_method = {m: rs for m, rs in by_method.items() if rs}
 
-    with wd.stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
+    with stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
                       force=force) as out:
         shown = _fig5_sections(workdir, runs[0], rep["sections"])
         measured = _measure(by_method, classes, target, window, rep, shown)
         claims = _claims(workdir, measured, classes, target, rep["surroundings_tolerance"])
-        wd.write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
+        write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         comparisons = _comparisons(measured.results, classes, target)
-        wd.write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, comparisons)
-        wd.write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
+        write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, comparisons)
+        write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
         name = classes[target]
         shown_figures = []
         if shown:
@@ -334,8 +334,8 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
         doc = _Document(classes, target, measured.rows, comparisons, claims, by_method, runs,
                         chosen.left_out, cfg, rep, window, shown_figures)
         _active_learning(workdir, out, doc)
-        wd.write_text(out.out(REPORT_MD), doc.markdown())
-        wd.write_text(out.out(REPORT_HTML), doc.html(out.path))
+        write_text(out.out(REPORT_MD), doc.markdown())
+        write_text(out.out(REPORT_HTML), doc.html(out.path))
         out.extra.update(runs=[r.name for r in runs], left_out=chosen.left_out,
                          window=window)
     return {"stage": "report", "runs": [r.name for r in runs], "left_out": chosen.left_out,
@@ -354,17 +354,17 @@ def _context(run: Run, sections: list[str]) -> dict[str, tuple[np.ndarray, np.nd
     return {n: (ds.image(known[n]), ds.label(known[n])) for n in sections}
 
 
-def _borrowed_figures(workdir: Path, out: wd.StageRun, run: Run, name: str) -> list[_Figure]:
+def _borrowed_figures(workdir: Path, out: StageRun, run: Run, name: str) -> list[_Figure]:
     """The heat-map figure of the top-ranked section (from heatmap/) and the style
     transfer's Fig. 3 (from transfer/), copied into report/ when those stages have drawn
     them, so that report.md's links and report.html stand alone."""
     from falsecli.stages.heatmap import figure_path
 
     found = []
-    drawn = wd.Stage(workdir, "heatmap").path
+    drawn = Stage(workdir, "heatmap").path
     ranked = _ranked(workdir, run)
     section = next((s for s in ranked if (drawn / figure_path(s)).is_file()), None)
-    if wd.Stage(workdir, "heatmap").is_complete() and section is not None:
+    if Stage(workdir, "heatmap").is_complete() and section is not None:
         rel = f"{SECTION_FIGURE}{section}.png"
         _copy(drawn / figure_path(section), out.out(rel))
         found.append(_Figure(rel, f"Fig. 2 — the most-forgotten section, {section}", (
@@ -372,7 +372,7 @@ def _borrowed_figures(workdir: Path, out: wd.StageRun, run: Run, name: str) -> l
             "heatmap/ drew), from train/: seismic amplitude, the annotation in facies colours, "
             "and the forgetting events per pixel (discrete colour bar). Events concentrate "
             "where units are thin or their boundaries are ambiguous in the seismic.")))
-    transfer = wd.Stage(workdir, "transfer")
+    transfer = Stage(workdir, "transfer")
     if transfer.is_complete():
         from falsecli.stages.transfer import FIG3
 
@@ -389,7 +389,7 @@ def _borrowed_figures(workdir: Path, out: wd.StageRun, run: Run, name: str) -> l
     return found
 
 
-def _active_learning(workdir: Path, out: wd.StageRun, doc: _Document) -> None:
+def _active_learning(workdir: Path, out: StageRun, doc: _Document) -> None:
     """The learning curves and their areas, when ``falsecli al`` has run here."""
     from falsecli.method import figures
     from falsecli.stages.al import AL_FIGURE, learning_report
@@ -409,22 +409,22 @@ def _active_learning(workdir: Path, out: wd.StageRun, doc: _Document) -> None:
 
 
 def _copy(source: Path, target: Path) -> None:
-    wd.save_with(target, lambda tmp: shutil.copyfile(source, tmp))
+    save_with(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def _ranked(workdir: Path, run: Run) -> list[str]:
     """The validation sections of rank/ in rank order ([] without a complete rank/)."""
-    if not wd.Stage(workdir, "rank").is_complete():
+    if not Stage(workdir, "rank").is_complete():
         return []
     return list(dict.fromkeys(row["section"] for row in load_ranking(workdir)))
 
 
-def _upstream(workdir: Path, found: list[Run]) -> list[wd.Stage]:
+def _upstream(workdir: Path, found: list[Run]) -> list[Stage]:
     """Every complete stage the report reads: the runs, heatmap/, rank/ and transfer/ (Fig. 3,
     C5) and the active-learning rounds (Table 5), so that a change to any makes it stale."""
     from falsecli.stages.al import complete_rounds
 
-    read = [wd.Stage(workdir, name) for name in ("heatmap", "rank", "transfer")]
+    read = [Stage(workdir, name) for name in ("heatmap", "rank", "transfer")]
     return [r.stage for r in found] + [s for s in read if s.is_complete()] + \
         complete_rounds(workdir)
 
@@ -451,17 +451,17 @@ def _locality(workdir: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def read_table(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/table.csv`` (method, split, metric, mean, std, n), typed."""
-    return wd.read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
+    return read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
 
 
 def read_comparison(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/comparison.csv`` (method − control per metric), typed."""
-    return wd.read_csv(workdir, "report", COMPARISON_CSV, COMPARISON_COLUMNS)
+    return read_csv(workdir, "report", COMPARISON_CSV, COMPARISON_COLUMNS)
 
 
 def read_claims(workdir: Path) -> list[dict[str, Any]]:
     """``report/claims.json``: claim, statement, measured, verdict, numbers."""
-    return wd.read_json(wd.Stage(workdir, "report").path / CLAIMS_JSON,
+    return read_json(Stage(workdir, "report").path / CLAIMS_JSON,
                         "rerun 'falsecli report --force'")
 
 
