@@ -14,7 +14,7 @@ from conftest import TINY, sets_args
 from scipy import ndimage
 
 from falsecli.core import config
-from falsecli.method import style
+from falsecli.method import style, stylemeasure
 from falsecli.method.pool import Pool
 from falsecli.stages import transfer as tr
 from falsecli.data.dataset import Dataset, load_dataset
@@ -107,11 +107,16 @@ def test_sample_changes_are_measured_against_reconstruction_and_target() -> None
     s = style.Samples()
     inside = np.array([[True, False], [False, False]])
     target = np.array([[1.0, -2.0], [4.0, 0.0]])
+    source = stylemeasure.describe(np.array([[3.0]]), np.array([[True]]))
     s.add(np.array([[3.0, -1.0], [4.0, 3.0]]), np.zeros((2, 2), np.uint8), "a", "t", target,
-          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside)
+          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside, source_style=source)
     assert (s.inside, s.outside) == ([3.0], [1 / 3])
     assert (s.inside_target, s.outside_target) == ([2.0], [4 / 3])
     assert s.amplitude_outside == [2.0]
+    # the class pixel took the source's value: all the way to its style (amplitude 1 vs 3:
+    # |1 - 3| / (1 + 3), the one component that differs, of three)
+    assert s.style_moved == [1.0] and s.style_to_source == [0.0]
+    assert s.style_target_to_source == [pytest.approx(0.5 / 3)]
 
 
 class _FakeTransferer:
