@@ -64,6 +64,6 @@ def style_figure(rows: Sequence[dict[str, Any]], k: int, class_name: str) -> Fig
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"the style of '{class_name}': the transfer (dashed) should lie on the style "
-                 "source and away from the target; style moved 1 = the source's style, "
-                 "0 = unchanged")
+                 "source, away from the target\nstyle moved: 1 = the source's style, "
+                 "0 = the target's, < 0 = further from the source")
     return fig
