@@ -207,17 +207,6 @@ def test_load_ranking_takes_the_class_rows_in_rank_order(tmp_path: Path) -> None
             load_ranking(tmp_path)
 
 
-@pytest.mark.parametrize("stage", [heatmap, rank, report])
-def test_one_stage_signature(stage) -> None:
-    """(cfg, workdir, *, force=False, resume=False), as every stage."""
-    params = inspect.signature(stage).parameters
-    assert [(p.name, p.kind, p.default) for p in params.values()] == [
-        ("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
-        ("workdir", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
-        ("force", inspect.Parameter.KEYWORD_ONLY, False),
-        ("resume", inspect.Parameter.KEYWORD_ONLY, False)]
-
-
 def test_retrain_run_heat_maps_live_beside_it(cli, tmp_path: Path) -> None:
     run = "retrain/flip/seed0"
     result = cli("heatmap", "-w", tmp_path, *FLAGS, "--run", run)

@@ -122,10 +122,9 @@ def _step(stage: Stage, wanted: Config, kind: str, upstream: list[Stage], force:
     return "redone" if redo else "done"
 
 
-def al(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
-       ) -> dict[str, Any]:
+def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Run every round of every strategy and seed; write ``al/curves.csv``. Interrupted
-    rounds always continue (``resume`` is accepted for the common signature)."""
+    rounds always continue, so there is no ``resume``."""
     from falsecli.data.dataset import load_dataset
     from falsecli.method.query import check_strategy
     from falsecli.stages.query import load_chosen, query, stage_name

@@ -144,14 +144,9 @@ def _figure_sections(cfg: Config, tracking: Tracking, stats: SectionStats | None
     return [stats.sections[i].name for i in order]
 
 
-def heatmap(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-            ) -> dict[str, Any]:
+def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Stage 2: count every tracked pixel's forgetting and switch events over the first T
-    epochs; write the maps, a per-section summary and Fig. 2-style figures.
-
-    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
-    stage has the same signature.
-    """
+    epochs; write the maps, a per-section summary and Fig. 2-style figures."""
     opts = cfg["heatmap"]
     run = opts["run"]
     name = stage_name(run)

@@ -52,11 +52,9 @@ def pool_stats(run: Path, tracking: Tracking, need_confidence: bool) -> PoolStat
                      switch_counts(tracking.switch_rows(), pool) / sizes, confidence)
 
 
-def query(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-          ) -> dict[str, Any]:
+def query(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Choose ``query.budget`` pool sections of ``query.run``; write ``pool.csv`` (every pool
-    section), ``chosen.json`` and ``figures/chosen.png``. ``resume`` has no effect (nothing
-    to resume); it is accepted so that every stage has the same signature."""
+    section), ``chosen.json`` and ``figures/chosen.png``."""
     from falsecli.data.dataset import load_dataset
 
     q = cfg["query"]

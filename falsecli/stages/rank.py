@@ -56,14 +56,9 @@ def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: i
              "class_pixels": int(pixels[kept[i]])} for r, i in enumerate(order)]
 
 
-def rank(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-         ) -> dict[str, Any]:
+def rank(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Stage 3: rank every section tracked in ``train`` by ``rank.class``'s event density,
-    from the heat maps of ``heatmap/``.
-
-    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
-    stage has the same signature.
-    """
+    from the heat maps of ``heatmap/``."""
     opts = cfg["rank"]
     cls = class_id(cfg, opts["class"])
     maps = load_heatmap(workdir, "train", for_stage="rank")  # checks heatmap/ and train/

@@ -273,14 +273,9 @@ def _claims(workdir: Path, m: _Measured, classes: list[str], target: int, tolera
 # ---------------------------------------------------------------- the stage
 
 
-def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-           ) -> dict[str, Any]:
+def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Write ``report/``: claims.json, table.csv, comparison.csv, report.md, report.html
-    (self-contained), figures/.
-
-    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
-    stage has the same signature.
-    """
+    (self-contained), figures/."""
     from falsecli.method import figures
 
     workdir = Path(workdir)

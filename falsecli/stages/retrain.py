@@ -116,4 +116,4 @@ def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = F
     return {"stage": "retrain", "runs": runs, "outputs": outputs}
 
 
-STEP = Step("retrain", retrain, upstream, plan)
+STEP = Step("retrain", retrain, upstream, plan, resumes=True)

@@ -78,10 +78,9 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
     return out
 
 
-def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-          ) -> dict[str, Any]:
+def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Score every training section of ``trace.run`` by its influence on ``trace.section``'s
-    query region. ``resume`` has no effect (nothing to resume); every stage accepts it."""
+    query region."""
     from falsecli.core.runtime import resolve_device
     from falsecli.data.dataset import load_dataset
     from falsecli.method import influence

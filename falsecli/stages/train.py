@@ -266,4 +266,4 @@ def _metric_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 
-STEP = Step("train", train, lambda cfg, workdir: [])
+STEP = Step("train", train, lambda cfg, workdir: [], resumes=True)

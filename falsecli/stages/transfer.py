@@ -395,4 +395,4 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"])
+STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"], resumes=True)
