@@ -262,13 +262,12 @@ def _claims(workdir: Path, m: _Measured, classes: list[str], target: int, tolera
     tests = [k.split("/")[0] for k in (base[0].values if base else {})
              if k.endswith("/miou") and not k.startswith("val/")]
     split = tests[0] if tests else "val"
-    ratio, outside, inside = _locality(workdir, "transfer")
-    _, _, identity_inside = _locality(workdir, "transfer-identity")
+    from falsecli.stages.transfer import load_changes
+
     return [cl.c1_boundaries(base), cl.c2_thin_classes(base, classes, m.pixels),
             cl.c3_regions(results), cl.c4_accuracy(results, classes, classes[target], split),
-            cl.c5_locality(ratio, outside, tolerance,
-                           float(np.mean(identity_inside)) if len(identity_inside) else None,
-                           float(np.mean(inside)) if len(inside) else None)]
+            *cl.c5_claims(load_changes(workdir, "transfer"),
+                          load_changes(workdir, "transfer-identity"), tolerance)]
 
 
 # ---------------------------------------------------------------- the stage
@@ -435,20 +434,6 @@ def _fig5_sections(workdir: Path, run: Run, count: int) -> list[str]:
     return _ranked(workdir, run)[:count]
 
 
-def _locality(workdir: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sample of ``method`` (transfer/changes.csv): mean |sample − target| inside the
-    class over the same outside it, the outside change relative to the target's own mean
-    |amplitude| there, and the mean change inside (empty arrays without such samples)."""
-    from falsecli.stages.transfer import load_changes
-
-    rows = load_changes(workdir, method)
-    inside = np.array([r["change_inside_vs_target"] for r in rows])
-    outside = np.array([r["change_outside_vs_target"] for r in rows])
-    amplitude = np.array([r["amplitude_outside"] for r in rows])
-    return (inside / np.maximum(outside, 1e-12), outside / np.maximum(amplitude, 1e-12),
-            inside)
-
-
 def read_table(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/table.csv`` (method, split, metric, mean, std, n), typed."""
     return read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
@@ -516,7 +501,10 @@ class _Document:
             "interval). C1, C2: baseline runs. C3, C4: transfer against every control present "
             "(baseline, flip, rotate, and transfer-identity: the same generated samples "
             "without the style swap, which separates the swap from more, generated, images "
-            "and more steps). C5: the transfer samples against their targets, per sample.")
+            "and more steps). C5a: per transfer sample, how far the class's style moved toward "
+            "its source beyond its identity sample's, interval over the style sources. C5b: "
+            "the change inside / outside the class against the identity sample, and outside "
+            "against the target's amplitude.")
 
     def _comparison_table(self) -> tuple[str, list[str], list[list[str]], str]:
         def fmt(r: dict[str, Any]) -> str:
