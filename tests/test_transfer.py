@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -392,6 +393,50 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
     ckpt = torch.load(broken / "transfer" / CHECKPOINT, weights_only=True)
     assert ckpt["step"] == 2
 
+    assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
+    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
+    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
+    for part in ("encoder", "generator"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
+    assert a["training"]["history"] == b["training"]["history"]
+
+
+def test_perceptual_loss_reads_the_trained_network_and_resumes(cli, tiny_cfg, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """``transfer.perceptual_weight`` > 0 through the real CLI: train/ becomes an upstream
+    result (refused without it), the loss is trained and reported, the generator records
+    the network it was trained through, and an interrupted training resumes to the same
+    generator (the backbone is reloaded, not checkpointed)."""
+    weight = ["--set", "transfer.perceptual_weight=1.0"]
+    w = tmp_path / "w"
+    _fabricate_rank(w, tiny_cfg)
+    refused = _run(cli, w, *weight)
+    assert refused.exit_code == 1 and "train" in refused.stderr
+    assert "Traceback" not in refused.output
+    trained = cli("train", "-w", w, *sets_args(TINY))
+    assert trained.exit_code == 0, trained.output
+    result = _run(cli, w, *weight)
+    assert result.exit_code == 0, result.output
+    assert set(Stage(w, "transfer").manifest()["inputs"]) == {"rank", "train"}
+    metrics = json.loads((w / "transfer" / "metrics.json").read_text())
+    assert all(row["perceptual"] > 0 for row in metrics["training"]["history"])
+    stored = torch.load(w / "transfer" / tr.GENERATOR, weights_only=True)
+    assert stored["config"]["backbone"] == {"train": Stage(w, "train").digest()}
+    assert tr.STEP.upstream(config.resolve(sets=[*TINY, "transfer.perceptual_weight=1.0"]),
+                            w) == ["rank", "train"]
+    assert tr.STEP.upstream(tiny_cfg, w) == ["rank"]
+
+    cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2,
+                                               "sources": 1, "per_source": 1,
+                                               "perceptual_weight": 1.0}})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    for folder in (whole, broken):
+        _fabricate_rank(folder, cfg)
+        shutil.copytree(w / "train", folder / "train")
+    assert tr.transfer(cfg, whole)["generator"] == "trained"
+    _kill_at_step(4, cfg, broken, monkeypatch)
     assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
     a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
     b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)

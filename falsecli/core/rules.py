@@ -132,6 +132,7 @@ RULES: dict[str, Rule] = {
     "transfer.seed": _SEED,
     "transfer.l1_weight": _WEIGHT,
     "transfer.fm_weight": _WEIGHT,
+    "transfer.perceptual_weight": _WEIGHT,
     "transfer.checkpoint_every": _COUNT,
     "transfer.log_every": _COUNT,
     "transfer.eval_sections": _COUNT,

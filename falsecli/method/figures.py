@@ -37,7 +37,8 @@ REGION_COLOR = "magenta"
 #: the style-transfer GAN's losses (:data:`falsecli.method.sean.LOSS_NAMES`), said in full
 LOSS_TITLES = {"d": "discriminator loss (hinge)", "g_adv": "generator adversarial loss (hinge)",
                "fm": "feature-matching loss (L1 of discriminator features)",
-               "l1": "reconstruction loss (L1 of normalised amplitude)"}
+               "l1": "reconstruction loss (L1 of normalised amplitude)",
+               "perceptual": "perceptual loss (L1 of the trained backbone's features)"}
 DEPTH_LABEL = "depth (samples)"
 TRACE_LABEL = "trace"
 
@@ -359,7 +360,7 @@ def fig3(rows: Sequence[dict[str, Any]], classes: Sequence[str], ignore_index: i
 def loss_figure(history: Sequence[Mapping[str, float]]) -> Figure:
     """The style-transfer GAN's losses over training: ``history`` rows are ``{"step": s,
     loss name: value, ...}`` (means over the ``transfer.log_every`` steps before ``s``)."""
-    names = [k for k in history[0] if k != "step"]
+    names = [k for k in history[0] if k != "step" and any(h[k] for h in history)]  # unused: 0
     cols = min(len(names), 2)
     fig = Figure(figsize=(9, 2.8 * -(-len(names) // cols) + 0.6), dpi=DPI,
                  layout="constrained")

@@ -24,7 +24,8 @@ from falsecli.core.checkpoint import capture_rng, restore_rng
 from falsecli.core.errors import FalseCliError
 from falsecli.data.dataset import Dataset, Section
 from falsecli.method.pool import Pool, by_shape
-from falsecli.method.sean import LOSS_NAMES, N_UP, LossWeights, Sean, optimizers, train_step
+from falsecli.method.sean import (LOSS_NAMES, N_UP, FeatureLossFn, LossWeights, Sean,
+                                  optimizers, train_step)
 from falsecli.method.stylemeasure import Descriptor, describe
 from falsecli.method.stylemeasure import score as style_score
 
@@ -77,10 +78,11 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
 
 
 def fit(model: Sean, pool: Pool, opts: FitOptions, device: torch.device,
-        save: Callable[[dict[str, Any]], None], resume: Mapping[str, Any] | None = None
-        ) -> dict[str, Any]:
+        save: Callable[[dict[str, Any]], None], resume: Mapping[str, Any] | None = None,
+        features: FeatureLossFn | None = None) -> dict[str, Any]:
     """Train ``model`` on random crops of ``pool`` for ``opts.iterations`` steps, from the
-    checkpoint state ``resume`` when given. Every ``opts.checkpoint_every`` steps ``save``
+    checkpoint state ``resume`` when given, with the perceptual loss ``features`` when given
+    (frozen, so not part of the state). Every ``opts.checkpoint_every`` steps ``save``
     receives the state to resume from (:data:`STATE_KEYS`). Returns the training summary:
     iterations, crop, the loss history and the training seconds."""
     opt_g, opt_d = optimizers(model, opts.lr)
@@ -111,7 +113,8 @@ def fit(model: Sean, pool: Pool, opts: FitOptions, device: torch.device,
         task = bar.add_task("transfer: GAN", total=total, completed=p.step, info="")
         for step in range(p.step, total):
             image, labels = pool.sample(step_rng(opts.seed, step), crop, opts.batch_size)
-            p.acc += train_step(model, opt_g, opt_d, image, labels, opts.weights, amp=opts.amp)
+            p.acc += train_step(model, opt_g, opt_d, image, labels, opts.weights, amp=opts.amp,
+                                features=features)
             p.since += 1
             done = step + 1
             bar.update(task, advance=1)

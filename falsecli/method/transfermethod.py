@@ -37,6 +37,12 @@ def composite(t: dict[str, Any]) -> style.Composite | None:
             else None)
 
 
+def backbone_stages(t: dict[str, Any]) -> list[str]:
+    """The runs whose trained network the generator's perceptual loss reads (``train``, with
+    ``transfer.perceptual_weight`` > 0 and a generator; none otherwise)."""
+    return ["train"] if t["method"] == "sean" and t["perceptual_weight"] > 0 else []
+
+
 #: the training summary of a method without a generator
 NO_TRAINING: dict[str, Any] = {"generator": "none", "history": []}
 
@@ -77,3 +83,32 @@ def statistics_samples(cfg: Config, ds: Dataset, k: int, sources: Sequence[Secti
                                                             t["per_source"], t["seed"], blend)
     return Made(samples, identity, classmatch.figure_rows(ds, k, sources, firsts, blend),
                 {"reconstruction_error": None, "reconstruction_baseline": None}, True)
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the transfer stage says of its ``metrics.json``: the samples, the generator's
+    reconstruction, how far the style moved (swap and identity) and the outside change."""
+    training = metrics["training"]
+    recon = ("no generator" if metrics["reconstruction_error"] is None else
+             f"reconstruction error {metrics['reconstruction_error']:.3f} (predicting the "
+             f"mean: {metrics['reconstruction_baseline']:.3f})")
+    moved = [metrics["style_moved"], metrics["identity"]["style_moved"]]
+    return [
+        (f"transfer: {metrics['samples']} samples of '{metrics['class']}' "
+         f"{metrics['shape'][0]}x{metrics['shape'][1]} by {metrics['method']}, generator "
+         f"{training['generator']}"),
+        f"{recon}, class-local change ratio {metrics['class_local_change_ratio']:.2f}",
+        (f"style moved toward the source {_number(moved[0])} (identity samples "
+         f"{_number(moved[1])}; 1: the source's style, 0: the target's)"),
+        (f"change outside the class vs the target {metrics['change_outside_vs_target']:.3f} "
+         f"({_share(metrics['relative_change_outside'])} of its amplitude; identity samples "
+         f"{_share(metrics['identity']['relative_change_outside'])})"),
+    ]
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"

@@ -4,6 +4,9 @@
    :func:`falsecli.method.style.fit`) on random ``transfer.crop`` crops of the training
    sections (the crop is clipped to the smallest training section), or reuse
    ``transfer/generator.pt`` when it was trained with the same data and training keys.
+   With ``transfer.perceptual_weight`` > 0 the generator also matches the real crops in
+   the features of ``train/model.pt``'s frozen backbone (:mod:`falsecli.method.perceptual`;
+   ``train/`` is then an upstream result, and a retrained network retrains the generator).
    Training checkpoints every ``transfer.checkpoint_every`` steps; an interrupted ``transfer``
    continues from the checkpoint with ``--resume`` (the policy of
    :mod:`falsecli.core.checkpoint`), ``--force`` starts over.
@@ -61,9 +64,9 @@ from falsecli.core.rules import GENERATED
 from falsecli.core.runtime import resolve_device, seed_everything
 from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, Section, load_dataset
-from falsecli.method import style, stylemeasure
-from falsecli.method.transfermethod import (NO_TRAINING, Made, sean_samples,
-                                            statistics_samples)
+from falsecli.method import perceptual, style, stylemeasure
+from falsecli.method.transfermethod import (NO_TRAINING, Made, backbone_stages, sean_samples,
+                                            statistics_samples, summary_lines)
 from falsecli.method.pool import Pool
 from falsecli.method.sean import ARCHITECTURE, LossWeights, Sean, SeanConfig
 from falsecli.stages import Step
@@ -94,13 +97,15 @@ FIG3 = "figures/fig3.png"
 FIG3_STYLE = "figures/fig3_style.png"
 #: transfer keys that change the trained generator (the others only change the sampling)
 TRAIN_KEYS = ("iterations", "crop", "batch_size", "lr", "style_dim", "channels", "seed",
-              "l1_weight", "fm_weight")
+              "l1_weight", "fm_weight", "perceptual_weight")
 
 
-def generator_config(cfg: Config) -> dict[str, Any]:
-    """What a stored generator must have been trained with to be reused."""
+def generator_config(cfg: Config, backbone: Stage | None = None) -> dict[str, Any]:
+    """What a stored generator must have been trained with to be reused: with the perceptual
+    loss, also the trained network whose backbone it was trained through."""
     return {"data": cfg["data"], "transfer": {k: cfg["transfer"][k] for k in TRAIN_KEYS},
-            "generator": {"architecture": ARCHITECTURE}}
+            "generator": {"architecture": ARCHITECTURE},
+            **({"backbone": {backbone.name: backbone.digest()}} if backbone else {})}
 
 
 # ---------------------------------------------------------------- inputs
@@ -164,7 +169,8 @@ def _fit_options(t: dict[str, Any], amp: bool) -> style.FitOptions:
         iterations=t["iterations"], crop=tuple(t["crop"]), batch_size=t["batch_size"],
         lr=t["lr"], seed=t["seed"], log_every=t["log_every"],
         checkpoint_every=t["checkpoint_every"],
-        weights=LossWeights(l1=t["l1_weight"], fm=t["fm_weight"]), amp=amp)
+        weights=LossWeights(l1=t["l1_weight"], fm=t["fm_weight"],
+                            perceptual=t["perceptual_weight"]), amp=amp)
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -211,10 +217,12 @@ def _load_weights(model: Sean, stored: dict[str, Any], path: Path) -> bool:
 
 
 def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device, amp: bool,
-                  ckpt: dict[str, Any] | None) -> tuple[Sean, dict[str, Any]]:
+                   ckpt: dict[str, Any] | None, backbone: Stage | None
+                   ) -> tuple[Sean, dict[str, Any]]:
     """The trained model and a summary of its training: reused from ``generator.pt`` when the
-    generator config matches, else trained (from the checkpoint ``ckpt`` when resuming)."""
-    want = generator_config(cfg)
+    generator config matches, else trained (from the checkpoint ``ckpt`` when resuming;
+    through the frozen ``backbone`` run's network when given)."""
+    want = generator_config(cfg, backbone)
     stored = _stored_generator(run.path / GENERATOR)
     if stored is not None and stored["config"] == want:
         model = _new_model(cfg)
@@ -226,9 +234,11 @@ def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device,
     if ckpt is None:
         seed_everything(cfg["transfer"]["seed"])  # the initialisation depends on the seed only
     model = _new_model(cfg)
+    features = None if backbone is None else perceptual.from_run(backbone.path, device)
     training = style.fit(model, pool, _fit_options(cfg["transfer"], amp), device, resume=ckpt,
                          save=lambda state: checkpoint.save(run.path / CHECKPOINT,
-                                                            {"config": want, **state}))
+                                                            {"config": want, **state}),
+                         features=features)
     checkpoint.save(run.out(GENERATOR), {
         "config": want, "sean": dataclasses.asdict(model.cfg), "classes": cfg["data"]["classes"],
         "encoder": model.encoder.state_dict(), "generator": model.generator.state_dict(),
@@ -332,14 +342,16 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
     class_name = cfg["data"]["classes"][k]
     device = resolve_device(cfg["train"]["device"])
     rank = Stage(workdir, "rank")
+    backbone = next((Stage(workdir, name) for name in backbone_stages(t)), None)
     resuming = checkpoint.interrupted(Stage(workdir, "transfer"), resume=resume, force=force,
                                       progress=_progress)
-    with stage_run(workdir, "transfer", cfg, upstream=[rank], force=force, keep=not force,
-                   seed=t["seed"], device=str(device)) as run:
+    with stage_run(workdir, "transfer", cfg, upstream=[rank, *filter(None, [backbone])],
+                   force=force, keep=not force, seed=t["seed"], device=str(device)) as run:
         _clear_results(run.path)
         ckpt = _read_checkpoint(run.temp(CHECKPOINT)) if resuming else None
         if ckpt is not None:
-            checkpoint.check_signature("transfer", ckpt["config"], generator_config(cfg))
+            checkpoint.check_signature("transfer", ckpt["config"],
+                                       generator_config(cfg, backbone))
         names = [row["section"] for row in load_ranking(workdir, class_name)[:t["sources"]]]
         ds = load_dataset(cfg)
         sources = resolve_sections(ds, names)
@@ -356,7 +368,7 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
             made, training = statistics_samples(cfg, ds, k, sources, targets), NO_TRAINING
         else:
             amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
-            model, training = _trained_model(cfg, pool, run, device, amp, ckpt)
+            model, training = _trained_model(cfg, pool, run, device, amp, ckpt, backbone)
             del pool
             console.log(t_log)
             made = sean_samples(cfg, ds, model, k, sources, targets, device, amp)
@@ -366,35 +378,13 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
 
 def _summary(metrics: dict[str, Any], run: StageRun) -> dict[str, Any]:
     training = metrics["training"]
-    recon = ("no generator" if metrics["reconstruction_error"] is None else
-             f"reconstruction error {metrics['reconstruction_error']:.3f} (predicting the "
-             f"mean: {metrics['reconstruction_baseline']:.3f})")
-    moved = [metrics["style_moved"], metrics["identity"]["style_moved"]]
-    lines = [
-        (f"transfer: {metrics['samples']} samples of '{metrics['class']}' "
-         f"{metrics['shape'][0]}x{metrics['shape'][1]} by {metrics['method']}, generator "
-         f"{training['generator']}"),
-        f"{recon}, class-local change ratio {metrics['class_local_change_ratio']:.2f}",
-        (f"style moved toward the source {_number(moved[0])} (identity samples "
-         f"{_number(moved[1])}; 1: the source's style, 0: the target's)"),
-        (f"change outside the class vs the target {metrics['change_outside_vs_target']:.3f} "
-         f"({_share(metrics['relative_change_outside'])} of its amplitude; identity samples "
-         f"{_share(metrics['identity']['relative_change_outside'])})"),
-    ]
     return {"stage": "transfer", "class": metrics["class"], "samples": metrics["samples"],
             "method": metrics["method"], "reconstruction_error": metrics["reconstruction_error"],
             "class_local_change_ratio": metrics["class_local_change_ratio"],
             "style_moved": metrics["style_moved"],
-            "generator": training["generator"], "lines": lines,
+            "generator": training["generator"], "lines": summary_lines(metrics),
             "outputs": [str(run.path / p) for p in run.outputs]}
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"], resumes=True)
+STEP = Step("transfer", transfer,
+            lambda cfg, workdir: ["rank", *backbone_stages(cfg["transfer"])], resumes=True)
