@@ -379,6 +379,16 @@ def _kill_at_step(step: int, cfg: config.Config, workdir: Path,
         tr.transfer(cfg, workdir)
 
 
+def _assert_same_generator(whole: Path, broken: Path) -> None:
+    """The resumed training's generator is the uninterrupted one's."""
+    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
+    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
+    for part in ("encoder", "generator"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
+    assert a["training"]["history"] == b["training"]["history"]
+
+
 def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2,
@@ -394,12 +404,7 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
     assert ckpt["step"] == 2
 
     assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
-    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
-    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
-    for part in ("encoder", "generator"):
-        for key in a[part]:
-            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
-    assert a["training"]["history"] == b["training"]["history"]
+    _assert_same_generator(whole, broken)
 
 
 def test_perceptual_loss_reads_the_trained_network_and_resumes(cli, tiny_cfg, tmp_path: Path,
@@ -438,12 +443,7 @@ def test_perceptual_loss_reads_the_trained_network_and_resumes(cli, tiny_cfg, tm
     assert tr.transfer(cfg, whole)["generator"] == "trained"
     _kill_at_step(4, cfg, broken, monkeypatch)
     assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
-    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
-    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
-    for part in ("encoder", "generator"):
-        for key in a[part]:
-            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
-    assert a["training"]["history"] == b["training"]["history"]
+    _assert_same_generator(whole, broken)
 
 
 def test_bad_options_and_missing_rows_fail_in_one_line(cli, tiny_cfg, tmp_path: Path) -> None:
