@@ -246,15 +246,15 @@ def _write_figures(run: StageRun, rows: list[dict[str, Any]], sources: Sequence[
                    ds: Dataset, class_name: str, history: list[dict[str, float]]) -> None:
     """Fig. 3 for all sources together and for each alone, and the loss curves."""
     # matplotlib only to draw: train imports this module to read samples and draws nothing
-    from falsecli.method import figures
+    from falsecli.present import figures, transfer_figures
 
-    draw = functools.partial(figures.fig3, classes=ds.classes, ignore_index=ds.ignore_index,
+    draw = functools.partial(transfer_figures.fig3, classes=ds.classes, ignore_index=ds.ignore_index,
                              class_name=class_name)
     figures.save_figure(draw(rows), run.out(FIG3))
     for row, src in zip(rows, sources):
         figures.save_figure(draw([row]), run.out(f"figures/fig3_{src.name}.png"))
     if history:
-        figures.save_figure(figures.loss_figure(history), run.out("figures/losses.png"))
+        figures.save_figure(transfer_figures.loss_figure(history), run.out("figures/losses.png"))
 
 
 def _composite(t: dict[str, Any]) -> style.Composite | None:
