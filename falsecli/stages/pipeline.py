@@ -18,7 +18,7 @@ from falsecli.core.workdir import Stage
 from falsecli.stages import Step
 
 #: the demo profile: the whole workflow (baseline, flip, rotate, transfer over 2 seeds, report)
-#: in at most ~10 minutes on 2 CPU cores; README's "Demo profile" documents it
+#: in at most ~10 minutes on 2 CPU cores; docs/results.md ("The demo") documents it
 DEMO: dict[str, Any] = {
     "data": {"synthetic": {"shape": [48, 48, 80], "test_shape": [16, 48, 80]}},
     "model": {"output_stride": 8, "aspp_channels": 64},
@@ -33,9 +33,9 @@ DEMO: dict[str, Any] = {
 }
 
 
-#: the study profile of the report-trust work (README "The paper's claims, measured"): the
-#: demo's networks on a smaller volume for 12 epochs, 4 seeds of every method and the
-#: transfer-identity control, in about 17 minutes on 2 CPU cores
+#: the study profile of the report-trust work (docs/results.md, "The paper's claims,
+#: measured"): the demo's networks on a smaller volume for 12 epochs, 4 seeds of every method
+#: and the transfer-identity control, in about 17 minutes on 2 CPU cores
 STUDY: dict[str, Any] = {
     **DEMO,
     "data": {"synthetic": {"shape": [40, 40, 64], "test_shape": [16, 40, 64]}},
