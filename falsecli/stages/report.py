@@ -80,8 +80,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
         compared = comparison.comparisons(measured.results, classes, target)
         wd.write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, compared)
         wd.write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
-        shown_figures = _figures(workdir, out, chosen, measured, shown, classes[target],
-                                 target)
+        shown_figures = _figures(workdir, out, chosen, measured, shown, classes, target)
         doc = Document(classes, target, measured.rows, compared, claims, by_method, runs,
                        chosen.left_out, cfg, rep, window, shown_figures)
         _active_learning(workdir, out, doc)
@@ -111,17 +110,16 @@ def _chosen(workdir: Path, found: list[Run]) -> Selection:
 
 
 def _figures(workdir: Path, out: wd.StageRun, chosen: Selection, measured: Measured,
-             shown: list[str], name: str, target: int) -> list[FigureRef]:
+             shown: list[str], classes: list[str], target: int) -> list[FigureRef]:
     """Fig. 5 (when rank/ chose sections), the figures borrowed from heatmap/ and transfer/,
     and the training curves, drawn or copied into report/."""
     from falsecli.present import figures
 
-    drawn = []
-    first = chosen.runs[0]
+    drawn, name = [], classes[target]
     if shown:
         figures.save_figure(figures.heatmap_grid(
-            measured.heat, context=_context(first, shown),
-            classes=first.manifest["config"]["data"]["classes"], outline=target,
+            measured.heat, context=_context(chosen.runs[0], shown), classes=classes,
+            outline=target,
             label="forgetting events (mean over runs)",
             title="Forgetting events per method, mean over its runs, one colour scale"),
             out.out(FIG5))
