@@ -251,7 +251,7 @@ def test_report_locality_matches_the_samples(chain) -> None:
     """C5's numbers, recomputed from transfer/samples.npz and the data: per sample, the mean
     |sample − target| inside scruff over the same outside, and the outside change over the
     target's mean |amplitude| there."""
-    from falsecli.core.workdir import Stage
+    from falsecli.core.manifest import Stage
     from falsecli.data.dataset import load_dataset
 
     work, _ = chain
@@ -277,7 +277,8 @@ def test_report_is_stale_when_anything_it_reads_changes(chain) -> None:
     runs: a new active-learning round makes it stale, and removing it makes it fresh again."""
     import shutil
 
-    from falsecli.core.workdir import Stage, stage_run
+    from falsecli.core.manifest import Stage
+    from falsecli.core.swap import stage_run
     from falsecli.stages import report
 
     work, _ = chain

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 import independent
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import stage_run
+from falsecli.core.swap import stage_run
 from falsecli.present.figures import (MISSING, count_scale, heatmap_grid, label_cmap, label_colors,
                                      mask_ignored, save_figure, training_curves)
 from falsecli.method.forgetting import event_maps
@@ -205,17 +205,6 @@ def test_load_ranking_takes_the_class_rows_in_rank_order(tmp_path: Path) -> None
         path.write_text(text)
         with pytest.raises(FalseCliError, match=f"{message} .*'falsecli rank --force -w "):
             load_ranking(tmp_path)
-
-
-@pytest.mark.parametrize("stage", [heatmap, rank, report])
-def test_one_stage_signature(stage) -> None:
-    """(cfg, workdir, *, force=False, resume=False), as every stage."""
-    params = inspect.signature(stage).parameters
-    assert [(p.name, p.kind, p.default) for p in params.values()] == [
-        ("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
-        ("workdir", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
-        ("force", inspect.Parameter.KEYWORD_ONLY, False),
-        ("resume", inspect.Parameter.KEYWORD_ONLY, False)]
 
 
 def test_retrain_run_heat_maps_live_beside_it(cli, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import independent
-from falsecli.core import config, workdir
+from falsecli.core import config, files
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import stage_run
+from falsecli.core.swap import stage_run
 from falsecli.method import comparison, statistics
 from falsecli.present.document import cell_class
 from falsecli.stages import report
@@ -28,7 +28,7 @@ def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None,
     with stage_run(tmp, name, cfg, seed=seed) as run:
         evaluation = {"val": {"pixel_acc": val_acc, "mean_class_acc": 0.5, "miou": 0.4,
                               "fwiou": 0.6, "class_acc": {"a": 0.9, "scruff": scruff}}}
-        workdir.write_json(run.out("eval.json"), evaluation)
+        files.write_json(run.out("eval.json"), evaluation)
         if fingerprint:
             run.extra["fingerprint"] = {"data": data or DATA, "tracked": "t0",
                                         "tracked_sections": 4, "epochs": epochs}
@@ -85,7 +85,7 @@ def test_table_csv_round_trip(tmp_path: Path) -> None:
             {"method": "flip", "split": "tracked", "metric": "target_density", "mean": 1 / 3,
              "std": 0.0, "n": 1}]
     (tmp_path / "report").mkdir()
-    workdir.write_csv(tmp_path / "report" / report.TABLE_CSV, report.TABLE_COLUMNS, rows)
+    files.write_csv(tmp_path / "report" / report.TABLE_CSV, report.TABLE_COLUMNS, rows)
     assert report.read_table(tmp_path) == rows
 
 
@@ -93,7 +93,7 @@ def test_claims_json_round_trip(tmp_path: Path) -> None:
     claims = [{"claim": "C1", "statement": "s", "measured": "m", "verdict": "holds",
                "numbers": {"ratio": 1.5}}]
     (tmp_path / "report").mkdir()
-    workdir.write_json(tmp_path / "report" / report.CLAIMS_JSON, claims)
+    files.write_json(tmp_path / "report" / report.CLAIMS_JSON, claims)
     assert report.read_claims(tmp_path) == claims
     (tmp_path / "report" / report.CLAIMS_JSON).write_text("[")
     with pytest.raises(FalseCliError, match="report --force"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from falsecli import cli
-from falsecli.core import config
+from falsecli.cli.options import Key
+from falsecli.core import config, rules
 from falsecli.core.errors import FalseCliError
 
 DEFAULTS = config.load_defaults()
@@ -25,6 +28,7 @@ def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 LEAVES = leaves(DEFAULTS)
+EXAMPLE = (Path(__file__).resolve().parents[1] / "example.yaml").read_text()
 
 
 def refused(key: str, value: Any) -> str:
@@ -139,11 +143,22 @@ def test_valid_values_are_accepted(key: str, value: Any) -> None:
     assert accepted(key, value) == value
 
 
-def test_cli_choices_are_the_rules_choices() -> None:
-    for enum, key in ((cli.Aug, "train.aug"), (cli.RetrainAug, "retrain.augs"),
-                      (cli.NeverLearned, "heatmap.never_learned"), (cli.RankBy, "rank.by")):
-        assert tuple(e.value for e in enum) == config.choices(key)
-    assert config.choices("retrain.augs") == config.AUGS
+@pytest.mark.parametrize("key", ["train.aug", "retrain.augs", "heatmap.never_learned",
+                                 "rank.by", "model.output_stride", "train.epochs"])
+def test_a_key_flag_is_the_rule_and_the_defaults_line(key: str) -> None:
+    """A flag that sets a key takes its choices from the rule, its default and help from
+    defaults.yaml: a new key needs no other place to be described."""
+    option = typing.get_args(Key(key).parameter().annotation)[1]
+    rule = config.RULES[key]
+    choices = "|".join(str(c) for c in (rule.items or rule).choices)
+    assert option.metavar == (f"{choices or 'N'},..." if rule.items else choices or "N")
+    section, leaf = key.split(".")
+    lines = EXAMPLE.splitlines()
+    line = next(line for line in lines[lines.index(f"{section}:"):]
+                if line.startswith(f"  {leaf}:"))
+    assert line.split("# ", 1)[1] in option.help
+    assert f"[default: {json.dumps(LEAVES[key])} ({key})]" in option.help.replace("\\[", "[")
+    assert config.choices("retrain.augs") == rules.AUGS
 
 
 def test_exponent_notation_is_a_number() -> None:

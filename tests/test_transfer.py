@@ -14,14 +14,16 @@ from conftest import TINY, sets_args
 from scipy import ndimage
 
 from falsecli.core import config
+from falsecli.core.checkpoint import CHECKPOINT
+from falsecli.core.errors import FalseCliError
+from falsecli.core.files import write_text
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
+from falsecli.data.dataset import Dataset, load_dataset
+from falsecli.data.volumes import Volume
 from falsecli.method import style
 from falsecli.method.pool import Pool
 from falsecli.stages import transfer as tr
-from falsecli.data.dataset import Dataset, load_dataset
-from falsecli.data.volumes import Volume
-from falsecli.core.checkpoint import CHECKPOINT
-from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, stage_run, write_text
 
 CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
 SCRUFF = 4

@@ -361,8 +361,8 @@ def volumes(d: dict[str, Any]) -> tuple[Pair, Pair]:
 def write_f3_layout(cfg: Config, out: Path, fmt: str, force: bool = False) -> dict[str, Any]:
     """``falsecli synth``: write the synthetic volumes as the F3 facies benchmark lays them
     out, so that ``data.source: f3, data.root: out`` reads them back."""
+    from falsecli.core.files import save_npy
     from falsecli.data import segy
-    from falsecli.core.workdir import save_npy
 
     if fmt not in ("npy", "segy"):
         raise FalseCliError(f"--format {fmt}: expected npy or segy")

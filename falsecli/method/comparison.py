@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import workdir as wd
+from falsecli.core import layout
 from falsecli.core.config import Config, class_id
+from falsecli.core.manifest import Stage
 from falsecli.data.provenance import differences
 from falsecli.method import claims as cl
 from falsecli.method.runfolder import read_eval, read_metrics
@@ -38,7 +39,7 @@ class Run:
     """One complete training run and what the report reads from it."""
 
     method: str
-    stage: wd.Stage
+    stage: Stage
     manifest: dict[str, Any]
 
     @property
@@ -67,15 +68,12 @@ class Run:
 def collect_runs(workdir: Path) -> list[Run]:
     """Every complete training run: ``train/`` first, then each method's seeds in order."""
     runs: list[Run] = []
-    train = wd.Stage(workdir, "train")
+    train = Stage(workdir, layout.TRAIN)
     if (manifest := train.manifest()) is not None:
         runs.append(Run("baseline", train, manifest))
     for method, aug in METHODS.items():
-        root = Path(workdir) / "retrain" / aug
-        seeds = sorted((p for p in root.glob("seed*") if p.name[4:].isdigit()),
-                       key=lambda p: int(p.name[4:]))
-        for path in seeds:
-            stage = wd.Stage(workdir, f"retrain/{aug}/{path.name}")
+        for run in layout.runs(workdir, layout.RETRAIN, aug):
+            stage = Stage(workdir, run.name)
             if (manifest := stage.manifest()) is not None:
                 runs.append(Run(method, stage, manifest))
     return runs
@@ -140,7 +138,7 @@ def target_class(workdir: Path, cfg: Config, classes: list[str]) -> int:
     included), else ``rank.class``."""
     value = cfg["rank"]["class"]
     for name in ("rank", "transfer"):
-        manifest = wd.Stage(workdir, name).manifest()
+        manifest = Stage(workdir, name).manifest()
         if manifest is not None:
             value = manifest["config"][name]["class"]
     return class_id({"data": {"classes": classes}}, value)

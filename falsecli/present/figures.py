@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from falsecli.core.workdir import save_with
+from falsecli.core.files import save_with
 
 #: F3 facies benchmark palette (Alaudah et al. 2019), in class order: upper, middle and lower
 #: North Sea, Rijnland/chalk, scruff (orange), Zechstein (red)

@@ -8,14 +8,7 @@ tests/test_docs.py compares the committed file with :func:`render`.
 
 from __future__ import annotations
 
-import re
-from importlib import resources
-from typing import Iterator
-
-from falsecli.core import config
-
-#: one line of defaults.yaml: indentation, key, the value as written, the comment
-_LINE = re.compile(r"(?P<indent> *)(?P<key>\w+):(?P<value>[^#]*)(#\s?(?P<comment>.*))?")
+from falsecli.core import defaults, layout, rules
 
 _KINDS = {bool: "true/false", int: "integer", float: "number", str: "string", list: "list",
           dict: "mapping"}
@@ -40,21 +33,7 @@ falsecli train: config key 'train.lr' is 0; it must be > 0
 ```"""
 
 
-def _defaults_lines() -> Iterator[tuple[str, str, str]]:
-    """(dotted key, value as written, comment) per key line of defaults.yaml, in its order;
-    a section's value is empty."""
-    text = resources.files("falsecli").joinpath("defaults.yaml").read_text(encoding="utf-8")
-    stack: list[str] = []
-    for line in text.splitlines():
-        match = _LINE.fullmatch(line)
-        if match is None:
-            continue
-        depth = len(match["indent"]) // 2
-        stack[depth:] = [match["key"]]
-        yield ".".join(stack), match["value"].strip(), (match["comment"] or "").strip()
-
-
-def _bounds(rule: config.Rule) -> str:
+def _bounds(rule: rules.Rule) -> str:
     return " and ".join(f"{op} {bound:g}" for op, bound in
                         ((">=", rule.ge), (">", rule.gt), ("<=", rule.le)) if bound is not None)
 
@@ -63,13 +42,15 @@ def _count(n: int) -> str:
     return f"{n} item{'s' * (n != 1)}"
 
 
-def accepts(rule: config.Rule) -> str:
+def accepts(rule: rules.Rule) -> str:
     """What ``rule`` accepts, in words: type, choices or form, range, list length, null, then
     the rule of each list item or mapping field."""
     if rule.choices:
         text = "one of " + " | ".join(str(c) for c in rule.choices)
     elif rule.form:
         text = rule.form[1]
+    elif rule.run:
+        text = f"{layout.RUN_FORMS}, e.g. {layout.RUN_EXAMPLE}"
     else:
         text = " or ".join(_KINDS[kind] for kind in rule.kinds)
     if _bounds(rule):
@@ -97,13 +78,13 @@ def _cell(text: str) -> str:
 def render() -> str:
     """docs/configuration.md: one table per section of defaults.yaml, one row per key."""
     out = [_HEADER]
-    for key, value, comment in _defaults_lines():
+    for key, value, comment in defaults.lines():
         if not value:  # a section (or a sub-section such as data.segy, which shares its table)
             if "." not in key:
                 out += [f"\n## {key}\n", comment and f"{comment}\n",
                         "| key | default | accepts | what it does |", "|---|---|---|---|"]
             continue
-        rule = config.RULES[key]
+        rule = rules.RULES[key]
         why = f" ({rule.why})" if rule.why else ""
         out.append(f"| `{key}` | `{_cell(value)}` | {_cell(accepts(rule) + why)} | "
                    f"{_cell(comment)} |")

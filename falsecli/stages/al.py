@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
-from falsecli.core.config import Config, class_id, run_signature
+from falsecli.core import console, layout
+from falsecli.core.config import Config, class_id, remember_config, run_signature
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, remember_config, write_csv
+from falsecli.core.files import write_csv
+from falsecli.core.manifest import Stage
 from falsecli.data.dataset import Section
 from falsecli.method import curves
 from falsecli.method.runfolder import read_eval
 
-AL = "al"
 CURVES_CSV = "curves.csv"
 #: the columns of curves.csv and their types
 CURVE_COLUMNS = {"strategy": str, "seed": int, "round": int, "labelled": int,
@@ -40,11 +40,6 @@ CURVE_COLUMNS = {"strategy": str, "seed": int, "round": int, "labelled": int,
                     for m in ("miou", "mean_class_acc", "target_acc")}}
 #: the query seed of round r of seed k is QUERY_SEED * k + r (every draw its own stream)
 QUERY_SEED = 1000
-
-
-def round_name(strategy: str, seed: int, r: int) -> str:
-    """The run folder of round ``r``: ``al/<strategy>/seed<k>/round<r>``."""
-    return f"{AL}/{strategy}/seed{seed}/round{r}"
 
 
 def initial_sections(train: list[Section], k: int, seed: int) -> list[str]:
@@ -121,13 +116,12 @@ def _step(stage: Stage, wanted: Config, kind: str, upstream: list[Stage], force:
     return "redone" if redo else "done"
 
 
-def al(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
-       ) -> dict[str, Any]:
+def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Run every round of every strategy and seed; write ``al/curves.csv``. Interrupted
-    rounds always continue (``resume`` is accepted for the common signature)."""
+    rounds always continue, so there is no ``resume``."""
     from falsecli.data.dataset import load_dataset
     from falsecli.method.query import check_strategy
-    from falsecli.stages.query import load_chosen, query, stage_name
+    from falsecli.stages.query import load_chosen, query
     from falsecli.stages.train import train
 
     workdir = Path(workdir)
@@ -153,7 +147,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
         for strategy in a["strategies"]:
             labelled, upstream = list(initial), []
             for r in range(a["rounds"] + 1):
-                name = round_name(strategy, seed, r)
+                name = layout.round_name(strategy, seed, r)
                 rcfg = round_config(cfg, labelled, seed)
                 console.log(f"al: {name} ({len(labelled)} labelled sections)")
                 status = _step(Stage(workdir, name), rcfg, "train", upstream, force,
@@ -164,7 +158,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
                 if r == a["rounds"]:
                     break
                 qcfg = query_config(cfg, name, strategy, seed, r)
-                qstage = Stage(workdir, stage_name(name))
+                qstage = Stage(workdir, layout.query_folder(name))
                 _step(qstage, qcfg, "query", [Stage(workdir, name)], force,
                       lambda redo: query(qcfg, workdir, force=redo))
                 labelled += load_chosen(workdir, name)
@@ -175,7 +169,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
              f"trained, {len(rows)} rows in {path}"]
     header, body, last = curves.table(rows)
     lines += ["  ".join(header)] + ["  ".join(row) for row in body]
-    return {"stage": AL, "runs": done, "lines": lines, "areas_up_to_round": last,
+    return {"stage": layout.AL, "runs": done, "lines": lines, "areas_up_to_round": last,
             "outputs": [str(path)]}
 
 
@@ -185,10 +179,7 @@ def _target(cfg: Config, classes: list[str]) -> str:
 
 def complete_rounds(workdir: Path) -> list[Stage]:
     """Every complete round on disk, in folder order (strategy, seed, round)."""
-    found = [p for p in (Path(workdir) / AL).glob("*/seed*/round*")
-             if p.parent.name[4:].isdigit() and p.name[5:].isdigit()]
-    found.sort(key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]), int(p.name[5:])))
-    stages = [Stage(workdir, str(p.relative_to(workdir))) for p in found]
+    stages = [Stage(workdir, run.name) for run in layout.runs(workdir, layout.AL)]
     return [stage for stage in stages if stage.is_complete()]
 
 
@@ -196,11 +187,10 @@ def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
     """One row per complete round on disk, in folder order."""
     rows = []
     for stage in complete_rounds(workdir):
-        run, manifest = stage.path, stage.manifest()
-        results = read_eval(run)
+        run, manifest = layout.parse_run(stage.name), stage.manifest()
+        results = read_eval(stage.path)
         target = _target(cfg, manifest["config"]["data"]["classes"])
-        row: dict[str, Any] = {"strategy": run.parent.parent.name,
-                               "seed": int(run.parent.name[4:]), "round": int(run.name[5:]),
+        row: dict[str, Any] = {"strategy": run.method, "seed": run.seed, "round": run.round,
                                "labelled": len(manifest["config"]["train"]["labelled"] or [])}
         tests = [k for k in results if k != "val"]
         for split, key in (("val", "val"), ("test", tests[0] if tests else None)):
@@ -214,14 +204,14 @@ def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
 
 def write_curves(workdir: Path, cfg: Config) -> Path:
     """``al/curves.csv`` from every complete round (rewritten atomically)."""
-    path = Path(workdir) / AL / CURVES_CSV
+    path = Path(workdir) / layout.AL / CURVES_CSV
     write_csv(path, CURVE_COLUMNS, _rows(workdir, cfg))
     return path
 
 
 def read_curves(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``al/curves.csv``, typed (an empty cell, a split not scored: None)."""
-    path = Path(workdir) / AL / CURVES_CSV
+    path = Path(workdir) / layout.AL / CURVES_CSV
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -252,7 +242,7 @@ class Learning:
 
 def learning_report(workdir: Path) -> Learning | None:
     """The learning curves and their areas from ``al/curves.csv``; None without rounds."""
-    if not (Path(workdir) / AL / CURVES_CSV).is_file():
+    if not (Path(workdir) / layout.AL / CURVES_CSV).is_file():
         return None
     rows = read_curves(workdir)
     if not rows:

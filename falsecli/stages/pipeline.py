@@ -3,7 +3,7 @@
 Each stage module declares its :class:`~falsecli.stages.Step` (the folders it writes and the
 stages it reads); the pipeline treats them all alike. A folder is skipped when it is fresh
 (complete, and it read exactly the upstream results that are on disk now); a stale one is
-redone, an interrupted one continues (``resume``).
+redone, an interrupted one continues (``resume``, offered to the steps that ``resumes``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from falsecli.core import config, console
 from falsecli.core.config import Config
-from falsecli.core.workdir import Stage
+from falsecli.core.manifest import Stage
 from falsecli.stages import Step
 
 #: the demo profile: the whole workflow (baseline, flip, rotate, transfer over 2 seeds, report)
@@ -59,9 +59,9 @@ def steps() -> list[Step]:
     return [m.STEP for m in (train, heatmap, rank, transfer, retrain, report)]
 
 
-def run(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
-        ) -> dict[str, Any]:
-    """Run every stage; skip the fresh folders, redo the stale ones, continue interrupted ones.
+def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Run every stage; skip the fresh folders, redo the stale ones, continue interrupted ones
+    (of the stages that can: ``Step.resumes``).
 
     The summary has one entry per stage; a stage that writes several folders (retrain) lists
     each folder under ``runs``.
@@ -79,8 +79,8 @@ def run(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = True
                 results.append({"run": name, "status": "skipped"})
                 continue
             console.log(f"run: {name}")
-            summary = step.run(step_cfg, workdir, force=force or stage.is_complete(),
-                               resume=resume)
+            resume = {"resume": True} if step.resumes else {}
+            summary = step.run(step_cfg, workdir, force=force or stage.is_complete(), **resume)
             # a stage that writes several folders reports each one under "runs"
             results += summary["runs"] if step.plan else [{"run": name, "status": "done",
                                                            **summary}]

@@ -15,10 +15,12 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, read_csv, stage_run, write_csv, write_json
+from falsecli.core.files import read_csv, write_csv, write_json
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 from falsecli.method.forgetting import SectionStats
-from falsecli.stages.heatmap import load_heatmap
 from falsecli.stages import Step
+from falsecli.stages.heatmap import load_heatmap
 
 RANKING_CSV = "ranking.csv"
 RANKING_JSON = "ranking.json"
@@ -56,14 +58,9 @@ def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: i
              "class_pixels": int(pixels[kept[i]])} for r, i in enumerate(order)]
 
 
-def rank(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-         ) -> dict[str, Any]:
+def rank(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Stage 3: rank every section tracked in ``train`` by ``rank.class``'s event density,
-    from the heat maps of ``heatmap/``.
-
-    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
-    stage has the same signature.
-    """
+    from the heat maps of ``heatmap/``."""
     opts = cfg["rank"]
     cls = class_id(cfg, opts["class"])
     maps = load_heatmap(workdir, "train", for_stage="rank")  # checks heatmap/ and train/

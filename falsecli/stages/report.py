@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from falsecli.core import console
-from falsecli.core import workdir as wd
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import read_csv, read_json, save_with, write_csv, write_json, write_text
+from falsecli.core.manifest import Stage, StageRun
+from falsecli.core.swap import stage_run
 from falsecli.method import comparison
 from falsecli.method.comparison import Measured, Run, Selection, collect_runs, select_runs
 from falsecli.present import captions
@@ -54,14 +56,9 @@ COMPARISON_COLUMNS = {"method": str, "control": str, "split": str, "metric": str
                       "paired": int}
 
 
-def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-           ) -> dict[str, Any]:
+def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Write ``report/``: claims.json, table.csv, comparison.csv, report.md, report.html
-    (self-contained), figures/.
-
-    ``resume`` has no effect (this stage keeps no checkpoint); it is accepted so that every
-    stage has the same signature.
-    """
+    (self-contained), figures/."""
     workdir = Path(workdir)
     found = collect_runs(workdir)
     chosen = _chosen(workdir, found)
@@ -70,22 +67,22 @@ def report(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fa
     target = comparison.target_class(workdir, cfg, classes)
     rep = cfg["report"]
     by_method = chosen.by_method()
-    with wd.stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
-                      force=force) as out:
+    with stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
+                   force=force) as out:
         shown = _ranked(workdir)[:rep["sections"]]
         measured = comparison.measure(by_method, classes, target, window, rep, shown)
         claims = comparison.claims(measured, classes, target, rep["surroundings_tolerance"],
                                    *_changes(workdir))
-        wd.write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
+        write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         compared = comparison.comparisons(measured.results, classes, target)
-        wd.write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, compared)
-        wd.write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
+        write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, compared)
+        write_json(out.out(CLAIMS_JSON), [c.to_json() for c in claims])
         shown_figures = _figures(workdir, out, chosen, measured, shown, classes, target)
         doc = Document(classes, target, measured.rows, compared, claims, by_method, runs,
                        chosen.left_out, cfg, rep, window, shown_figures)
         _active_learning(workdir, out, doc)
-        wd.write_text(out.out(REPORT_MD), doc.markdown())
-        wd.write_text(out.out(REPORT_HTML), doc.html(out.path))
+        write_text(out.out(REPORT_MD), doc.markdown())
+        write_text(out.out(REPORT_HTML), doc.html(out.path))
         out.extra.update(runs=[r.name for r in runs], left_out=chosen.left_out,
                          window=window)
     return {"stage": "report", "runs": [r.name for r in runs], "left_out": chosen.left_out,
@@ -109,7 +106,7 @@ def _chosen(workdir: Path, found: list[Run]) -> Selection:
     return chosen
 
 
-def _figures(workdir: Path, out: wd.StageRun, chosen: Selection, measured: Measured,
+def _figures(workdir: Path, out: StageRun, chosen: Selection, measured: Measured,
              shown: list[str], classes: list[str], target: int) -> list[FigureRef]:
     """Fig. 5 (when rank/ chose sections), the figures borrowed from heatmap/ and transfer/,
     and the training curves, drawn or copied into report/."""
@@ -140,20 +137,20 @@ def _context(run: Run, sections: list[str]) -> dict[str, tuple[np.ndarray, np.nd
     return {n: (ds.image(known[n]), ds.label(known[n])) for n in sections}
 
 
-def _borrowed_figures(workdir: Path, out: wd.StageRun, name: str) -> list[FigureRef]:
+def _borrowed_figures(workdir: Path, out: StageRun, name: str) -> list[FigureRef]:
     """The heat-map figure of the top-ranked section (from heatmap/) and the style
     transfer's Fig. 3 (from transfer/), copied into report/ when those stages have drawn
     them, so that report.md's links and report.html stand alone."""
     from falsecli.stages.heatmap import figure_path
 
     found = []
-    drawn = wd.Stage(workdir, "heatmap").path
+    drawn = Stage(workdir, "heatmap").path
     section = next((s for s in _ranked(workdir) if (drawn / figure_path(s)).is_file()), None)
-    if wd.Stage(workdir, "heatmap").is_complete() and section is not None:
+    if Stage(workdir, "heatmap").is_complete() and section is not None:
         rel = f"{SECTION_FIGURE}{section}.png"
         _copy(drawn / figure_path(section), out.out(rel))
         found.append(captions.most_forgotten(rel, section, name))
-    transfer = wd.Stage(workdir, "transfer")
+    transfer = Stage(workdir, "transfer")
     if transfer.is_complete():
         from falsecli.stages.transfer import FIG3
 
@@ -163,7 +160,7 @@ def _borrowed_figures(workdir: Path, out: wd.StageRun, name: str) -> list[Figure
     return found
 
 
-def _active_learning(workdir: Path, out: wd.StageRun, doc: Document) -> None:
+def _active_learning(workdir: Path, out: StageRun, doc: Document) -> None:
     """The learning curves and their areas (Table 5), when ``falsecli al`` has run here."""
     from falsecli.present import figures
     from falsecli.stages.al import learning_report
@@ -178,24 +175,24 @@ def _active_learning(workdir: Path, out: wd.StageRun, doc: Document) -> None:
 
 
 def _copy(source: Path, target: Path) -> None:
-    wd.save_with(target, lambda tmp: shutil.copyfile(source, tmp))
+    save_with(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def _ranked(workdir: Path) -> list[str]:
     """The validation sections of rank/ in rank order ([] without a complete rank/): Fig. 5
     shows the first ``report.sections`` (without a ranking there is no rule for choosing
     sections that does not favour a method)."""
-    if not wd.Stage(workdir, "rank").is_complete():
+    if not Stage(workdir, "rank").is_complete():
         return []
     return list(dict.fromkeys(row["section"] for row in load_ranking(workdir)))
 
 
-def _upstream(workdir: Path, found: list[Run]) -> list[wd.Stage]:
+def _upstream(workdir: Path, found: list[Run]) -> list[Stage]:
     """Every complete stage the report reads: the runs, heatmap/, rank/ and transfer/ (Fig. 3,
     C5) and the active-learning rounds (Table 5), so that a change to any makes it stale."""
     from falsecli.stages.al import complete_rounds
 
-    read = [wd.Stage(workdir, name) for name in ("heatmap", "rank", "transfer")]
+    read = [Stage(workdir, name) for name in ("heatmap", "rank", "transfer")]
     return [r.stage for r in found] + [s for s in read if s.is_complete()] + \
         complete_rounds(workdir)
 
@@ -210,13 +207,13 @@ def _changes(workdir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 def read_table(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``report/table.csv`` (method, split, metric, mean, std, n), typed."""
-    return wd.read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
+    return read_csv(workdir, "report", TABLE_CSV, TABLE_COLUMNS)
 
 
 def read_claims(workdir: Path) -> list[dict[str, Any]]:
     """``report/claims.json``: claim, statement, measured, verdict, numbers."""
-    return wd.read_json(wd.Stage(workdir, "report").path / CLAIMS_JSON,
-                        "rerun 'falsecli report --force'")
+    return read_json(Stage(workdir, "report").path / CLAIMS_JSON,
+                     "rerun 'falsecli report --force'")
 
 
 STEP = Step("report", report,

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, stage_run, write_csv, write_json, write_text
+from falsecli.core.files import write_csv, write_json, write_text
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 from falsecli.stages import Step
 
 INFLUENCE_CSV = "influence.csv"
@@ -30,11 +32,6 @@ QUERY_JSON = "query.json"
 PROPONENTS_PNG = "proponents.png"
 OPPONENTS_PNG = "opponents.png"
 EPOCHS_PNG = "epochs.png"
-
-
-def stage_name(run: str, section: str) -> str:
-    """Where the trace of ``section`` in ``run`` goes: beside the run's heat maps."""
-    return f"trace/{section}" if run == "train" else f"{run}/trace/{section}"
 
 
 def _query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
@@ -67,8 +64,7 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
 
     epochs = kept_epochs(run_path)
     if not epochs:
-        how = ("falsecli train --force --set train.keep_every=5" if run == "train" else
-               "falsecli retrain --force --set train.keep_every=5 --aug ... --seeds ...")
+        how = f"falsecli {layout.command(run)} --force --set train.keep_every=5"
         raise FalseCliError(f"trace: {run_path} kept no weights during training — train it "
                             f"again keeping them every k epochs: '{how} -w {workdir}'")
     out = []
@@ -78,10 +74,9 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
     return out
 
 
-def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-          ) -> dict[str, Any]:
+def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     """Score every training section of ``trace.run`` by its influence on ``trace.section``'s
-    query region. ``resume`` has no effect (nothing to resume); every stage accepts it."""
+    query region."""
     from falsecli.core.runtime import resolve_device
     from falsecli.data.dataset import load_dataset
     from falsecli.method import influence
@@ -95,7 +90,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
                             "--section inline_0005")
     workdir = Path(workdir)
     source = Stage(workdir, run)
-    source.require(stage_name(run, name))
+    source.require(layout.trace_folder(run, name))
     checkpoints = _checkpoints(source.path, run, workdir)
     device = resolve_device(cfg["train"]["device"])
     model, payload = load_model(source.path / MODEL, device)
@@ -110,7 +105,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = Fal
     n_params = sum(p.numel() for n, p in model.named_parameters() if n in names)
     n_batches = len(checkpoints) * sum(
         -(-len(g) // opts["batch_size"]) for g in by_shape(sections).values())
-    folder = stage_name(run, name)
+    folder = layout.trace_folder(run, name)
     pixels = int((region & (labels != ds.ignore_index)).sum())
     with stage_run(workdir, folder, cfg, upstream=[source], force=force,
                    device=str(device)) as out, console.progress() as bar:
@@ -242,4 +237,5 @@ def print_trace(summary: dict[str, Any]) -> None:
 
 
 STEP = Step("trace", trace, lambda cfg, workdir: [cfg["trace"]["run"]],
-            lambda cfg, workdir: {stage_name(cfg["trace"]["run"], cfg["trace"]["section"]): cfg})
+            lambda cfg, workdir: {
+                layout.trace_folder(cfg["trace"]["run"], cfg["trace"]["section"]): cfg})

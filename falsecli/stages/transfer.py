@@ -49,11 +49,13 @@ import torch
 
 from falsecli.core import checkpoint, console
 from falsecli.core.checkpoint import CHECKPOINT, FORCE
-from falsecli.core.config import GENERATED, Config, class_id
+from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import read_csv, save_npz, write_csv, write_json
+from falsecli.core.manifest import Stage, StageRun
+from falsecli.core.rules import GENERATED
 from falsecli.core.runtime import resolve_device, seed_everything
-from falsecli.core.workdir import (Stage, StageRun, read_csv, save_npz, stage_run,
-                                   write_csv, write_json)
+from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.method import style
 from falsecli.method.pool import Pool
@@ -379,4 +381,4 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"])
+STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"], resumes=True)

@@ -1,0 +1,52 @@
+"""The stage contract: a stage takes ``resume`` exactly when its Step declares that it resumes,
+and the pipeline offers ``resume`` to those steps only."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from falsecli.core import config
+from falsecli.stages import Step, al, export, pipeline, predict, query, show, trace
+
+STEPS = pipeline.steps() + [trace.STEP]
+
+
+@pytest.mark.parametrize("step", STEPS, ids=[s.name for s in STEPS])
+def test_a_step_takes_resume_exactly_when_it_declares_it(step: Step) -> None:
+    params = inspect.signature(step.run).parameters
+    assert ("resume" in params) == step.resumes
+    assert params["force"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert [s.name for s in STEPS if s.resumes] == ["train", "transfer", "retrain"]
+
+
+@pytest.mark.parametrize("fn", [query.query, al.al, predict.predict, export.export, show.show,
+                                pipeline.run])
+def test_stages_without_a_checkpoint_of_their_own_take_no_resume(fn: Any) -> None:
+    assert "resume" not in inspect.signature(fn).parameters
+
+
+def test_the_pipeline_offers_resume_only_to_steps_that_resume(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def plain(cfg: config.Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+        calls.append(("plain", {"force": force}))
+        return {}
+
+    def resumable(cfg: config.Config, workdir: Path, *, force: bool = False,
+                  resume: bool = False) -> dict[str, Any]:
+        calls.append(("resumable", {"force": force, "resume": resume}))
+        return {}
+
+    monkeypatch.setattr(pipeline, "steps", lambda: [
+        Step("plain", plain, lambda cfg, workdir: []),
+        Step("resumable", resumable, lambda cfg, workdir: [], resumes=True)])
+    summary = pipeline.run(config.load_defaults(), tmp_path)
+    assert calls == [("plain", {"force": False}),
+                     ("resumable", {"force": False, "resume": True})]
+    assert {name: s["status"] for name, s in summary["stages"].items()} == {
+        "plain": "done", "resumable": "done"}
