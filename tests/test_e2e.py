@@ -242,15 +242,16 @@ def test_report_statistics_match_an_independent_computation(chain) -> None:
         assert float(row["mean"]) == pytest.approx(np.mean([w[metric] for w in want])), metric
         assert int(row["n"]) == len(want) == 2
     claims = json.loads((work / "report" / "claims.json").read_text())
-    assert [c["claim"] for c in claims] == ["C1", "C2", "C3", "C4", "C5"]
+    assert [c["claim"] for c in claims] == ["C1", "C2", "C3", "C4", "C5a", "C5b"]
     assert all(c["verdict"] in ("holds", "does not hold", "not measured")
                or c["verdict"].startswith("inconclusive at ") for c in claims)
 
 
 def test_report_locality_matches_the_samples(chain) -> None:
-    """C5's numbers, recomputed from transfer/samples.npz and the data: per sample, the mean
-    |sample − target| inside scruff over the same outside, and the outside change over the
-    target's mean |amplitude| there."""
+    """C5b's numbers, recomputed from transfer/samples.npz, samples_identity.npz and the data:
+    per sample, the mean |sample − identity sample| inside scruff over the same outside, and
+    the outside change against the target over the target's mean |amplitude| there; each
+    averaged per style source, then over the sources."""
     from falsecli.core.manifest import Stage
     from falsecli.data.dataset import load_dataset
 
@@ -259,17 +260,23 @@ def test_report_locality_matches_the_samples(chain) -> None:
     ds = load_dataset(config)
     scruff = config["data"]["classes"].index("scruff")
     known = {s.name: s for s in ds.sections("train")}
-    ratio, outside = [], []
-    with np.load(work / "transfer" / "samples.npz", allow_pickle=False) as npz:
-        for image, labels, name in zip(npz["images"], npz["labels"], npz["target"]):
+    ratio, outside = {}, {}
+    with np.load(work / "transfer" / "samples.npz", allow_pickle=False) as npz, \
+            np.load(work / "transfer" / "samples_identity.npz", allow_pickle=False) as ident:
+        for image, same, labels, name, src in zip(npz["images"], ident["images"], npz["labels"],
+                                                  npz["target"], npz["source"]):
             target = ds.image(known[str(name)])
-            change, inside = np.abs(image - target), labels == scruff
-            ratio.append(change[inside].mean() / change[~inside].mean())
-            outside.append(change[~inside].mean() / np.abs(target[~inside]).mean())
-    c5 = json.loads((work / "report" / "claims.json").read_text())[4]["numbers"]
-    assert c5["samples"] == len(ratio) > 0
-    assert c5["ratio"] == pytest.approx(np.mean(ratio), rel=1e-4)
-    assert c5["relative_outside"] == pytest.approx(np.mean(outside), rel=1e-4)
+            swap, inside = np.abs(image - same), labels == scruff
+            ratio.setdefault(str(src), []).append(swap[inside].mean() / swap[~inside].mean())
+            change = np.abs(image - target)
+            outside.setdefault(str(src), []).append(change[~inside].mean()
+                                                    / np.abs(target[~inside]).mean())
+    c5b = json.loads((work / "report" / "claims.json").read_text())[5]
+    assert c5b["claim"] == "C5b" and c5b["numbers"]["samples"] == sum(map(len, ratio.values()))
+    assert c5b["numbers"]["ratio"] == pytest.approx(np.mean([np.mean(v) for v in
+                                                             ratio.values()]), rel=1e-4)
+    assert c5b["numbers"]["relative_outside"] == pytest.approx(
+        np.mean([np.mean(v) for v in outside.values()]), rel=1e-4)
 
 
 def test_report_is_stale_when_anything_it_reads_changes(chain) -> None:

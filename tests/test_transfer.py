@@ -21,7 +21,7 @@ from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, load_dataset
 from falsecli.data.volumes import Volume
-from falsecli.method import style
+from falsecli.method import style, stylemeasure
 from falsecli.method.pool import Pool
 from falsecli.stages import transfer as tr
 
@@ -109,11 +109,16 @@ def test_sample_changes_are_measured_against_reconstruction_and_target() -> None
     s = style.Samples()
     inside = np.array([[True, False], [False, False]])
     target = np.array([[1.0, -2.0], [4.0, 0.0]])
+    source = stylemeasure.describe(np.array([[3.0]]), np.array([[True]]))
     s.add(np.array([[3.0, -1.0], [4.0, 3.0]]), np.zeros((2, 2), np.uint8), "a", "t", target,
-          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside)
+          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside, source_style=source)
     assert (s.inside, s.outside) == ([3.0], [1 / 3])
     assert (s.inside_target, s.outside_target) == ([2.0], [4 / 3])
     assert s.amplitude_outside == [2.0]
+    # the class pixel took the source's value: all the way to its style (amplitude 1 vs 3:
+    # |1 - 3| / (1 + 3), the one component that differs, of three)
+    assert s.style_moved == [1.0] and s.style_to_source == [0.0]
+    assert s.style_target_to_source == [pytest.approx(0.5 / 3)]
 
 
 class _FakeTransferer:
@@ -298,6 +303,8 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
     assert metrics["reconstruction_sections"] == [v.name for v in ds.sections("val")]
     for name in ["fig3.png", *(f"fig3_{src}.png" for src in sources), "losses.png"]:
         assert (out / "figures" / name).stat().st_size > 1000
+    assert (out / tr.FIG3_STYLE).stat().st_size > 1000
+    assert metrics["method"] == "sean" and "style_moved" in metrics["identity"]
     assert not (out / CHECKPOINT).exists()
 
     # complete: refuses without --force
@@ -450,3 +457,40 @@ def test_retrain_transfer_identity_trains_on_the_identity_samples(cli, tiny_cfg,
     manifest = Stage(tmp_path, "retrain/transfer-identity/seed0").manifest()
     assert manifest["config"]["train"]["aug"] == "none"
     assert set(manifest["inputs"]) == {"transfer"}
+
+
+def test_statistics_transfer_needs_no_generator(cli, tiny_cfg, tmp_path: Path) -> None:
+    """``transfer.method: statistics``: no generator; the identity samples are the targets,
+    the samples keep the targets beyond the composite mask, and changes.csv's style_moved is
+    the descriptor's, recomputed from the files."""
+    w = tmp_path / "w"
+    sources = _fabricate_rank(w, tiny_cfg)
+    result = _run(cli, w, "--set", "transfer.method=statistics")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["method"], summary["generator"]) == ("statistics", "none")
+    out = w / "transfer"
+    assert not (out / tr.GENERATOR).exists() and (out / tr.FIG3_STYLE).stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reconstruction_error"] is None and metrics["composite"] is True
+    assert metrics["identity"]["style_moved"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["style_moved"] > 0.3
+    ds = load_dataset(tiny_cfg)
+    train = {sec.name: sec for sec in ds.sections("train")}
+    src = {s.name: s for s in ds.sections("val")}
+    rows = tr.load_changes(w, "transfer")
+    with np.load(out / tr.SAMPLES) as npz, np.load(out / tr.IDENTITY_SAMPLES) as ident:
+        assert list(npz["source"]) == [sources[0]] * 3 + [sources[1]] * 3
+        for image, same, labels, name, source, row in zip(
+                npz["images"], ident["images"], npz["labels"], npz["target"], npz["source"],
+                rows):
+            target = ds.image(train[str(name)])
+            assert np.allclose(same, target, atol=1e-5)
+            far = ndimage.distance_transform_edt(labels != SCRUFF) >= 3 + 2
+            assert np.array_equal(image[far], target[far])
+            section = src[str(source)]
+            want = stylemeasure.score(image, target, labels == SCRUFF, stylemeasure.describe(
+                ds.image(section), ds.label(section) == SCRUFF))
+            assert row["style_moved"] == pytest.approx(want.moved, rel=1e-5)
+            assert row["style_target_to_source"] == pytest.approx(want.target_to_source,
+                                                                  rel=1e-5)

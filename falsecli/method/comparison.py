@@ -220,30 +220,15 @@ def comparisons(results: dict[str, list[cl.Result]], classes: list[str], target:
     return rows
 
 
-def locality(changes: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per transfer sample (rows of the transfer's change table): mean |sample − target|
-    inside the class over the same outside it, the outside change relative to the target's own
-    mean |amplitude| there, and the mean change inside (empty arrays without samples)."""
-    inside = np.array([r["change_inside_vs_target"] for r in changes])
-    outside = np.array([r["change_outside_vs_target"] for r in changes])
-    amplitude = np.array([r["amplitude_outside"] for r in changes])
-    return (inside / np.maximum(outside, 1e-12), outside / np.maximum(amplitude, 1e-12),
-            inside)
-
-
 def claims(m: Measured, classes: list[str], target: int, tolerance: float,
            transfer: list[dict[str, Any]], identity: list[dict[str, Any]]) -> list[cl.Claim]:
-    """C1–C5 from the compared runs (C1, C2 on the baseline) and the change rows of the
-    transfer samples and of their identity control (C5)."""
+    """C1–C5 from the compared runs (C1, C2 on the baseline) and the rows of
+    ``transfer/changes.csv`` of the transfer samples and of their identity samples (C5a, C5b)."""
     results = m.results
     base = results.get("baseline", [])
     tests = [k.split("/")[0] for k in (base[0].values if base else {})
              if k.endswith("/miou") and not k.startswith("val/")]
     split = tests[0] if tests else "val"
-    ratio, outside, inside = locality(transfer)
-    _, _, identity_inside = locality(identity)
     return [cl.c1_boundaries(base), cl.c2_thin_classes(base, classes, m.pixels),
             cl.c3_regions(results), cl.c4_accuracy(results, classes, classes[target], split),
-            cl.c5_locality(ratio, outside, tolerance,
-                           float(np.mean(identity_inside)) if len(identity_inside) else None,
-                           float(np.mean(inside)) if len(inside) else None)]
+            *cl.c5_claims(transfer, identity, tolerance)]

@@ -77,7 +77,10 @@ class Document:
             "interval). C1, C2: baseline runs. C3, C4: transfer against every control present "
             "(baseline, flip, rotate, and transfer-identity: the same generated samples "
             "without the style swap, which separates the swap from more, generated, images "
-            "and more steps). C5: the transfer samples against their targets, per sample.")
+            "and more steps). C5a: per transfer sample, how far the class's style moved toward "
+            "its source beyond its identity sample's, interval over the style sources. C5b: "
+            "the change inside / outside the class against the identity sample, and outside "
+            "against the target's amplitude.")
 
     def _comparison_table(self) -> Table:
         def fmt(r: dict[str, Any]) -> str:

@@ -23,15 +23,19 @@ Targets are the training sections that contain the class, of the most common sha
 retraining adds to its pool like any other section (:func:`load_samples` reads it). Images are
 in ``ds.image`` units.
 
-Quality figures (``metrics.json``), all on the samples as written (composited when on): the
-reconstruction error on held-out (validation) sections; the class-local change ratio: mean
-|transfer - reconstruction| inside the class over the same outside it, per sample (same
-target, same noise), averaged over the samples (``change_inside``, ``change_outside``); and
-against the target itself, means over the samples: ``change_inside_vs_target`` and
-``change_outside_vs_target`` (mean |sample - target| inside / outside the class), their ratio
-``class_local_change_ratio_vs_target``, and ``relative_change_outside``: the outside change
-over the targets' mean |amplitude| outside the class (0: the target's geology is kept).
-``identity`` holds the same four for the identity samples.
+With ``transfer.method: statistics`` step 1 is skipped and step 2 matches the source class's
+amplitude distribution and depth spectrum onto the target's class, blended with the
+composite mask (:mod:`falsecli.method.classmatch`); its identity sample is the target matched
+to itself.
+
+Quality figures (``metrics.json``; per sample in ``changes.csv``), on the samples as written:
+the generator's reconstruction error on held-out sections (None without a generator); the
+change ratio: mean |transfer - identity sample| inside the class over the same outside it
+(``change_inside``, ``change_outside``); the same against the target (``*_vs_target``) and
+``relative_change_outside``, the outside change over the targets' mean |amplitude| there (0:
+the target's geology is kept); and ``style_moved`` (:mod:`falsecli.method.stylemeasure`): 1
+when the class has the source's style, 0 when it kept the target's. ``identity`` holds the
+target-relative figures and ``style_moved`` of the identity samples.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ from falsecli.core.rules import GENERATED
 from falsecli.core.runtime import resolve_device, seed_everything
 from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, Section, load_dataset
-from falsecli.method import style
+from falsecli.method import style, stylemeasure
+from falsecli.method.transfermethod import (NO_TRAINING, Made, sean_samples,
+                                            statistics_samples)
 from falsecli.method.pool import Pool
 from falsecli.method.sean import ARCHITECTURE, LossWeights, Sean, SeanConfig
 from falsecli.stages import Step
@@ -78,9 +84,14 @@ CHANGES = "changes.csv"
 #: the columns of changes.csv and the type of each
 CHANGE_COLUMNS = {"method": str, "source": str, "target": str, "change_inside": float,
                   "change_outside": float, "change_inside_vs_target": float,
-                  "change_outside_vs_target": float, "amplitude_outside": float}
+                  "change_outside_vs_target": float, "amplitude_outside": float,
+                  "style_moved": float, "style_to_source": float,
+                  "style_target_to_source": float}
 #: paper Fig. 3 for all style sources together (the report shows it)
 FIG3 = "figures/fig3.png"
+#: Fig. 3's style: the class region's amplitude distribution and depth spectrum of target,
+#: source and transfer, per source (the report shows it)
+FIG3_STYLE = "figures/fig3_style.png"
 #: transfer keys that change the trained generator (the others only change the sampling)
 TRAIN_KEYS = ("iterations", "crop", "batch_size", "lr", "style_dim", "channels", "seed",
               "l1_weight", "fm_weight")
@@ -237,31 +248,20 @@ def _clear_results(path: Path) -> None:
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def _held_out(ds: Dataset, count: int) -> list[Section]:
-    """``count`` validation sections, evenly spaced over inlines then crosslines."""
-    val = ds.sections("val")
-    picks = np.unique(np.linspace(0, len(val) - 1, min(len(val), count)).round().astype(int))
-    return [val[i] for i in picks]
-
-
 def _write_figures(run: StageRun, rows: list[dict[str, Any]], sources: Sequence[Section],
-                   ds: Dataset, class_name: str, history: list[dict[str, float]]) -> None:
-    """Fig. 3 for all sources together and for each alone, and the loss curves."""
+                   ds: Dataset, k: int, history: list[dict[str, float]]) -> None:
+    """Fig. 3 and its style for all sources together, Fig. 3 for each alone, the loss curves."""
     # matplotlib only to draw: train imports this module to read samples and draws nothing
-    from falsecli.present import figures, transfer_figures
+    from falsecli.present import figures, style_figures, transfer_figures
 
-    draw = functools.partial(transfer_figures.fig3, classes=ds.classes, ignore_index=ds.ignore_index,
-                             class_name=class_name)
+    draw = functools.partial(transfer_figures.fig3, classes=ds.classes,
+                             ignore_index=ds.ignore_index, class_name=ds.classes[k])
     figures.save_figure(draw(rows), run.out(FIG3))
+    figures.save_figure(style_figures.style_figure(rows, k, ds.classes[k]), run.out(FIG3_STYLE))
     for row, src in zip(rows, sources):
         figures.save_figure(draw([row]), run.out(f"figures/fig3_{src.name}.png"))
     if history:
         figures.save_figure(transfer_figures.loss_figure(history), run.out("figures/losses.png"))
-
-
-def _composite(t: dict[str, Any]) -> style.Composite | None:
-    return (style.Composite(t["composite_dilate"], t["composite_feather"]) if t["composite"]
-            else None)
 
 
 def _save_samples(path: Path, samples: style.Samples) -> None:
@@ -273,7 +273,14 @@ def _save_samples(path: Path, samples: style.Samples) -> None:
 def _change_rows(method: str, s: style.Samples) -> list[dict[str, Any]]:
     return [{"method": method, **dict(zip(list(CHANGE_COLUMNS)[1:], values))}
             for values in zip(s.source, s.target, s.inside, s.outside, s.inside_target,
-                              s.outside_target, s.amplitude_outside)]
+                              s.outside_target, s.amplitude_outside,
+                              [_nan(m) for m in s.style_moved], s.style_to_source,
+                              s.style_target_to_source)]
+
+
+def _nan(value: float | None) -> float:
+    """None (a ratio without a denominator) as NaN, which a CSV float column reads back."""
+    return float("nan") if value is None else value
 
 
 def load_changes(workdir: Path, method: str) -> list[dict[str, Any]]:
@@ -291,37 +298,27 @@ def load_changes(workdir: Path, method: str) -> list[dict[str, Any]]:
             if row["method"] == method]
 
 
-def _write_samples(run: StageRun, cfg: Config, ds: Dataset, model: Sean, k: int,
-                   sources: Sequence[Section], targets: Sequence[Section],
-                   training: dict[str, Any], device: torch.device, amp: bool
-                   ) -> dict[str, Any]:
-    """Generate the samples and the identity samples and write them, their metrics and the
-    figures; returns the metrics."""
-    t = cfg["transfer"]
-    class_name = ds.classes[k]
-    tr = style.Transferer(model, device, amp)
-    composite = _composite(t)
-    console.log(f"transfer: '{class_name}' from {len(sources)} source(s) into "
-                f"{len(targets)} candidate target(s) of shape {list(targets[0].shape)}"
-                + (f", composited (dilate {t['composite_dilate']}, feather "
-                   f"{t['composite_feather']})" if composite else ""))
-    samples, identity, codes, firsts = style.generate_samples(
-        tr, ds, k, sources, targets, t["per_source"], t["batch_size"], t["seed"], composite)
+def _write_samples(run: StageRun, cfg: Config, ds: Dataset, k: int, sources: Sequence[Section],
+                   made: Made, training: dict[str, Any]) -> dict[str, Any]:
+    """Write the samples, the identity samples, their changes, metrics and figures; returns
+    the metrics."""
+    samples, identity = made.samples, made.identity
     _save_samples(run.out(SAMPLES), samples)
     _save_samples(run.out(IDENTITY_SAMPLES), identity)
     write_csv(run.out(CHANGES), CHANGE_COLUMNS,
               [row for method, done in zip(GENERATED, (samples, identity))
                for row in _change_rows(method, done)])
-    metrics = {"class": class_name, "class_id": k, "samples": len(samples.source),
-               "shape": list(samples.images[0].shape), "sources": [s.name for s in sources],
-               "composite": bool(composite),
-               **style.reconstruction_error(tr, ds, _held_out(ds, t["eval_sections"]),
-                                            t["batch_size"]),
-               **style.change_metrics(samples),
-               "identity": style.target_change_metrics(identity), "training": training}
+    metrics = {"class": ds.classes[k], "class_id": k, "method": cfg["transfer"]["method"],
+               "samples": len(samples.source), "shape": list(samples.images[0].shape),
+               "sources": [s.name for s in sources],
+               "composite": made.composite,
+               **made.quality, **style.change_metrics(samples),
+               **stylemeasure.summary(samples.style_moved, samples.source),
+               "identity": {**style.target_change_metrics(identity),
+                            **stylemeasure.summary(identity.style_moved, identity.source)},
+               "training": training}
     write_json(run.out(METRICS), metrics)
-    rows = style.figure_rows(tr, ds, k, sources, codes, firsts, t["seed"], composite)
-    _write_figures(run, rows, sources, ds, class_name, training["history"])
+    _write_figures(run, made.rows, sources, ds, k, training["history"])
     return metrics
 
 
@@ -350,31 +347,49 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
                         f"using them all (transfer.sources is {t['sources']})")
         pool = Pool.load(ds, ds.sections("train"), device)
         targets = pool.targets(k, class_name)
-        amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
-        model, training = _trained_model(cfg, pool, run, device, amp, ckpt)
-        del pool
-        metrics = _write_samples(run, cfg, ds, model, k, sources, targets, training, device,
-                                 amp)
+        t_log = (f"transfer: '{class_name}' by {t['method']} from {len(sources)} source(s) "
+                 f"into {len(targets)} candidate target(s) of shape {list(targets[0].shape)}")
+        if t["method"] == "statistics":
+            del pool
+            console.log(t_log)
+            made, training = statistics_samples(cfg, ds, k, sources, targets), NO_TRAINING
+        else:
+            amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
+            model, training = _trained_model(cfg, pool, run, device, amp, ckpt)
+            del pool
+            console.log(t_log)
+            made = sean_samples(cfg, ds, model, k, sources, targets, device, amp)
+        metrics = _write_samples(run, cfg, ds, k, sources, made, training)
     return _summary(metrics, run)
 
 
 def _summary(metrics: dict[str, Any], run: StageRun) -> dict[str, Any]:
     training = metrics["training"]
+    recon = ("no generator" if metrics["reconstruction_error"] is None else
+             f"reconstruction error {metrics['reconstruction_error']:.3f} (predicting the "
+             f"mean: {metrics['reconstruction_baseline']:.3f})")
+    moved = [metrics["style_moved"], metrics["identity"]["style_moved"]]
     lines = [
         (f"transfer: {metrics['samples']} samples of '{metrics['class']}' "
-         f"{metrics['shape'][0]}x{metrics['shape'][1]}, generator {training['generator']}"),
-        (f"reconstruction error {metrics['reconstruction_error']:.3f} "
-         f"(predicting the mean: {metrics['reconstruction_baseline']:.3f}), "
-         f"class-local change ratio {metrics['class_local_change_ratio']:.2f}"),
+         f"{metrics['shape'][0]}x{metrics['shape'][1]} by {metrics['method']}, generator "
+         f"{training['generator']}"),
+        f"{recon}, class-local change ratio {metrics['class_local_change_ratio']:.2f}",
+        (f"style moved toward the source {_number(moved[0])} (identity samples "
+         f"{_number(moved[1])}; 1: the source's style, 0: the target's)"),
         (f"change outside the class vs the target {metrics['change_outside_vs_target']:.3f} "
          f"({_share(metrics['relative_change_outside'])} of its amplitude; identity samples "
          f"{_share(metrics['identity']['relative_change_outside'])})"),
     ]
     return {"stage": "transfer", "class": metrics["class"], "samples": metrics["samples"],
-            "reconstruction_error": metrics["reconstruction_error"],
+            "method": metrics["method"], "reconstruction_error": metrics["reconstruction_error"],
             "class_local_change_ratio": metrics["class_local_change_ratio"],
+            "style_moved": metrics["style_moved"],
             "generator": training["generator"], "lines": lines,
             "outputs": [str(run.path / p) for p in run.outputs]}
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _share(value: float | None) -> str:

@@ -1,0 +1,79 @@
+"""The transfer methods (``transfer.method``): what each makes of the style sources and the
+targets -- the samples, their identity controls, the Fig. 3 rows and the method's own quality
+figures -- for the transfer stage (:mod:`falsecli.stages.transfer`) to write.
+
+- ``sean`` (the paper): the trained generator swaps the class's style code
+  (:mod:`falsecli.method.style`), blended into the target only with ``transfer.composite``;
+- ``statistics``: no generator; the source class's amplitude distribution and depth spectrum
+  are matched onto the target's class (:mod:`falsecli.method.classmatch`), always blended
+  with the ``composite_dilate`` / ``composite_feather`` mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from falsecli.core.config import Config
+from falsecli.data.dataset import Dataset, Section
+from falsecli.method import classmatch, style
+from falsecli.method.sean import Sean
+
+
+def held_out(ds: Dataset, count: int) -> list[Section]:
+    """``count`` validation sections, evenly spaced over inlines then crosslines."""
+    val = ds.sections("val")
+    picks = np.unique(np.linspace(0, len(val) - 1, min(len(val), count)).round().astype(int))
+    return [val[i] for i in picks]
+
+
+def composite(t: dict[str, Any]) -> style.Composite | None:
+    """The blend of ``transfer.composite`` for the generator's samples (None: off)."""
+    return (style.Composite(t["composite_dilate"], t["composite_feather"]) if t["composite"]
+            else None)
+
+
+#: the training summary of a method without a generator
+NO_TRAINING: dict[str, Any] = {"generator": "none", "history": []}
+
+
+@dataclasses.dataclass
+class Made:
+    """What a transfer method made: the samples, their identity controls (same order), the
+    Fig. 3 rows and the method's own quality figures."""
+
+    samples: style.Samples
+    identity: style.Samples
+    rows: list[dict[str, Any]]
+    quality: dict[str, Any]
+    composite: bool  # blended into the targets
+
+
+def sean_samples(cfg: Config, ds: Dataset, model: Sean, k: int, sources: Sequence[Section],
+                 targets: Sequence[Section], device: torch.device, amp: bool) -> Made:
+    """The generator's samples (``transfer.method: sean``) and its reconstruction error."""
+    t = cfg["transfer"]
+    tr = style.Transferer(model, device, amp)
+    blend = composite(t)
+    samples, identity, codes, firsts = style.generate_samples(
+        tr, ds, k, sources, targets, t["per_source"], t["batch_size"], t["seed"], blend)
+    return Made(samples, identity,
+                style.figure_rows(tr, ds, k, sources, codes, firsts, t["seed"], blend),
+                style.reconstruction_error(tr, ds, held_out(ds, t["eval_sections"]),
+                                           t["batch_size"]),
+                blend is not None)
+
+
+def statistics_samples(cfg: Config, ds: Dataset, k: int, sources: Sequence[Section],
+                       targets: Sequence[Section]) -> Made:
+    """The class-local statistics matching's samples (``transfer.method: statistics``)."""
+    t = cfg["transfer"]
+    blend = style.Composite(t["composite_dilate"], t["composite_feather"])
+    samples, identity, firsts = classmatch.generate_samples(ds, k, sources, targets,
+                                                            t["per_source"], t["seed"], blend)
+    return Made(samples, identity, classmatch.figure_rows(ds, k, sources, firsts, blend),
+                {"reconstruction_error": None, "reconstruction_baseline": None}, True)
