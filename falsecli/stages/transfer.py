@@ -24,9 +24,10 @@ retraining adds to its pool like any other section (:func:`load_samples` reads i
 in ``ds.image`` units.
 
 With ``transfer.method: statistics`` step 1 is skipped and step 2 matches the source class's
-amplitude distribution and depth spectrum onto the target's class, blended with the
-composite mask (:mod:`falsecli.method.classmatch`); its identity sample is the target matched
-to itself.
+depth spectrum, lateral coherence and amplitude distribution onto the target's class, which
+alone changes, its change feathered ``composite_feather`` pixels outward
+(:mod:`falsecli.method.classmatch`); its identity sample is the target matched to itself, the
+target bit for bit.
 
 Quality figures (``metrics.json``; per sample in ``changes.csv``), on the samples as written:
 the generator's reconstruction error on held-out sections (None without a generator); the
