@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
@@ -250,17 +251,17 @@ def test_statistics_transfer_moves_the_style_and_keeps_the_rest() -> None:
     ds = _dataset()
     targets = Pool.load(ds, ds.sections("train"), torch.device("cpu")).targets(SCRUFF, "scruff")
     sources = [s for s in ds.sections("val") if s.name.startswith("crossline")]
-    blend = style.Composite(1, 1)
     samples, identity, firsts = classmatch.generate_samples(ds, SCRUFF, sources, targets, 4, 0,
-                                                            blend)
+                                                            feather=1)
     by_name = {s.name: s for s in targets}
     assert [f.name for f in firsts] == [samples.target[i] for i in (0, 4, 8)]
     for image, ident, name in zip(samples.images, identity.images, samples.target):
         target = ds.image(by_name[name])
-        assert np.allclose(ident, target, atol=1e-5)  # matched to itself: the target
+        assert np.array_equal(ident, target)  # matched to itself: the target, bit for bit
         far = np.ones(target.shape, bool)
-        far[LAYER.start - 2:LAYER.stop + 2] = False  # beyond dilate + feather
+        far[LAYER.start - 1:LAYER.stop + 1] = False  # the class and its feather
         assert np.array_equal(image[far], target[far])
+        assert not np.array_equal(image[LAYER], target[LAYER])
     assert max(abs(m) for m in identity.style_moved) < 1e-6
     assert np.mean(samples.style_moved) > 0.5 and min(samples.style_moved) > 0.3
     c5a, c5b = cl.c5_claims(_rows(samples), _rows(identity), 0.1)
@@ -276,9 +277,68 @@ def test_quantile_map_onto_itself_is_the_identity_everywhere() -> None:
     rng = np.random.default_rng(2)
     own = np.sort(rng.standard_normal(50))
     values = rng.standard_normal(200) * 3  # beyond own's range too
+    assert np.array_equal(classmatch.quantile_map(own, own, own), own)
     assert np.allclose(classmatch.quantile_map(values, own, own), values)
     doubled = classmatch.quantile_map(values, own, 2 * own)
     assert np.allclose(doubled, 2 * values)  # a scaled source: scaled everywhere
+
+
+def _layered(coherence: float, seed: int, depth: int = 24, width: int = 40
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """A section whose class (rows 8-12, and a lens in rows 13-14) holds traces mixed from a
+    laterally constant signal and independent noise, so that the lateral coherence is about
+    ``coherence``; the rest is noise."""
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal((depth, width))
+    mask = np.zeros((depth, width), bool)
+    mask[LAYER] = True
+    mask[13:15, 10:25] = True
+    common = np.repeat(rng.standard_normal((depth, 1)), width, axis=1)
+    mixed = np.sqrt(coherence) * common + np.sqrt(1 - coherence) * rng.standard_normal(
+        (depth, width))
+    return np.where(mask, mixed, image), mask
+
+
+@pytest.mark.parametrize("source_coherence", [0.95, 0.1])
+def test_statistics_moves_the_lateral_coherence_toward_the_source(source_coherence: float
+                                                                  ) -> None:
+    image, mask = _layered(0.5, seed=1)
+    source = classmatch.ClassStyle.of(*_layered(source_coherence, seed=2))
+    before = np.abs(sm.coherence(image, mask) - source.coherence)
+    after = np.abs(sm.coherence(classmatch.match_coherence(image, mask, source.coherence),
+                                mask) - source.coherence)
+    assert (after < 0.5 * before).all()
+    matched = classmatch.match(image, mask, source, feather=2)
+    assert (np.abs(sm.coherence(matched, mask) - source.coherence) < 0.5 * before).all()
+    # the amplitude distribution is the source's (the last step)
+    assert np.allclose(np.sort(matched[mask]), source.amplitudes, atol=1e-5)
+
+
+def test_statistics_moves_the_depth_spectrum_toward_the_source() -> None:
+    rng = np.random.default_rng(4)
+    image, mask = _layered(0.5, seed=1)
+    rough = np.where(mask, np.diff(rng.standard_normal((25, 40)), axis=0), 0.0)  # high-pass
+    source = classmatch.ClassStyle.of(rough, mask)
+    before = 0.5 * np.abs(sm.describe(image, mask).spectrum - source.spectrum).sum()
+    matched = classmatch.match_spectrum(image, mask, source.spectrum)
+    after = 0.5 * np.abs(sm.describe(matched, mask).spectrum - source.spectrum).sum()
+    assert after < 0.5 * before
+    assert np.array_equal(matched[~mask], image[~mask])
+
+
+def test_statistics_changes_only_the_class_and_its_feather_and_is_exact_on_itself() -> None:
+    image, mask = _layered(0.5, seed=1)
+    image = image.astype(np.float32)
+    source = classmatch.ClassStyle.of(*_layered(0.95, seed=2))
+    dist = ndimage.distance_transform_edt(~mask)
+    for feather in (0, 2):
+        matched = classmatch.match(image, mask, source, feather)
+        assert np.array_equal(matched[dist >= max(feather, 1)], image[dist >= max(feather, 1)])
+        assert not np.array_equal(matched[mask], image[mask])
+        if feather:  # the band takes a share of its nearest class pixel's change
+            assert not np.array_equal(matched[dist == 1], image[dist == 1])
+        own = classmatch.ClassStyle.of(image, mask)
+        assert np.array_equal(classmatch.match(image, mask, own, feather), image)
 
 
 def test_transfer_method_is_a_checked_choice() -> None:

@@ -90,6 +90,13 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / norm) if norm > 0 else 0.0
 
 
+def coherence(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The lateral coherence at each of :data:`LAGS`: the correlation of the pairs of class
+    pixels that many traces apart at the same depth."""
+    return np.array([_correlation(image[:, :-lag][both], image[:, lag:][both])
+                     for lag in LAGS for both in [mask[:, :-lag] & mask[:, lag:]]])
+
+
 def describe(image: np.ndarray, mask: np.ndarray) -> Descriptor | None:
     """The style descriptor of the pixels of ``image`` (depth, width) where ``mask`` is set;
     None for an empty mask (a region without pixels has no style)."""
@@ -97,10 +104,8 @@ def describe(image: np.ndarray, mask: np.ndarray) -> Descriptor | None:
         return None
     image = np.asarray(image, dtype=np.float64)
     spectrum = depth_spectrum(image, mask)
-    coherence = [_correlation(image[:, :-lag][both], image[:, lag:][both])
-                 for lag in LAGS for both in [mask[:, :-lag] & mask[:, lag:]]]
     return Descriptor(np.quantile(image[mask], PROBABILITIES),
-                      spectrum / max(spectrum.sum(), 1e-300), np.array(coherence))
+                      spectrum / max(spectrum.sum(), 1e-300), coherence(image, mask))
 
 
 def components(a: Descriptor, b: Descriptor) -> dict[str, float]:

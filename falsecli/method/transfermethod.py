@@ -4,9 +4,10 @@ figures -- for the transfer stage (:mod:`falsecli.stages.transfer`) to write.
 
 - ``sean`` (the paper): the trained generator swaps the class's style code
   (:mod:`falsecli.method.style`), blended into the target only with ``transfer.composite``;
-- ``statistics``: no generator; the source class's amplitude distribution and depth spectrum
-  are matched onto the target's class (:mod:`falsecli.method.classmatch`), always blended
-  with the ``composite_dilate`` / ``composite_feather`` mask.
+- ``statistics``: no generator; the source class's depth spectrum, lateral coherence and
+  amplitude distribution are matched onto the target's class
+  (:mod:`falsecli.method.classmatch`), which alone changes, its change feathered
+  ``composite_feather`` pixels outward (``composite_dilate`` is the generator's only).
 """
 
 from __future__ import annotations
@@ -78,10 +79,10 @@ def statistics_samples(cfg: Config, ds: Dataset, k: int, sources: Sequence[Secti
                        targets: Sequence[Section]) -> Made:
     """The class-local statistics matching's samples (``transfer.method: statistics``)."""
     t = cfg["transfer"]
-    blend = style.Composite(t["composite_dilate"], t["composite_feather"])
+    feather = t["composite_feather"]
     samples, identity, firsts = classmatch.generate_samples(ds, k, sources, targets,
-                                                            t["per_source"], t["seed"], blend)
-    return Made(samples, identity, classmatch.figure_rows(ds, k, sources, firsts, blend),
+                                                            t["per_source"], t["seed"], feather)
+    return Made(samples, identity, classmatch.figure_rows(ds, k, sources, firsts, feather),
                 {"reconstruction_error": None, "reconstruction_baseline": None}, True)
 
 

@@ -12,9 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from falsecli.method import stylemeasure as sm
+from falsecli.present.figures import DPI
 
-#: the figures' resolution (that of :mod:`falsecli.method.figures`)
-DPI = 110
 #: target, source, transfer: line colour and style (the transfer should land on the source)
 CURVES = (("target", "tab:blue", "-"), ("style source", "tab:orange", "-"),
           ("transfer", "black", "--"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,6 @@ from falsecli.method import curves
 from falsecli.method.runfolder import read_eval
 
 CURVES_CSV = "curves.csv"
-#: where the report puts the learning curves
-AL_FIGURE = "figures/learning_curves.png"
 #: the columns of curves.csv and their types
 CURVE_COLUMNS = {"strategy": str, "seed": int, "round": int, "labelled": int,
                  **{f"{split}_{m}": float for split in ("val", "test")
@@ -227,22 +226,28 @@ def read_curves(workdir: Path) -> list[dict[str, Any]]:
                             "again: it rewrites the file from the rounds") from None
 
 
-def learning_report(workdir: Path) -> tuple[Any, list[str], list[list[str]], str] | None:
-    """For the report, when ``al/curves.csv`` exists: the learning-curve figure, the areas
-    table (header, rows) and its caption; else None."""
-    from falsecli.method.figures import learning_curves
+@dataclass
+class Learning:
+    """What the report shows of ``falsecli al``: the learning curves (per panel, a split and
+    metric: strategy -> labelled sections, mean, std over seeds) with their titles, and the
+    areas table (header, one row per strategy) up to round ``last``, the last every curve
+    reached."""
 
+    bands: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    titles: dict[str, str]
+    header: list[str]
+    body: list[list[str]]
+    last: int
+
+
+def learning_report(workdir: Path) -> Learning | None:
+    """The learning curves and their areas from ``al/curves.csv``; None without rounds."""
     if not (Path(workdir) / layout.AL / CURVES_CSV).is_file():
         return None
     rows = read_curves(workdir)
     if not rows:
         return None
-    panels = {f"{s}_{m}": curves.band(rows, f"{s}_{m}") for s, m in curves.PANELS}
-    panels = {k: v for k, v in panels.items() if v}
+    bands = {f"{s}_{m}": curves.band(rows, f"{s}_{m}") for s, m in curves.PANELS}
     titles = {f"{s}_{m}": f"{s}: {curves.METRIC_NAMES[m]}" for s, m in curves.PANELS}
     header, body, last = curves.table(rows)
-    caption = (f"Area under each learning curve (trapezoids over the labelled sections, "
-               f"divided by their range: the metric's mean over the labelling budget) from "
-               f"round 0 to round {last}, the last round every curve reached; mean ± half-width "
-               "of the 95 % Student-t interval over seeds. Higher is better.")
-    return learning_curves(panels, titles), header, body, caption
+    return Learning({k: v for k, v in bands.items() if v}, titles, header, body, last)

@@ -165,7 +165,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
           names: list[str]) -> None:
     """``figures/<section>.png`` on one colour scale (the largest count of any tracked pixel)."""
-    from falsecli.method.figures import save_figure, section_figure
+    from falsecli.present.figures import save_figure, section_figure
 
     tracking = maps.tracking
     vmax = max(int(maps.forgetting.max(initial=0)), 1)

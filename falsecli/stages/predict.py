@@ -146,7 +146,7 @@ def _write_segy(paths: dict[str, Path], vol: Volume, cfg: Config) -> list[Path]:
 
 def _preview(paths: dict[str, Path], vol: Volume, classes: list[str]) -> Path:
     """``<volume>/preview.png``: the middle inline, seismic | facies | confidence."""
-    from falsecli.method.figures import prediction_figure, save_figure
+    from falsecli.present.figures import prediction_figure, save_figure
 
     i = vol.seismic.shape[0] // 2
     fig = prediction_figure(np.asarray(vol.seismic[i], dtype=np.float32).T,

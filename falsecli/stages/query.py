@@ -110,7 +110,7 @@ def _pool_csv(pool: PoolStats, choice: Choice) -> str:
 def _figure(path: Path, ds: Any, tracking: Tracking, choice: Choice, pool: PoolStats,
             strategy: str, run: str) -> None:
     """The chosen sections' seismic and per-pixel switch events."""
-    from falsecli.method.figures import query_figure, save_figure
+    from falsecli.present.figures import query_figure, save_figure
 
     by_name = {s.name: s for s in ds.sections("train")}
     seismic, switch, captions = {}, {}, {}

@@ -27,9 +27,10 @@ retraining adds to its pool like any other section (:func:`load_samples` reads i
 in ``ds.image`` units.
 
 With ``transfer.method: statistics`` step 1 is skipped and step 2 matches the source class's
-amplitude distribution and depth spectrum onto the target's class, blended with the
-composite mask (:mod:`falsecli.method.classmatch`); its identity sample is the target matched
-to itself.
+depth spectrum, lateral coherence and amplitude distribution onto the target's class, which
+alone changes, its change feathered ``composite_feather`` pixels outward
+(:mod:`falsecli.method.classmatch`); its identity sample is the target matched to itself, the
+target bit for bit.
 
 Quality figures (``metrics.json``; per sample in ``changes.csv``), on the samples as written:
 the generator's reconstruction error on held-out sections (None without a generator); the
@@ -262,17 +263,16 @@ def _write_figures(run: StageRun, rows: list[dict[str, Any]], sources: Sequence[
                    ds: Dataset, k: int, history: list[dict[str, float]]) -> None:
     """Fig. 3 and its style for all sources together, Fig. 3 for each alone, the loss curves."""
     # matplotlib only to draw: train imports this module to read samples and draws nothing
-    from falsecli.method import figures
-    from falsecli.present import style_figures
+    from falsecli.present import figures, style_figures, transfer_figures
 
-    draw = functools.partial(figures.fig3, classes=ds.classes, ignore_index=ds.ignore_index,
-                             class_name=ds.classes[k])
+    draw = functools.partial(transfer_figures.fig3, classes=ds.classes,
+                             ignore_index=ds.ignore_index, class_name=ds.classes[k])
     figures.save_figure(draw(rows), run.out(FIG3))
     figures.save_figure(style_figures.style_figure(rows, k, ds.classes[k]), run.out(FIG3_STYLE))
     for row, src in zip(rows, sources):
         figures.save_figure(draw([row]), run.out(f"figures/fig3_{src.name}.png"))
     if history:
-        figures.save_figure(figures.loss_figure(history), run.out("figures/losses.png"))
+        figures.save_figure(transfer_figures.loss_figure(history), run.out("figures/losses.png"))
 
 
 def _save_samples(path: Path, samples: style.Samples) -> None:
