@@ -50,7 +50,7 @@ def _volume(path: Path, n_il: int) -> None:
 def _model_run(workdir: Path, aspp: int) -> dict[str, Any]:
     """A complete ``train`` run holding an untrained network of ASPP width ``aspp``."""
     from falsecli.core import config
-    from falsecli.core.workdir import stage_run
+    from falsecli.core.swap import stage_run
     from falsecli.method.model import MODEL, build_model, save_model
 
     cfg = config.resolve(sets=[f"model.aspp_channels={aspp}", "train.device=cpu"])

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core.config import STRATEGIES, load_defaults
-from falsecli.core.workdir import write_json
+from falsecli.core.config import load_defaults
+from falsecli.core.rules import STRATEGIES
+from falsecli.core.files import write_json
 from falsecli.data.dataset import Section
 from falsecli.method.history import (CONFIDENCE, CORRECT, LABELS, SECTIONS_JSON, SWITCH,
                                      TRACKING, RowFile, load_tracking, write_confidence)

@@ -48,12 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from falsecli.core import config, distributed
-from falsecli.data.dataset import Section
+from falsecli.core.files import write_json
 from falsecli.core.runtime import resolve_device
+from falsecli.data.dataset import Section
 from falsecli.method.tracking import Tracker, offsets
 from falsecli.method.training import Session, chunked_confusion, prepare
 from falsecli.stages.train import train
-from falsecli.core.workdir import write_json
 
 #: goals of the issue
 GOALS = {"epoch_overhead": 1.10, "tracking_overhead": 0.03, "heatmap_seconds": 5.0,

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from falsecli.stages.report import read_claims
+
 #: transfer variants: name -> --set options on top of the study profile
 VARIANTS: dict[str, list[str]] = {
     "composite": ["transfer.composite=true"],
@@ -71,7 +73,7 @@ def variant(source: Path, work: Path, sets: list[str], methods: tuple[str, ...])
 
 def table(name: str, work: Path, seconds: float | None) -> str:
     """The claims table of a finished variant, from its report."""
-    claims = json.loads((work / "report" / "claims.json").read_text())
+    claims = read_claims(work)
     left = json.loads((work / "report" / "manifest.json").read_text()).get("left_out", [])
     took = "" if seconds is None else f" ({seconds / 60:.1f} min)"
     lines = [f"### {name}{took}", "", "| claim | measured | verdict |", "|---|---|---|"]

@@ -5,8 +5,8 @@
 POINT is ``FILE:N:after`` (kill right after the N-th atomic write of a file named FILE is in
 place, e.g. the first ``checkpoint.pt``), ``FILE:N:during`` (kill while the N-th write of FILE
 is under way: its temporary file holds half the bytes and the target is untouched) or
-``call:NAME:N`` (kill on the N-th call of ``falsecli.core.workdir.NAME``). Every atomic write ends in
-``os.replace``, so patching it here reaches them all without a hook in the product.
+``call:NAME:N`` (kill on the N-th call of ``falsecli.core.swap.NAME``). Every atomic write
+ends in ``os.replace``, so patching it here reaches them all without a hook in the product.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def die() -> None:
 
 def arm(point: str) -> None:
     if point.startswith("call:"):
-        from falsecli.core import workdir
+        from falsecli.core import swap
 
         _, name, nth = point.split(":")
-        real, calls = getattr(workdir, name), [0]
+        real, calls = getattr(swap, name), [0]
 
         def call(*args, **kwargs):  # noqa: ANN002, ANN003
             calls[0] += 1
@@ -34,7 +34,7 @@ def arm(point: str) -> None:
                 die()
             return real(*args, **kwargs)
 
-        setattr(workdir, name, call)
+        setattr(swap, name, call)
         return
     target, nth, when = point.split(":")
     real, seen = os.replace, [0]

@@ -183,27 +183,36 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                for k, c in enumerate(meta["classes"]) if k in labels}}
 
 
-def locality(images: np.ndarray, labels: np.ndarray, targets: list[np.ndarray], target: int
-             ) -> tuple[list[float], list[float]]:
-    """Claim C5's per-sample numbers by plain loops over the pixels: the mean |sample − target|
-    inside class ``target`` over the same outside it, and the outside change over the target's
-    own mean |amplitude| outside the class."""
+def locality(images: np.ndarray, references: np.ndarray, labels: np.ndarray,
+             targets: list[np.ndarray], target: int) -> tuple[list[float], list[float]]:
+    """Claim C5b's per-sample numbers by plain loops over the pixels: the mean
+    |sample − reference| inside class ``target`` over the same outside it (the reference: the
+    identity sample, same target and noise), and the mean |sample − target| outside the
+    class over the target's own mean |amplitude| there."""
     ratios, relative = [], []
-    for image, label, original in zip(images, labels, targets):
-        sums = {True: 0.0, False: 0.0}
+    for image, reference, label, original in zip(images, references, labels, targets):
+        swap = {True: 0.0, False: 0.0}
         counts = {True: 0, False: 0}
-        amplitude = 0.0
+        change = amplitude = 0.0
         for r in range(image.shape[0]):
             for c in range(image.shape[1]):
                 inside = int(label[r, c]) == target
-                sums[inside] += abs(float(image[r, c]) - float(original[r, c]))
+                swap[inside] += abs(float(image[r, c]) - float(reference[r, c]))
                 counts[inside] += 1
                 if not inside:
+                    change += abs(float(image[r, c]) - float(original[r, c]))
                     amplitude += abs(float(original[r, c]))
-        outside = sums[False] / counts[False]
-        ratios.append((sums[True] / counts[True]) / outside)
-        relative.append(outside / (amplitude / counts[False]))
+        ratios.append((swap[True] / counts[True]) / (swap[False] / counts[False]))
+        relative.append(change / amplitude)
     return ratios, relative
+
+
+def group_means(values: list[float], groups: list[str]) -> list[float]:
+    """The mean of the values of each group, groups in order of first appearance."""
+    sums: dict[str, list[float]] = {}
+    for value, group in zip(values, groups):
+        sums.setdefault(group, []).append(value)
+    return [sum(v) / len(v) for v in sums.values()]
 
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -8,6 +8,7 @@ file's layout, which is how writer and readers drift apart.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -45,3 +46,51 @@ def test_artifact_name_has_one_owner(name: str) -> None:
     assert owners, f"'{name}' is named nowhere in falsecli/: no module writes it"
     assert len(owners) == 1, (f"'{name}' is spelled in {len(owners)} modules: "
                               f"{', '.join(owners)} — keep it in the writer, import it elsewhere")
+
+
+#: a run or per-run stage folder's name or pattern in a string (f-string values as ``{}``):
+#: ``seed0``, ``/seed{}``, ``seed*``, ``round<r>``, ``retrain/{}``, ``al/*``, ``{}/heatmap``,
+#: ``<run>/query``, ``trace/{}``; prose that mentions a folder ("train/ and retrain/none/") is
+#: no pattern
+FOLDER = re.compile(r"(^|/)(seed|round)(\d|\\|\{\}|\*|<)"
+                    r"|\b(retrain|al)/(\{\}|\*|<|\()"
+                    r"|(\{\}|\*|>)/(heatmap|query|trace)\b"
+                    r"|\b(heatmap|query|trace)/(\{\}|\*|<)")
+#: the one module that spells run and stage folders
+LAYOUT = "core/layout.py"
+
+
+def _strings(tree: ast.AST) -> list[str]:
+    """The string literals of ``tree`` but docstrings, each f-string as its text with ``{}``
+    for every value (a folder name built from parts is still seen)."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+    parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
+             for v in node.values}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            out.append("".join(v.value if isinstance(v, ast.Constant) else "{}"
+                               for v in node.values))
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docs | parts):
+            out.append(node.value)
+    return out
+
+
+def test_folder_patterns_are_spelled_in_layout_only() -> None:
+    """Run folders (``retrain/<aug>/seed<k>``...) and per-run stage folders are parsed and
+    formatted by falsecli.core.layout alone; a second spelling is a second idea of the
+    workdir's layout."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(PACKAGE))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        hits = [s for s in _strings(tree) if FOLDER.search(s)]
+        if hits and where != LAYOUT:
+            found[where] = hits
+    assert not found, f"folder names spelled outside {LAYOUT}: {found}"
+    layout = ast.parse((PACKAGE / LAYOUT).read_text(encoding="utf-8"))
+    assert any(FOLDER.search(s) for s in _strings(layout)), "the guard matches nothing"

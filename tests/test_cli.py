@@ -147,18 +147,19 @@ def test_did_you_mean_for_classes_and_sections(tiny_cfg) -> None:
 
 
 def test_show_lists_stages_and_prints_a_ranking_without_redoing_it(cli, tmp_path) -> None:
-    from falsecli.core import workdir
+    from falsecli.core.files import write_text
+    from falsecli.core.manifest import Stage
+    from falsecli.core.swap import stage_run
 
     result = cli("show", "-w", tmp_path)
     assert result.exit_code == 1 and "falsecli train" in result.stderr
-    with workdir.stage_run(tmp_path, "train", {}):
+    with stage_run(tmp_path, "train", {}):
         pass
     options = {"class": "scruff", "class_id": 4, "by": "forgetting", "min_pixels": 5,
                "epochs": 3, "never_learned": "zero", "run": "train", "sections": 4}
-    with workdir.stage_run(tmp_path, "rank", {}, upstream=[workdir.Stage(tmp_path, "train")]
-                           ) as run:
-        workdir.write_text(run.out("ranking.csv"), "class,rank,section,density,events,"
-                           "class_pixels\nscruff,1,inline_0005,0.5,3,6\n")
+    with stage_run(tmp_path, "rank", {}, upstream=[Stage(tmp_path, "train")]) as run:
+        write_text(run.out("ranking.csv"), "class,rank,section,density,events,"
+                   "class_pixels\nscruff,1,inline_0005,0.5,3,6\n")
         run.extra.update(options)
     before = (tmp_path / "rank" / "manifest.json").read_bytes()
     listing = json.loads(cli("show", "-w", tmp_path, "--json").stdout)
@@ -172,12 +173,12 @@ def test_show_lists_stages_and_prints_a_ranking_without_redoing_it(cli, tmp_path
 
 
 def test_show_lists_every_stage_in_workflow_order_numbers_by_value(cli, tmp_path) -> None:
-    from falsecli.core import workdir
+    from falsecli.core.swap import stage_run
 
     names = ["report", "al/random/seed0/round10", "retrain/none/seed10", "al/random/seed0/round2",
              "query", "retrain/none/seed2", "train"]
     for name in names:
-        with workdir.stage_run(tmp_path, name, {}):
+        with stage_run(tmp_path, name, {}):
             pass
     listing = json.loads(cli("show", "-w", tmp_path, "--json").stdout)
     assert [s["stage"] for s in listing["stages"]] == [

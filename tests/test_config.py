@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falsecli.core import config, workdir
+from falsecli.core import config, manifest
 from falsecli.core.errors import FalseCliError
+from falsecli.core.swap import stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,16 +94,16 @@ def test_each_stage_writes_its_config_yaml_before_the_manifest(tmp_path: Path,
     cfg = config.resolve(sets=["train.lr=1e-4", "heatmap.epochs=5", "rank.class=4",
                                "data.classes=['yes','null','007',a,b,c]",
                                "data.test=[{name: t1, seismic: s.sgy, labels: null}]"])
-    written = workdir.write_json
+    written = manifest.write_json
 
     def manifest_last(path: Path, obj: object) -> None:
-        assert path.name != workdir.MANIFEST or (path.parent / workdir.CONFIG_YAML).is_file()
+        assert path.name != manifest.MANIFEST or (path.parent / config.CONFIG_YAML).is_file()
         written(path, obj)
 
-    monkeypatch.setattr(workdir, "write_json", manifest_last)
-    with workdir.stage_run(tmp_path, "rank", cfg) as run:
-        assert workdir.CONFIG_YAML in run.outputs  # listed by summaries built before finish
-    path = run.path / workdir.CONFIG_YAML
-    assert workdir.CONFIG_YAML in workdir.Stage(tmp_path, "rank").manifest()["outputs"]
+    monkeypatch.setattr(manifest, "write_json", manifest_last)
+    with stage_run(tmp_path, "rank", cfg) as run:
+        assert config.CONFIG_YAML in run.outputs  # listed by summaries built before finish
+    path = run.path / config.CONFIG_YAML
+    assert config.CONFIG_YAML in manifest.Stage(tmp_path, "rank").manifest()["outputs"]
     assert config.load_file(path) == cfg
     assert config.resolve(path) == cfg

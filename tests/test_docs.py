@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from falsecli.core import config
+from falsecli.core import rules
 from falsecli.present import reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,13 +98,13 @@ def test_the_configuration_reference_is_generated_from_the_rules() -> None:
 def test_the_reference_documents_every_key_of_the_rules_table() -> None:
     rows = re.findall(r"^\| `([\w.]+)` \| `[^`]*` \| (.+?) \| (.*?) \|$", reference.render(),
                       re.M)
-    assert sorted(key for key, _, _ in rows) == sorted(config.RULES)
+    assert sorted(key for key, _, _ in rows) == sorted(rules.RULES)
     assert all(accepts and comment for _, accepts, comment in rows)
 
 
 def test_accepts_says_every_part_of_a_rule() -> None:
-    rule = config.Rule(list, nullable=True, length=(1, 3), distinct=True,
-                       items=config.Rule(float, gt=0, le=2.5), why="ignored here")
+    rule = rules.Rule(list, nullable=True, length=(1, 3), distinct=True,
+                       items=rules.Rule(float, gt=0, le=2.5), why="ignored here")
     assert reference.accepts(rule) == ("list of 1 to 3 items, distinct, or null; "
                                        "each item: number > 0 and <= 2.5")
 

@@ -260,19 +260,20 @@ def test_report_statistics_match_an_independent_computation(chain) -> None:
         assert float(row["mean"]) == pytest.approx(np.mean([w[metric] for w in want])), metric
         assert int(row["n"]) == len(want) == 2
     claims = json.loads((work / "report" / "claims.json").read_text())
-    assert [c["claim"] for c in claims] == ["C1", "C2", "C3", "C4", "C5"]
+    assert [c["claim"] for c in claims] == ["C1", "C2", "C3", "C4", "C5a", "C5b"]
     assert all(c["verdict"] in ("holds", "does not hold", "not measured")
                or c["verdict"].startswith("inconclusive at ") for c in claims)
 
 
 def test_report_locality_matches_the_samples(chain) -> None:
-    """C5, recomputed by plain loops over the pixels of transfer/samples.npz and of the
-    targets read from the data (not from transfer's own change columns): per sample, the
-    mean |sample − target| inside scruff over the same outside, and the outside change over
-    the target's mean |amplitude| there; their means, 95 % t intervals and the verdict."""
+    """C5b, recomputed by plain loops over the pixels of transfer/samples.npz,
+    samples_identity.npz and the targets read from the data (not from transfer's own change
+    columns): per sample, the mean |sample − identity sample| inside scruff over the same
+    outside, and the outside change against the target over the target's mean |amplitude|
+    there; averaged per style source, then their means, 95 % t intervals and the verdict."""
     import independent
 
-    from falsecli.core.workdir import Stage
+    from falsecli.core.manifest import Stage
     from falsecli.data.dataset import load_dataset
 
     work, _ = chain
@@ -280,14 +281,19 @@ def test_report_locality_matches_the_samples(chain) -> None:
     ds = load_dataset(config)
     scruff = config["data"]["classes"].index("scruff")
     known = {s.name: s for s in ds.sections("train")}
-    with np.load(work / "transfer" / "samples.npz", allow_pickle=False) as npz:
+    with np.load(work / "transfer" / "samples.npz", allow_pickle=False) as npz, \
+            np.load(work / "transfer" / "samples_identity.npz", allow_pickle=False) as ident:
         targets = [ds.image(known[str(name)]) for name in npz["target"]]
-        ratio, outside = independent.locality(npz["images"], npz["labels"], targets, scruff)
-    c5 = json.loads((work / "report" / "claims.json").read_text())[4]
-    numbers, tolerance = c5["numbers"], config["report"]["surroundings_tolerance"]
-    assert c5["claim"] == "C5" and numbers["samples"] == len(ratio) > 1
-    r, r_low, r_high = independent.t_interval(ratio)
-    o, o_low, o_high = independent.t_interval(outside)
+        ratio, outside = independent.locality(npz["images"], ident["images"], npz["labels"],
+                                               targets, scruff)
+        sources = [str(src) for src in npz["source"]]
+    c5b = json.loads((work / "report" / "claims.json").read_text())[5]
+    numbers, tolerance = c5b["numbers"], config["report"]["surroundings_tolerance"]
+    ratios, outsides = (independent.group_means(v, sources) for v in (ratio, outside))
+    assert c5b["claim"] == "C5b" and numbers["samples"] == len(ratio)
+    assert numbers["clusters"] == len(ratios) == len(set(sources)) > 1
+    r, r_low, r_high = independent.t_interval(ratios)
+    o, o_low, o_high = independent.t_interval(outsides)
     assert [numbers[k] for k in ("ratio", "ratio_low", "ratio_high")] == \
         pytest.approx([r, r_low, r_high], rel=1e-4)
     assert [numbers[k] for k in ("relative_outside", "relative_outside_low",
@@ -299,14 +305,15 @@ def test_report_locality_matches_the_samples(chain) -> None:
     elif r_high < 1 or o_low > tolerance:
         want = "does not hold"
     else:
-        want = f"inconclusive at {len(ratio)} samples"
-    assert c5["verdict"] == want
+        want = f"inconclusive at {len(ratios)} style sources"
+    assert c5b["verdict"] == want
 
 
 def test_report_is_stale_when_anything_it_reads_changes(own) -> None:
     """The report reads transfer/ (Fig. 3, C5), rank/, heatmap/ and the al rounds besides the
     runs: a new active-learning round makes it stale, and removing it makes it fresh again."""
-    from falsecli.core.workdir import Stage, stage_run
+    from falsecli.core.manifest import Stage
+    from falsecli.core.swap import stage_run
     from falsecli.stages import report
 
     work = own

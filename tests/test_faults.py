@@ -25,7 +25,9 @@ from conftest import TINY, sets_args
 from typer.testing import CliRunner
 
 from falsecli.cli import app
-from falsecli.core.workdir import _TEMP, STATE, Stage
+from falsecli.core.files import is_temp
+from falsecli.core.layout import STATE
+from falsecli.core.manifest import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = Path(__file__).with_name("faults.py")
@@ -56,7 +58,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def leftovers(workdir: Path) -> list[str]:
     """Temporary files, checkpoints of complete stages, unfinished redos."""
-    found = [str(p) for p in workdir.rglob("*") if _TEMP.fullmatch(p.name)
+    found = [str(p) for p in workdir.rglob("*") if is_temp(p.name)
              or (p.name == "checkpoint.pt" and (p.parent / "manifest.json").exists())]
     redo = workdir / STATE / "redo"
     return found + ([str(p) for p in redo.iterdir()] if redo.is_dir() else [])

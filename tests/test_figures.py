@@ -4,7 +4,7 @@ labelled, discrete for counts, sections at true aspect, Fig. 3 with transfer −
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from falsecli.method import figures
+from falsecli.present import figures, transfer_figures
 
 CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
 
@@ -50,7 +50,7 @@ def test_fig3_shows_transfer_minus_target_on_shared_symmetric_scales() -> None:
                      "source": seismic, "source_labels": labels,
                      "names": ["t", "from s", "t", "s", "s"],
                      "difference": np.full(seismic.shape, scale), "difference_name": "a − b"})
-    fig = figures.fig3(rows, CLASSES, 255, "scruff")
+    fig = transfer_figures.fig3(rows, CLASSES, 255, "scruff")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles.count("transfer − target") == 2
     change = [ax.get_images()[0] for ax in fig.axes if ax.get_title() == "transfer − target"]
@@ -64,7 +64,7 @@ def test_fig3_shows_transfer_minus_target_on_shared_symmetric_scales() -> None:
 
 def test_loss_curves_have_full_titles() -> None:
     history = [{"step": s, "d": 1.0, "g_adv": 0.5, "fm": 0.2, "l1": 0.3} for s in (10, 20)]
-    fig = figures.loss_figure(history)
+    fig = transfer_figures.loss_figure(history)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert titles == [figures.LOSS_TITLES[k] for k in ("d", "g_adv", "fm", "l1")]
+    assert titles == [transfer_figures.LOSS_TITLES[k] for k in ("d", "g_adv", "fm", "l1")]
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes if ax.get_visible())

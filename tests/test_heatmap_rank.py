@@ -17,8 +17,8 @@ from matplotlib.image import imread
 import independent
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import stage_run
-from falsecli.method.figures import (MISSING, count_scale, heatmap_grid, label_cmap, label_colors,
+from falsecli.core.swap import stage_run
+from falsecli.present.figures import (MISSING, count_scale, heatmap_grid, label_cmap, label_colors,
                                      mask_ignored, save_figure, training_curves)
 from falsecli.method.forgetting import event_maps
 from falsecli.method.history import load_tracking

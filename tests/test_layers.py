@@ -69,3 +69,18 @@ def test_the_import_graph_has_no_cycle() -> None:
 
     for module in sorted(GRAPH):
         visit(module, ())
+
+
+#: a module or a function longer than this does more than one job (issue 23's rooms)
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: _module(p))
+def test_every_module_and_function_is_short(path: Path) -> None:
+    lines = path.read_text().count("\n")
+    assert lines <= MAX_MODULE_LINES, f"{_module(path)} has {lines} lines"
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{_module(path)}: {', '.join(long)}"

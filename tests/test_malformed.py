@@ -23,7 +23,9 @@ from conftest import TINY, sets_args, shared
 from typer.testing import CliRunner
 
 from falsecli.cli import app
-from falsecli.core.workdir import Stage, save_npz, stage_run
+from falsecli.core.files import save_npz
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from falsecli.core.config import STRATEGIES
 from falsecli.core.errors import FalseCliError
+from falsecli.core.rules import STRATEGIES
 from falsecli.method.history import TrackedSection
 from falsecli.method.query import PoolStats, choose, spread, switch_counts
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from falsecli.cli.options import Key
-from falsecli.core import config
+from falsecli.core import config, rules
 from falsecli.core.errors import FalseCliError
 
 DEFAULTS = config.load_defaults()
@@ -158,7 +158,7 @@ def test_a_key_flag_is_the_rule_and_the_defaults_line(key: str) -> None:
                 if line.startswith(f"  {leaf}:"))
     assert line.split("# ", 1)[1] in option.help
     assert f"[default: {json.dumps(LEAVES[key])} ({key})]" in option.help.replace("\\[", "[")
-    assert config.choices("retrain.augs") == config.AUGS
+    assert config.choices("retrain.augs") == rules.AUGS
 
 
 def test_exponent_notation_is_a_number() -> None:

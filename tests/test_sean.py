@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from falsecli.method import sean
+from falsecli.method.model import build_model
+from falsecli.method.perceptual import FeatureLoss
 from falsecli.method.sean import LossWeights, Sean, SeanConfig
 
 K, D, C = 4, 6, 8
@@ -121,6 +123,48 @@ def test_train_step_updates_both_players_and_returns_finite_losses() -> None:
     assert not losses.requires_grad
     assert any(not torch.equal(a, b) for a, b in zip(before_g, model.generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before_d, model.discriminator.parameters()))
+
+
+def _feature_loss() -> FeatureLoss:
+    """The feature loss of a (random) segmentation network's backbone, in training mode as a
+    network in training would be: the loss must put it in eval mode and keep it there."""
+    net = build_model({"output_stride": 8, "aspp_channels": 8}, K).train()
+    return FeatureLoss(net.backbone)
+
+
+def test_perceptual_loss_is_zero_for_identical_images_and_positive_otherwise() -> None:
+    loss = _feature_loss()
+    x = torch.randn(2, 1, 24, 16)
+    assert loss(x, x.clone()).item() == 0.0
+    fake = (x + 0.3 * torch.randn_like(x)).requires_grad_(True)
+    value = loss(fake, x)
+    assert value.item() > 0
+    value.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0  # it trains the generator
+    assert all(not m.training for m in loss.modules())
+    loss.train()
+    assert all(not m.training for m in loss.modules())
+
+
+def test_train_step_with_perceptual_loss_trains_the_generator_not_the_backbone() -> None:
+    """The backbone gets no gradient and stays unchanged (weights and batch-norm statistics);
+    its loss is reported and changes the generator's update."""
+    features = _feature_loss()
+    frozen = {k: v.clone() for k, v in features.state_dict().items()}
+    image, labels = torch.randn(2, 16, 12), _labels(2, 16, 12)
+    after = []
+    for weight in (0.0, 10.0):
+        torch.manual_seed(1)
+        model = Sean(SeanConfig(K, D, C))
+        opt_g, opt_d = sean.optimizers(model, 1e-3)
+        losses = sean.train_step(model, opt_g, opt_d, image, labels,
+                                 LossWeights(perceptual=weight), features=features)
+        assert losses[sean.LOSS_NAMES.index("perceptual")] > 0
+        after.append([p.detach().clone() for p in model.generator.parameters()])
+    assert all(p.grad is None for p in features.parameters())
+    for key, value in features.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(*after))
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,16 @@ from conftest import TINY, sets_args
 from scipy import ndimage
 
 from falsecli.core import config
-from falsecli.method import style
-from falsecli.method.pool import Pool
-from falsecli.stages import transfer as tr
-from falsecli.data.dataset import Dataset, load_dataset
-from falsecli.data.volumes import Volume
 from falsecli.core.checkpoint import CHECKPOINT
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, stage_run, write_text
+from falsecli.core.files import write_text
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
+from falsecli.data.dataset import Dataset, load_dataset
+from falsecli.data.volumes import Volume
+from falsecli.method import style, stylemeasure
+from falsecli.method.pool import Pool
+from falsecli.stages import transfer as tr
 
 CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
 SCRUFF = 4
@@ -107,11 +110,16 @@ def test_sample_changes_are_measured_against_reconstruction_and_target() -> None
     s = style.Samples()
     inside = np.array([[True, False], [False, False]])
     target = np.array([[1.0, -2.0], [4.0, 0.0]])
+    source = stylemeasure.describe(np.array([[3.0]]), np.array([[True]]))
     s.add(np.array([[3.0, -1.0], [4.0, 3.0]]), np.zeros((2, 2), np.uint8), "a", "t", target,
-          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside)
+          reference=np.array([[0.0, -1.0], [5.0, 3.0]]), inside=inside, source_style=source)
     assert (s.inside, s.outside) == ([3.0], [1 / 3])
     assert (s.inside_target, s.outside_target) == ([2.0], [4 / 3])
     assert s.amplitude_outside == [2.0]
+    # the class pixel took the source's value: all the way to its style (amplitude 1 vs 3:
+    # |1 - 3| / (1 + 3), the one component that differs, of three)
+    assert s.style_moved == [1.0] and s.style_to_source == [0.0]
+    assert s.style_target_to_source == [pytest.approx(0.5 / 3)]
 
 
 class _FakeTransferer:
@@ -296,6 +304,8 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
     assert metrics["reconstruction_sections"] == [v.name for v in ds.sections("val")]
     for name in ["fig3.png", *(f"fig3_{src}.png" for src in sources), "losses.png"]:
         assert (out / "figures" / name).stat().st_size > 1000
+    assert (out / tr.FIG3_STYLE).stat().st_size > 1000
+    assert metrics["method"] == "sean" and "style_moved" in metrics["identity"]
     assert not (out / CHECKPOINT).exists()
 
     # complete: refuses without --force
@@ -369,6 +379,16 @@ def _kill_at_step(step: int, cfg: config.Config, workdir: Path,
         tr.transfer(cfg, workdir)
 
 
+def _assert_same_generator(whole: Path, broken: Path) -> None:
+    """The resumed training's generator is the uninterrupted one's."""
+    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
+    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
+    for part in ("encoder", "generator"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
+    assert a["training"]["history"] == b["training"]["history"]
+
+
 def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2,
@@ -384,12 +404,46 @@ def test_interrupted_training_resumes_where_it_stopped(tiny_cfg, tmp_path: Path,
     assert ckpt["step"] == 2
 
     assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
-    a = torch.load(whole / "transfer" / tr.GENERATOR, weights_only=True)
-    b = torch.load(broken / "transfer" / tr.GENERATOR, weights_only=True)
-    for part in ("encoder", "generator"):
-        for key in a[part]:
-            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), key
-    assert a["training"]["history"] == b["training"]["history"]
+    _assert_same_generator(whole, broken)
+
+
+def test_perceptual_loss_reads_the_trained_network_and_resumes(cli, tiny_cfg, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """``transfer.perceptual_weight`` > 0 through the real CLI: train/ becomes an upstream
+    result (refused without it), the loss is trained and reported, the generator records
+    the network it was trained through, and an interrupted training resumes to the same
+    generator (the backbone is reloaded, not checkpointed)."""
+    weight = ["--set", "transfer.perceptual_weight=1.0"]
+    w = tmp_path / "w"
+    _fabricate_rank(w, tiny_cfg)
+    refused = _run(cli, w, *weight)
+    assert refused.exit_code == 1 and "train" in refused.stderr
+    assert "Traceback" not in refused.output
+    trained = cli("train", "-w", w, *sets_args(TINY))
+    assert trained.exit_code == 0, trained.output
+    result = _run(cli, w, *weight)
+    assert result.exit_code == 0, result.output
+    assert set(Stage(w, "transfer").manifest()["inputs"]) == {"rank", "train"}
+    metrics = json.loads((w / "transfer" / "metrics.json").read_text())
+    assert all(row["perceptual"] > 0 for row in metrics["training"]["history"])
+    stored = torch.load(w / "transfer" / tr.GENERATOR, weights_only=True)
+    assert stored["config"]["backbone"] == {"train": Stage(w, "train").digest()}
+    assert tr.STEP.upstream(config.resolve(sets=[*TINY, "transfer.perceptual_weight=1.0"]),
+                            w) == ["rank", "train"]
+    assert tr.STEP.upstream(tiny_cfg, w) == ["rank"]
+
+    cfg = config.merge(tiny_cfg, {"transfer": {"iterations": 5, "checkpoint_every": 2,
+                                               "sources": 1, "per_source": 1,
+                                               "perceptual_weight": 1.0}})
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    for folder in (whole, broken):
+        _fabricate_rank(folder, cfg)
+        shutil.copytree(w / "train", folder / "train")
+    assert tr.transfer(cfg, whole)["generator"] == "trained"
+    _kill_at_step(4, cfg, broken, monkeypatch)
+    assert tr.transfer(cfg, broken, resume=True)["generator"] == "resumed"
+    _assert_same_generator(whole, broken)
 
 
 def test_bad_options_and_missing_rows_fail_in_one_line(cli, tiny_cfg, tmp_path: Path) -> None:
@@ -448,3 +502,40 @@ def test_retrain_transfer_identity_trains_on_the_identity_samples(cli, tiny_cfg,
     manifest = Stage(tmp_path, "retrain/transfer-identity/seed0").manifest()
     assert manifest["config"]["train"]["aug"] == "none"
     assert set(manifest["inputs"]) == {"transfer"}
+
+
+def test_statistics_transfer_needs_no_generator(cli, tiny_cfg, tmp_path: Path) -> None:
+    """``transfer.method: statistics``: no generator; the identity samples are the targets,
+    the samples keep the targets beyond the composite mask, and changes.csv's style_moved is
+    the descriptor's, recomputed from the files."""
+    w = tmp_path / "w"
+    sources = _fabricate_rank(w, tiny_cfg)
+    result = _run(cli, w, "--set", "transfer.method=statistics")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["method"], summary["generator"]) == ("statistics", "none")
+    out = w / "transfer"
+    assert not (out / tr.GENERATOR).exists() and (out / tr.FIG3_STYLE).stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reconstruction_error"] is None and metrics["composite"] is True
+    assert metrics["identity"]["style_moved"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["style_moved"] > 0.3
+    ds = load_dataset(tiny_cfg)
+    train = {sec.name: sec for sec in ds.sections("train")}
+    src = {s.name: s for s in ds.sections("val")}
+    rows = tr.load_changes(w, "transfer")
+    with np.load(out / tr.SAMPLES) as npz, np.load(out / tr.IDENTITY_SAMPLES) as ident:
+        assert list(npz["source"]) == [sources[0]] * 3 + [sources[1]] * 3
+        for image, same, labels, name, source, row in zip(
+                npz["images"], ident["images"], npz["labels"], npz["target"], npz["source"],
+                rows):
+            target = ds.image(train[str(name)])
+            assert np.allclose(same, target, atol=1e-5)
+            far = ndimage.distance_transform_edt(labels != SCRUFF) >= 3 + 2
+            assert np.array_equal(image[far], target[far])
+            section = src[str(source)]
+            want = stylemeasure.score(image, target, labels == SCRUFF, stylemeasure.describe(
+                ds.image(section), ds.label(section) == SCRUFF))
+            assert row["style_moved"] == pytest.approx(want.moved, rel=1e-5)
+            assert row["style_target_to_source"] == pytest.approx(want.target_to_source,
+                                                                  rel=1e-5)

@@ -11,17 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from falsecli.core import workdir
+from falsecli.core import files, layout, manifest
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, StageComplete, stage_run
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import StageComplete, stage_run
 
 CFG = {"train": {"epochs": 1}}
 
 
 def test_manifest_has_the_spec_fields(tmp_path: Path) -> None:
     with stage_run(tmp_path, "heatmap", CFG, seed=3, device="cpu") as run:
-        workdir.save_npy(run.out("a.npy"), np.arange(3))
-        workdir.write_json(run.out("sub/b.json"), {"x": 1})
+        files.save_npy(run.out("a.npy"), np.arange(3))
+        files.write_json(run.out("sub/b.json"), {"x": 1})
     manifest = json.loads((tmp_path / "heatmap" / "manifest.json").read_text())
     for key in ("stage", "status", "falsecli_version", "config", "inputs", "outputs", "seed",
                 "device", "versions", "started", "finished", "wall_seconds"):
@@ -50,8 +51,8 @@ def test_staleness_follows_content_not_timestamps(tmp_path: Path) -> None:
     def heatmap(values: list[int], seed: int) -> None:
         # another seed (like another time) changes the manifest, not the content
         with stage_run(tmp_path, "heatmap", CFG, force=True, seed=seed) as run:
-            workdir.save_npz(run.out("forgetting.npz"), a=np.array(values, dtype=np.uint16))
-            workdir.write_text(run.out("summary.csv"), "section,events\n")
+            files.save_npz(run.out("forgetting.npz"), a=np.array(values, dtype=np.uint16))
+            files.write_text(run.out("summary.csv"), "section,events\n")
 
     heatmap([1, 2], 0)
     with stage_run(tmp_path, "rank", CFG, upstream=[Stage(tmp_path, "heatmap")]):
@@ -69,16 +70,16 @@ def test_staleness_follows_content_not_timestamps(tmp_path: Path) -> None:
 def test_content_digest_covers_names_and_bytes(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"x")
     (tmp_path / "b").write_bytes(b"x")
-    digest = workdir.content_digest(tmp_path, ["a"])
-    assert digest == workdir.content_digest(tmp_path, ["a", "a"])
-    assert digest != workdir.content_digest(tmp_path, ["b"])  # same bytes, other file
+    digest = manifest.content_digest(tmp_path, ["a"])
+    assert digest == manifest.content_digest(tmp_path, ["a", "a"])
+    assert digest != manifest.content_digest(tmp_path, ["b"])  # same bytes, other file
     (tmp_path / "a").write_bytes(b"y")
-    assert digest != workdir.content_digest(tmp_path, ["a"])
+    assert digest != manifest.content_digest(tmp_path, ["a"])
 
 
 def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
     with stage_run(tmp_path, "rank", CFG) as run:
-        workdir.write_text(run.out("ranking.csv"), "old")
+        files.write_text(run.out("ranking.csv"), "old")
     with pytest.raises(StageComplete, match="--force"):
         with stage_run(tmp_path, "rank", CFG):
             pass
@@ -86,7 +87,7 @@ def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
     with stage_run(tmp_path, "rank", CFG, force=True) as run:
         assert not (run.path / "ranking.csv").exists()  # a redo starts clean, beside the old
         assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
-        workdir.write_text(run.out("ranking.csv"), "new")
+        files.write_text(run.out("ranking.csv"), "new")
     assert Stage(tmp_path, "rank").is_complete() and run.path == tmp_path / "rank"
     assert (tmp_path / "rank" / "ranking.csv").read_text() == "new"
     assert not any((tmp_path / ".falsecli" / "redo").iterdir())
@@ -95,7 +96,7 @@ def test_complete_stage_is_refused_without_force(tmp_path: Path) -> None:
 def test_failure_inside_a_stage_leaves_no_manifest(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         with stage_run(tmp_path, "rank", CFG) as run:
-            workdir.write_text(run.out("ranking.csv"), "half")
+            files.write_text(run.out("ranking.csv"), "half")
             raise RuntimeError("boom")
     assert not Stage(tmp_path, "rank").is_complete()
 
@@ -105,7 +106,7 @@ def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
         pass
     script = textwrap.dedent(f"""
         import os, signal, time
-        from falsecli.core.workdir import stage_run
+        from falsecli.core.swap import stage_run
         with stage_run({str(tmp_path)!r}, "rank", {{}}, force=True) as run:
             (run.path / "started").write_text("x")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -123,7 +124,7 @@ def test_killed_redo_does_not_look_complete(tmp_path: Path) -> None:
 
 def test_second_process_is_locked_out(tmp_path: Path) -> None:
     with stage_run(tmp_path, "train", CFG):
-        script = f"from falsecli.core.workdir import stage_run\n" \
+        script = f"from falsecli.core.swap import stage_run\n" \
                  f"with stage_run({str(tmp_path)!r}, 'train', {{}}): pass"
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
         assert proc.returncode != 0
@@ -132,29 +133,29 @@ def test_second_process_is_locked_out(tmp_path: Path) -> None:
 
 def test_atomic_write_keeps_the_old_file_on_error(tmp_path: Path) -> None:
     target = tmp_path / "x.json"
-    workdir.write_json(target, {"v": 1})
+    files.write_json(target, {"v": 1})
 
     def broken(path: Path) -> None:
         path.write_text("partial")
         raise OSError("disk full")
 
     with pytest.raises(FalseCliError, match=r"x\.json: disk full — check the path"):
-        workdir.save_with(target, broken)
+        files.save_with(target, broken)
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
 
 
 def test_default_workdir_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FALSECLI_WORKDIR", "/tmp/somewhere")
-    assert workdir.default_workdir() == Path("/tmp/somewhere")
+    assert layout.default_workdir() == Path("/tmp/somewhere")
     monkeypatch.delenv("FALSECLI_WORKDIR")
-    assert workdir.default_workdir() == Path("falsecli-work")
+    assert layout.default_workdir() == Path("falsecli-work")
 
 
 def test_save_npz_round_trip(tmp_path: Path) -> None:
     arrays = {"inline_0000": np.arange(12, dtype=np.uint16).reshape(3, 4),
               "crossline_0005": np.ones((2, 2), dtype=bool)}
-    workdir.save_npz(tmp_path / "m.npz", **arrays)
+    files.save_npz(tmp_path / "m.npz", **arrays)
     with np.load(tmp_path / "m.npz") as back:
         assert list(back) == list(arrays)
         for name, array in arrays.items():
@@ -167,7 +168,7 @@ def test_missing_nested_heatmap_names_its_command(tmp_path: Path) -> None:
 
 
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
-    workdir.write_text(tmp_path / "a.txt", "x")
+    files.write_text(tmp_path / "a.txt", "x")
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
@@ -196,7 +197,7 @@ def test_leftover_temporary_files_are_removed_nested_stages_kept(tmp_path: Path)
     with stage_run(tmp_path, "retrain/flip/seed0", CFG):
         pass
     with stage_run(tmp_path, "retrain/flip/seed0/heatmap", CFG) as run:
-        workdir.write_text(run.out("summary.csv"), "x")
+        files.write_text(run.out("summary.csv"), "x")
     run_dir = tmp_path / "retrain/flip/seed0"
     orphan = run_dir / "tracking" / ".correct.npy.abcd1234.tmp.npy"
     orphan.parent.mkdir()
@@ -213,12 +214,12 @@ def test_leftover_temporary_files_are_removed_nested_stages_kept(tmp_path: Path)
 
 def test_read_only_refusal_and_corrupt_manifest(tmp_path: Path) -> None:
     with stage_run(tmp_path, "rank", CFG) as run:
-        workdir.write_text(run.out("ranking.csv"), "old")
+        files.write_text(run.out("ranking.csv"), "old")
     (tmp_path / "rank" / "manifest.json").write_text('{"status": "complete"}')
     with pytest.raises(FalseCliError, match="no stage .* use --force|redo it with --force"):
         with stage_run(tmp_path, "rank", CFG):
             pass
     assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
     with stage_run(tmp_path, "rank", CFG, force=True) as run:  # --force replaces it, whole
-        workdir.write_text(run.out("ranking.csv"), "new")
+        files.write_text(run.out("ranking.csv"), "new")
     assert Stage(tmp_path, "rank").is_complete()

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from falsecli import __version__
+from falsecli.core import layout
 from falsecli.cli.options import Context, Force, Group, Key, Resume, registrar
 
 app = typer.Typer(
@@ -94,7 +95,7 @@ def train_cmd(ctx: Context, resume: Resume = False, force: Force = False) -> Non
 
 
 @command("heatmap", "heatmap.epochs", "heatmap.never_learned",
-         Key("heatmap.run", help="Training run: train or retrain/<aug>/seed<k>"),
+         Key("heatmap.run", help=f"Training run: {layout.RUN_FORMS}"),
          "heatmap.sections")
 def heatmap_cmd(ctx: Context, force: Force = False) -> None:
     """Stage 2: forgetting and switch heat maps from the recorded history (paper eq. 1-3)."""
@@ -147,7 +148,7 @@ def report_cmd(ctx: Context, force: Force = False) -> None:
 
 
 @command("trace", "trace.section", "trace.class", "trace.mask",
-         Key("trace.run", help="Training run: train or retrain/<aug>/seed<k>"),
+         Key("trace.run", help=f"Training run: {layout.RUN_FORMS}"),
          "trace.layers", "trace.top", "train.device")
 def trace_cmd(ctx: Context, force: Force = False) -> None:
     """Which training sections made the network learn or forget a region: TracIn influence
@@ -162,7 +163,8 @@ def trace_cmd(ctx: Context, force: Force = False) -> None:
 
 
 @command("query", "query.budget", "query.strategy",
-         Key("query.run", help="Training run whose pool is ranked (it tracked pool)"),
+         Key("query.run", help=f"Training run whose pool is ranked (it tracked pool): "
+                                 f"{layout.RUN_FORMS}"),
          "query.min_gap")
 def query_cmd(ctx: Context, force: Force = False) -> None:
     """Which unlabelled training sections to label next: rank a run's pool by switch events
@@ -189,8 +191,8 @@ def al_cmd(ctx: Context, force: Force = False) -> None:
 def show_cmd(
     ctx: Context,
     stage: Annotated[Optional[str], typer.Argument(
-        metavar="[STAGE]", help="A stage folder: train, heatmap, rank, transfer, "
-        "retrain/<aug>/seed<k>, report \\[default: list every stage]")] = None,
+        metavar="[STAGE]", help="A stage folder: heatmap, rank, transfer, report, a run "
+        f"({layout.RUN_FORMS}), {layout.PER_RUN_FORMS} \\[default: list every stage]")] = None,
 ) -> None:
     """Print what the workdir holds (each stage: fresh or stale), or one stage's result (rank:
     its table), without redoing anything."""
@@ -241,7 +243,7 @@ def demo_cmd(
 # ---------------------------------------------------------------- interpretation
 
 
-@command("predict", Key("predict.run", help="Model: train or retrain/<aug>/seed<k>"),
+@command("predict", Key("predict.run", help=f"Model: {layout.RUN_FORMS}"),
          "predict.axes", "predict.batch_size", "train.device")
 def predict_cmd(
     ctx: Context,
@@ -267,7 +269,7 @@ def predict_cmd(
                      fmt=fmt and fmt.value, force=force))
 
 
-@command("export", Key("heatmap.run", help="Heat maps of: train or retrain/<aug>/seed<k>"))
+@command("export", Key("heatmap.run", help=f"Heat maps of: {layout.RUN_FORMS}"))
 def export_cmd(
     ctx: Context,
     out: Annotated[Path, typer.Option("--out", metavar="DIR",

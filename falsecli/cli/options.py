@@ -21,9 +21,12 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.markup import escape
 
-from falsecli.core import config, console, defaults
+from falsecli.core import config, console, defaults, rules
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, default_workdir, fs_error, remembered_config
+from falsecli.core.config import remembered_config
+from falsecli.core.files import fs_error
+from falsecli.core.layout import default_workdir
+from falsecli.core.manifest import Stage
 
 
 class _NoFlagMetavar:
@@ -74,7 +77,7 @@ class Key:
         return "key__" + self.key.replace(".", "__")
 
     def parameter(self) -> inspect.Parameter:
-        rule = config.RULES[self.key]
+        rule = rules.RULES[self.key]
         kind, metavar = _kind(self.key, rule.items or rule)
         if rule.items is not None:
             kind, metavar = list[str], f"{metavar},..."
@@ -87,7 +90,7 @@ class Key:
 
     def value(self, raw: Any) -> Any:
         """The config value of the flag's ``raw`` value (None: not given)."""
-        items = config.RULES[self.key].items
+        items = rules.RULES[self.key].items
         if items is None:
             return raw
         if not raw:
@@ -107,7 +110,7 @@ _TYPES: dict[type, tuple[type, str]] = {int: (int, "N"), float: (float, "NUMBER"
                                         bool: (bool, "")}
 
 
-def _kind(key: str, rule: config.Rule) -> tuple[type, str]:
+def _kind(key: str, rule: rules.Rule) -> tuple[type, str]:
     kind, metavar = _TYPES.get(rule.kinds[0], (str, key.rsplit(".", 1)[1].upper()))
     return kind, "|".join(str(c) for c in rule.choices) if rule.choices else metavar
 
@@ -138,7 +141,8 @@ class Context:
         elif train is not None:  # a workdir from before config.yaml: its training settings
             base, remembered = config.merge(config.load_defaults(), train["config"]), \
                 Stage(self.workdir, "train").manifest_path
-        cfg = config.resolve(self.config_file, self.sets, self.flags, base=base)
+        cfg = config.resolve(self.config_file, self.sets, self.flags, base=base,
+                             workdir=self.workdir)
         if train is not None and not retrain and self.name not in READ_ONLY:
             config.refuse_other_results(base, cfg, f"the workdir {self.workdir} ({remembered})")
         return cfg

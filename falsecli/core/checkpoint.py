@@ -21,7 +21,8 @@ from typing import Any, Self
 import torch
 
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, save_with
+from falsecli.core.files import save_with
+from falsecli.core.manifest import Stage
 
 CHECKPOINT = "checkpoint.pt"
 #: the hint of every refusal about a stage's checkpoint

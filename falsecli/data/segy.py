@@ -312,7 +312,7 @@ class TraceWriter:
 def create_like(path: Path | str, grid: Survey) -> Iterator[TraceWriter]:
     """A new SEG-Y (atomic) with the textual, binary and trace headers of ``grid``'s file,
     byte for byte, and IEEE-float samples (the sample format code is the one change)."""
-    from falsecli.core.workdir import atomic_path
+    from falsecli.core.files import atomic_path
 
     with open(grid.path, "rb") as src:
         head = bytearray(src.read(grid.start))
@@ -343,7 +343,7 @@ def create_regular(path: Path | str, shape: tuple[int, int, int], iline: int = I
     Inline/crossline numbers go to the standard bytes 189/193 (so any reader opens it) and
     to ``iline``/``xline`` when those differ; CDP X/Y follow a 25 m grid.
     """
-    from falsecli.core.workdir import atomic_path
+    from falsecli.core.files import atomic_path
 
     n_il, n_xl, n_z = shape
     spec = segyio.spec()

@@ -183,6 +183,18 @@ def _draw_basin(shape: tuple[int, int, int], rngs: dict[str, np.random.Generator
     shallow = dip(0.08) + 0.025 * nz * smooth_field(rng, x, y, (0.7, 1.8)) - 0.35 * lift
     shift = _fault_shift(shape, rngs["faults"], x, y)
     zr = np.arange(nz, dtype=np.float64)[None, None, :] - shift     # restored depth
+    tops, bases = _solve_tops(zr, deep, shallow, scruff, chalk, middle)
+    # solved on the faulted volume either way, so faults=False is the same basin unfaulted
+    return _Basin(tops, bases, shift if faults else np.zeros_like(shift), x, y)
+
+
+def _solve_tops(zr: np.ndarray, deep: np.ndarray, shallow: np.ndarray, scruff: np.ndarray,
+                chalk: np.ndarray, middle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unit tops and bases (unit, inline, crossline) whose levels give each unit its F3
+    share of the volume of restored depths ``zr``, bottom unit first: the salt's top follows
+    ``deep``, scruff and chalk are stacked on it with the relative thicknesses ``scruff`` and
+    ``chalk``, the middle unit's top follows ``shallow`` with the thickness ``middle``."""
+    nx, ny, nz = zr.shape
 
     def share(top: np.ndarray, base: np.ndarray) -> float:
         return float(np.mean((zr >= top[:, :, None]) & (zr < base[:, :, None])))
@@ -213,8 +225,7 @@ def _draw_basin(shape: tuple[int, int, int], rngs: dict[str, np.random.Generator
     top_middle, top_lower = tops_shallow(u, m)
     tops = np.stack([zero, top_middle, top_lower, top_chalk, top_scruff, top_salt])
     bases = np.concatenate([tops[1:], below[None]])
-    # solved on the faulted volume either way, so faults=False is the same basin unfaulted
-    return _Basin(tops, bases, shift if faults else np.zeros_like(shift), x, y)
+    return tops, bases
 
 
 def _fault_shift(shape: tuple[int, int, int], rng: np.random.Generator, x: np.ndarray,
@@ -350,8 +361,8 @@ def volumes(d: dict[str, Any]) -> tuple[Pair, Pair]:
 def write_f3_layout(cfg: Config, out: Path, fmt: str, force: bool = False) -> dict[str, Any]:
     """``falsecli synth``: write the synthetic volumes as the F3 facies benchmark lays them
     out, so that ``data.source: f3, data.root: out`` reads them back."""
+    from falsecli.core.files import save_npy
     from falsecli.data import segy
-    from falsecli.core.workdir import save_npy
 
     if fmt not in ("npy", "segy"):
         raise FalseCliError(f"--format {fmt}: expected npy or segy")

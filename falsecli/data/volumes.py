@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import fs_error
+from falsecli.core.files import fs_error
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 #: samples per block when scanning a volume (about 64 MB of float64)

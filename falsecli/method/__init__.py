@@ -1,2 +1,3 @@
 """The method layer: the network, training pieces, tracking, forgetting and switch events,
-metrics, style-transfer networks and figures. Imports ``core`` and ``data``, never a stage."""
+metrics, style-transfer networks, and which runs the report compares and what it measures on
+them. Imports ``core`` and ``data``, never the presentation floor or a stage."""

@@ -1,4 +1,4 @@
-"""The paper's claims (C1–C5), each measured on the runs of a workdir and judged.
+"""The paper's claims (C1–C5, C5 in two: C5a style, C5b locality), each measured on the runs of a workdir and judged.
 
 A verdict is ``holds`` when the 95 % interval of the measured quantity lies entirely on the
 claimed side, ``does not hold`` when it lies entirely on the other side, and ``inconclusive
@@ -195,29 +195,90 @@ def c4_accuracy(runs: Mapping[str, Sequence[Result]], classes: Sequence[str], ta
     return Claim("C4", statement, f"on {split}: " + "; ".join(parts), result, numbers)
 
 
+def cluster_means(values: Sequence[float | None], clusters: Sequence[str] | None
+                  ) -> list[float]:
+    """The mean of ``values`` per cluster (first-seen order; None and NaN left out, clusters
+    left without a value dropped); each value its own cluster when ``clusters`` is None."""
+    if clusters is None:
+        clusters = [str(i) for i in range(len(values))]
+    groups: dict[str, list[float]] = {}
+    for value, cluster in zip(values, clusters):
+        if value is not None and not math.isnan(value):
+            groups.setdefault(cluster, []).append(value)
+    return [float(np.mean(v)) for v in groups.values()]
+
+
+def _by_sources(result: str, n: int) -> str:
+    return f"{UNSURE} at {n} style source{'s' * (n != 1)}" if result.startswith(UNSURE) else result
+
+
+def c5a_style(swap: Sequence[float | None], identity: Sequence[float | None],
+              sources: Sequence[str]) -> Claim:
+    """The swap moves the class's style toward the source more than its identity control:
+    ``style_moved`` of each sample minus that of its identity sample (same target, same
+    noise), averaged per style source, with a t interval over the sources (the samples of
+    one source share its style: they are not independent draws)."""
+    statement = "the swap moves the class's style toward the source more than its identity"
+    if not len(swap):
+        return _not_measured("C5a", statement, "no transfer samples")
+    paired = [None if a is None or b is None else a - b for a, b in zip(swap, identity)]
+    per_source = cluster_means(paired, sources)
+    d, low, high = interval(per_source)
+    means = [float(np.nanmean([np.nan if v is None else v for v in x]))
+             if any(v is not None for v in x) else float("nan") for x in (swap, identity)]
+    measured = (f"style moved toward the source (1: the source's style, 0: the target's), "
+                f"swap {means[0]:.3f} vs identity control {means[1]:.3f}; swap − identity "
+                f"{d:+.3f}" + ("" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]")
+                + f" (paired per sample, interval over n={len(per_source)} style sources, "
+                f"{len(swap)} samples)")
+    result = _by_sources(verdict(_interval_sign(low, high), len(per_source)), len(per_source))
+    return Claim("C5a", statement, measured, result,
+                 {"style_moved": means[0], "identity_style_moved": means[1], "difference": d,
+                  "low": low, "high": high, "sources": len(per_source), "samples": len(swap)})
+
+
 def c5_locality(ratio: Sequence[float], relative_outside: Sequence[float], tolerance: float,
-                identity_inside: float | None = None, transfer_inside: float | None = None
-                ) -> Claim:
-    """Transfer changes the target class and leaves its surroundings: per sample, mean
-    |sample − target| inside the class over the same outside it (> 1), and the change outside
-    relative to the target's own mean |amplitude| there (at most ``tolerance``)."""
-    statement = "transfer changes the target class and leaves its surroundings"
+                sources: Sequence[str] | None = None) -> Claim:
+    """C5b: the swap changes the class, not its surroundings: per sample, the mean change
+    inside the class over the same outside it, against the identity sample (> 1; against the
+    target the generator's reconstruction error would pass for a change), and the change
+    outside relative to the target's own mean |amplitude| there (at most ``tolerance``).
+    Intervals over the style sources' means (over the samples without ``sources``)."""
+    statement = "the swap changes the class and keeps its surroundings"
     if not len(ratio):
-        return _not_measured("C5", statement, "no transfer samples")
-    r, r_low, r_high = interval(ratio)
-    o, o_low, o_high = interval(relative_outside)
-    measured = (f"change inside / outside the class {r:.2f} [{r_low:.2f}, {r_high:.2f}]; "
-                f"change outside relative to the target's amplitude {o:.3f} "
-                f"[{o_low:.3f}, {o_high:.3f}] (tolerance {tolerance}; n={len(ratio)} samples)")
-    if identity_inside is not None and transfer_inside is not None:
-        measured += (f"; mean change inside, swap {transfer_inside:.3f} vs identity control "
-                     f"{identity_inside:.3f}")
+        return _not_measured("C5b", statement, "no transfer samples")
+    ratios, outsides = cluster_means(ratio, sources), cluster_means(relative_outside, sources)
+    r, r_low, r_high = interval(ratios)
+    o, o_low, o_high = interval(outsides)
+    unit = "samples" if sources is None else "style sources"
+    measured = (f"change inside / outside the class against the identity sample {r:.2f} "
+                f"[{r_low:.2f}, {r_high:.2f}]; change outside relative to the target's "
+                f"amplitude {o:.3f} [{o_low:.3f}, {o_high:.3f}] (tolerance {tolerance}; "
+                f"n={len(ratios)} {unit}, {len(ratio)} samples)")
     local = _interval_sign(r_low, r_high, 1.0)
     kept = -_interval_sign(o_low, o_high, tolerance)
-    result = _all_or_any([local, kept], len(ratio))
+    result = _all_or_any([local, kept], len(ratios))
     if result.startswith(UNSURE):
-        result = f"{UNSURE} at {len(ratio)} samples"
-    return Claim("C5", statement, measured, result,
+        result = f"{UNSURE} at {len(ratios)} {unit}"
+    return Claim("C5b", statement, measured, result,
                  {"ratio": r, "ratio_low": r_low, "ratio_high": r_high, "relative_outside": o,
                   "relative_outside_low": o_low, "relative_outside_high": o_high,
-                  "tolerance": tolerance, "samples": len(ratio)})
+                  "tolerance": tolerance, "samples": len(ratio), "clusters": len(ratios)})
+
+
+def c5_claims(swap: Sequence[Mapping[str, Any]], identity: Sequence[Mapping[str, Any]],
+              tolerance: float) -> list[Claim]:
+    """C5a and C5b from the rows of ``transfer/changes.csv`` of the swapped samples and of
+    their identity samples (same order)."""
+    sources = [row["source"] for row in swap]
+    ratio = [row["change_inside"] / max(row["change_outside"], 1e-12) for row in swap]
+    outside = [row["change_outside_vs_target"] / max(row["amplitude_outside"], 1e-12)
+               for row in swap]
+    return [c5a_style([_moved(row) for row in swap], [_moved(row) for row in identity],
+                      sources),
+            c5_locality(ratio, outside, tolerance, sources)]
+
+
+def _moved(row: Mapping[str, Any]) -> float | None:
+    value = row["style_moved"]
+    return None if value is None or math.isnan(value) else value

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from falsecli.core.errors import FalseCliError, did_you_mean
-from falsecli.core.workdir import atomic_path, read_json, write_json
+from falsecli.core.files import atomic_path, read_json, write_json
 
 #: the history's folder inside a run folder, and its files
 TRACKING = "tracking"

@@ -33,8 +33,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from falsecli.core.config import STRATEGIES
 from falsecli.core.errors import FalseCliError, did_you_mean
+from falsecli.core.rules import STRATEGIES
 from falsecli.method.history import CONFIDENCE_STATS, TrackedSection
 
 #: bits set in each byte value

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import read_json, write_json, write_text
+from falsecli.core.files import read_json, write_json, write_text
 
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"

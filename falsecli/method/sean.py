@@ -25,6 +25,7 @@ a frame a few pixels inside the section's edges (8 pixels deep at its coarsest s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -316,22 +317,28 @@ class LossWeights:
     l1: float = 10.0
     fm: float = 10.0
     code_dropout: float = 0.05
+    perceptual: float = 0.0  # needs the feature loss (:mod:`falsecli.method.perceptual`)
 
 
 #: order of the values returned by :func:`train_step`
-LOSS_NAMES = ("d", "g_adv", "fm", "l1")
+LOSS_NAMES = ("d", "g_adv", "fm", "l1", "perceptual")
+
+#: a feature loss of (generated, real) images (:class:`falsecli.method.perceptual.FeatureLoss`)
+FeatureLossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def train_step(model: Sean, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
                image: Tensor, labels: Tensor, weights: LossWeights = LossWeights(),
-               amp: bool = False) -> Tensor:
+               amp: bool = False, features: FeatureLossFn | None = None) -> Tensor:
     """One generator step (hinge + feature matching + L1 reconstruction through the encoder's
-    own codes, a ``weights.code_dropout`` share of them swapped for the neutral codes), then
-    one discriminator step (hinge on real vs the detached fake).
+    own codes, a ``weights.code_dropout`` share of them swapped for the neutral codes, + the
+    ``features`` loss when given), then one discriminator step (hinge on real vs the
+    detached fake).
 
-    ``amp``: bf16 autocast on the images' device (meant for CUDA). Returns the four losses
-    (:data:`LOSS_NAMES`) as one detached tensor on the device, so that a training loop reads
-    them back only when it wants to (no host sync per step).
+    ``amp``: bf16 autocast on the images' device (meant for CUDA). Returns the losses
+    (:data:`LOSS_NAMES`; perceptual 0 without ``features``) as one detached tensor on the
+    device, so that a training loop reads them back only when it wants to (no host sync per
+    step).
     """
     onehot = model.one_hot(labels)
     real = image.unsqueeze(1)
@@ -349,7 +356,8 @@ def train_step(model: Sean, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
         g_adv = g_hinge_loss(fake_out)
         fm = feature_matching_loss(fake_out, real_out)
         l1 = F.l1_loss(fake.float(), real)
-        loss_g = g_adv + weights.fm * fm + weights.l1 * l1
+        perceptual = l1.new_zeros(()) if features is None else features(fake, real).float()
+        loss_g = g_adv + weights.fm * fm + weights.l1 * l1 + weights.perceptual * perceptual
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -363,7 +371,7 @@ def train_step(model: Sean, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Opt
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    return torch.stack([loss_d, g_adv, fm, l1]).detach()
+    return torch.stack([loss_d, g_adv, fm, l1, perceptual]).detach()
 
 
 def _autocast(like: Tensor, enabled: bool) -> torch.autocast:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.method.figures import mask_ignored
 from falsecli.method.forgetting import event_maps
 from falsecli.method.history import load_tracking
 
@@ -194,6 +193,8 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
                                   if (labels == k).any() else float("nan"))
            for k, c in enumerate(tracking.classes)},
     }
-    shown = {name: mask_ignored(heat[name], section_labels[name], tracking.ignore_index)
+    # ignored pixels masked: they are no forgetting, and a figure draws them grey
+    ignore = tracking.ignore_index
+    shown = {name: np.ma.masked_array(heat[name], mask=section_labels[name] == ignore)
              for name in keep if name in heat}
     return stats, shown

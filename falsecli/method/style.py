@@ -24,7 +24,10 @@ from falsecli.core.checkpoint import capture_rng, restore_rng
 from falsecli.core.errors import FalseCliError
 from falsecli.data.dataset import Dataset, Section
 from falsecli.method.pool import Pool, by_shape
-from falsecli.method.sean import LOSS_NAMES, N_UP, LossWeights, Sean, optimizers, train_step
+from falsecli.method.sean import (LOSS_NAMES, N_UP, FeatureLossFn, LossWeights, Sean,
+                                  optimizers, train_step)
+from falsecli.method.stylemeasure import Descriptor, describe
+from falsecli.method.stylemeasure import score as style_score
 
 #: what :func:`fit` hands its checkpoint callback, and reads back to resume
 STATE_KEYS = ("step", "model", "opt_g", "opt_d", "history", "seconds", "rng", "acc", "since")
@@ -75,10 +78,11 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
 
 
 def fit(model: Sean, pool: Pool, opts: FitOptions, device: torch.device,
-        save: Callable[[dict[str, Any]], None], resume: Mapping[str, Any] | None = None
-        ) -> dict[str, Any]:
+        save: Callable[[dict[str, Any]], None], resume: Mapping[str, Any] | None = None,
+        features: FeatureLossFn | None = None) -> dict[str, Any]:
     """Train ``model`` on random crops of ``pool`` for ``opts.iterations`` steps, from the
-    checkpoint state ``resume`` when given. Every ``opts.checkpoint_every`` steps ``save``
+    checkpoint state ``resume`` when given, with the perceptual loss ``features`` when given
+    (frozen, so not part of the state). Every ``opts.checkpoint_every`` steps ``save``
     receives the state to resume from (:data:`STATE_KEYS`). Returns the training summary:
     iterations, crop, the loss history and the training seconds."""
     opt_g, opt_d = optimizers(model, opts.lr)
@@ -109,7 +113,8 @@ def fit(model: Sean, pool: Pool, opts: FitOptions, device: torch.device,
         task = bar.add_task("transfer: GAN", total=total, completed=p.step, info="")
         for step in range(p.step, total):
             image, labels = pool.sample(step_rng(opts.seed, step), crop, opts.batch_size)
-            p.acc += train_step(model, opt_g, opt_d, image, labels, opts.weights, amp=opts.amp)
+            p.acc += train_step(model, opt_g, opt_d, image, labels, opts.weights, amp=opts.amp,
+                                features=features)
             p.since += 1
             done = step + 1
             bar.update(task, advance=1)
@@ -225,7 +230,8 @@ class Composite:
 class Samples:
     """Generated samples and, per sample, the mean absolute change inside and outside the
     class: against the reconstruction (same target, same noise, its own codes) and against
-    the target itself, and the target's mean |amplitude| outside the class."""
+    the target itself, the target's mean |amplitude| outside the class, and how far the
+    class's style moved toward the source's (:func:`stylemeasure.score`)."""
 
     images: list[np.ndarray] = dataclasses.field(default_factory=list)
     labels: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -236,12 +242,16 @@ class Samples:
     inside_target: list[float] = dataclasses.field(default_factory=list)
     outside_target: list[float] = dataclasses.field(default_factory=list)
     amplitude_outside: list[float] = dataclasses.field(default_factory=list)
+    style_moved: list[float | None] = dataclasses.field(default_factory=list)
+    style_to_source: list[float] = dataclasses.field(default_factory=list)
+    style_target_to_source: list[float] = dataclasses.field(default_factory=list)
 
     def add(self, image: np.ndarray, labels: np.ndarray, source: str, target: str,
-            original: np.ndarray, reference: np.ndarray, inside: np.ndarray) -> None:
+            original: np.ndarray, reference: np.ndarray, inside: np.ndarray,
+            source_style: Descriptor | None) -> None:
         """One sample generated on ``labels`` for the target image ``original``;
         ``reference`` is what the change is measured against besides the target (the
-        reconstruction), ``inside`` the class mask."""
+        reconstruction), ``inside`` the class mask, ``source_style`` the source's class."""
         self.images.append(image)
         self.labels.append(labels)
         self.source.append(source)
@@ -252,6 +262,10 @@ class Samples:
         self.inside_target.append(_mean(to_target[inside]))
         self.outside_target.append(_mean(to_target[~inside]))
         self.amplitude_outside.append(_mean(np.abs(original[~inside])))
+        moved = style_score(image, original, inside, source_style)
+        self.style_moved.append(moved.moved)
+        self.style_to_source.append(moved.to_source)
+        self.style_target_to_source.append(moved.target_to_source)
 
 
 def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Section],
@@ -271,6 +285,7 @@ def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Sect
         for si, src in enumerate(sources):
             src_img, src_lab = ds.image(src), ds.label(src)
             code = tr.codes(src_img[None], src_lab[None])[0, k]
+            src_style = describe(src_img, src_lab == k)
             source_codes.append(code)
             chosen = [targets[int(i)] for i in pick_targets(rng, len(targets), per_source)]
             first_targets.append(chosen[0])
@@ -287,9 +302,10 @@ def generate_samples(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Sect
                 if composite is not None:
                     recon, trans = (composite(x, images, inside) for x in (recon, trans))
                 for j, tgt in enumerate(group):
-                    args = (labels[j], src.name, tgt.name, images[j])
-                    out.add(trans[j], *args, reference=recon[j], inside=inside[j])
-                    identity.add(recon[j], *args, reference=recon[j], inside=inside[j])
+                    args = (labels[j], src.name, tgt.name, images[j], recon[j], inside[j],
+                            src_style)
+                    out.add(trans[j], *args)
+                    identity.add(recon[j], *args)
                 bar.update(task, advance=len(group), info=src.name)
     return out, identity, source_codes, first_targets
 
@@ -340,7 +356,7 @@ def figure_rows(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Section],
     noise, so that their difference shows only what the style code changes; composited into
     the target as the samples are."""
     rows = []
-    for si, (src, tgt) in enumerate(zip(sources, first_targets)):
+    for si, tgt in enumerate(first_targets):
         image, labels = ds.image(tgt), ds.label(tgt)
         codes = tr.codes(image[None], labels[None])
         other = (si + 1) % len(sources)
@@ -353,10 +369,18 @@ def figure_rows(tr: Transferer, ds: Dataset, k: int, sources: Sequence[Section],
         if composite is not None:
             transfer, alt = (composite(x[None], image[None], (labels == k)[None])[0]
                              for x in (transfer, alt))
-        alt_name = (f"from {sources[other].name} − from {src.name}" if other != si
-                    else "reconstruction − transfer")
-        rows.append({"target": image, "transfer": transfer, "target_labels": labels,
-                     "source": ds.image(src), "source_labels": ds.label(src),
-                     "names": [tgt.name, f"from {src.name}", tgt.name, src.name, src.name],
-                     "difference": alt - transfer, "difference_name": alt_name})
+        rows.append(fig3_row(ds, sources, si, tgt, transfer, alt))
     return rows
+
+
+def fig3_row(ds: Dataset, sources: Sequence[Section], si: int, target: Section,
+             transfer: np.ndarray, alt: np.ndarray) -> dict[str, Any]:
+    """One row of Fig. 3: ``target`` ``transfer``-red from source ``si``, and ``alt``, the
+    same from the next source (from the target's own style when there is one source only)."""
+    src, other = sources[si], sources[(si + 1) % len(sources)]
+    alt_name = (f"from {other.name} − from {src.name}" if other is not src
+                else "reconstruction − transfer")
+    return {"target": ds.image(target), "transfer": transfer, "target_labels": ds.label(target),
+            "source": ds.image(src), "source_labels": ds.label(src),
+            "names": [target.name, f"from {src.name}", target.name, src.name, src.name],
+            "difference": alt - transfer, "difference_name": alt_name}

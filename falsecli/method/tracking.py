@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from falsecli.core.workdir import save_npy, write_json
+from falsecli.core.files import save_npy, write_json
 from falsecli.data.dataset import Section
 from falsecli.method.history import (CORRECT, FILES, LABELS, PRED_LAST, SECTIONS_JSON, SWITCH,
                                      RowFile)

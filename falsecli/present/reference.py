@@ -8,7 +8,7 @@ tests/test_docs.py compares the committed file with :func:`render`.
 
 from __future__ import annotations
 
-from falsecli.core import config, defaults
+from falsecli.core import defaults, layout, rules
 
 _KINDS = {bool: "true/false", int: "integer", float: "number", str: "string", list: "list",
           dict: "mapping"}
@@ -33,7 +33,7 @@ falsecli train: config key 'train.lr' is 0; it must be > 0
 ```"""
 
 
-def _bounds(rule: config.Rule) -> str:
+def _bounds(rule: rules.Rule) -> str:
     return " and ".join(f"{op} {bound:g}" for op, bound in
                         ((">=", rule.ge), (">", rule.gt), ("<=", rule.le)) if bound is not None)
 
@@ -42,13 +42,15 @@ def _count(n: int) -> str:
     return f"{n} item{'s' * (n != 1)}"
 
 
-def accepts(rule: config.Rule) -> str:
+def accepts(rule: rules.Rule) -> str:
     """What ``rule`` accepts, in words: type, choices or form, range, list length, null, then
     the rule of each list item or mapping field."""
     if rule.choices:
         text = "one of " + " | ".join(str(c) for c in rule.choices)
     elif rule.form:
         text = rule.form[1]
+    elif rule.run:
+        text = f"{layout.RUN_FORMS}, e.g. {layout.RUN_EXAMPLE}"
     else:
         text = " or ".join(_KINDS[kind] for kind in rule.kinds)
     if _bounds(rule):
@@ -82,7 +84,7 @@ def render() -> str:
                 out += [f"\n## {key}\n", comment and f"{comment}\n",
                         "| key | default | accepts | what it does |", "|---|---|---|---|"]
             continue
-        rule = config.RULES[key]
+        rule = rules.RULES[key]
         why = f" ({rule.why})" if rule.why else ""
         out.append(f"| `{key}` | `{_cell(value)}` | {_cell(accepts(rule) + why)} | "
                    f"{_cell(comment)} |")

@@ -18,34 +18,28 @@ from __future__ import annotations
 
 import copy
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
-from falsecli.core.config import Config, class_id, run_signature
+from falsecli.core import console, layout
+from falsecli.core.config import Config, class_id, remember_config, run_signature
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, remember_config, write_csv
+from falsecli.core.files import write_csv
+from falsecli.core.manifest import Stage
 from falsecli.data.dataset import Section
 from falsecli.method import curves
 from falsecli.method.runfolder import read_eval
 
-AL = "al"
 CURVES_CSV = "curves.csv"
-#: where the report puts the learning curves
-AL_FIGURE = "figures/learning_curves.png"
 #: the columns of curves.csv and their types
 CURVE_COLUMNS = {"strategy": str, "seed": int, "round": int, "labelled": int,
                  **{f"{split}_{m}": float for split in ("val", "test")
                     for m in ("miou", "mean_class_acc", "target_acc")}}
 #: the query seed of round r of seed k is QUERY_SEED * k + r (every draw its own stream)
 QUERY_SEED = 1000
-
-
-def round_name(strategy: str, seed: int, r: int) -> str:
-    """The run folder of round ``r``: ``al/<strategy>/seed<k>/round<r>``."""
-    return f"{AL}/{strategy}/seed{seed}/round{r}"
 
 
 def initial_sections(train: list[Section], k: int, seed: int) -> list[str]:
@@ -127,7 +121,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     rounds always continue, so there is no ``resume``."""
     from falsecli.data.dataset import load_dataset
     from falsecli.method.query import check_strategy
-    from falsecli.stages.query import load_chosen, query, stage_name
+    from falsecli.stages.query import load_chosen, query
     from falsecli.stages.train import train
 
     workdir = Path(workdir)
@@ -153,7 +147,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
         for strategy in a["strategies"]:
             labelled, upstream = list(initial), []
             for r in range(a["rounds"] + 1):
-                name = round_name(strategy, seed, r)
+                name = layout.round_name(strategy, seed, r)
                 rcfg = round_config(cfg, labelled, seed)
                 console.log(f"al: {name} ({len(labelled)} labelled sections)")
                 status = _step(Stage(workdir, name), rcfg, "train", upstream, force,
@@ -164,7 +158,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
                 if r == a["rounds"]:
                     break
                 qcfg = query_config(cfg, name, strategy, seed, r)
-                qstage = Stage(workdir, stage_name(name))
+                qstage = Stage(workdir, layout.query_folder(name))
                 _step(qstage, qcfg, "query", [Stage(workdir, name)], force,
                       lambda redo: query(qcfg, workdir, force=redo))
                 labelled += load_chosen(workdir, name)
@@ -175,7 +169,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
              f"trained, {len(rows)} rows in {path}"]
     header, body, last = curves.table(rows)
     lines += ["  ".join(header)] + ["  ".join(row) for row in body]
-    return {"stage": AL, "runs": done, "lines": lines, "areas_up_to_round": last,
+    return {"stage": layout.AL, "runs": done, "lines": lines, "areas_up_to_round": last,
             "outputs": [str(path)]}
 
 
@@ -185,10 +179,7 @@ def _target(cfg: Config, classes: list[str]) -> str:
 
 def complete_rounds(workdir: Path) -> list[Stage]:
     """Every complete round on disk, in folder order (strategy, seed, round)."""
-    found = [p for p in (Path(workdir) / AL).glob("*/seed*/round*")
-             if p.parent.name[4:].isdigit() and p.name[5:].isdigit()]
-    found.sort(key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]), int(p.name[5:])))
-    stages = [Stage(workdir, str(p.relative_to(workdir))) for p in found]
+    stages = [Stage(workdir, run.name) for run in layout.runs(workdir, layout.AL)]
     return [stage for stage in stages if stage.is_complete()]
 
 
@@ -196,11 +187,10 @@ def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
     """One row per complete round on disk, in folder order."""
     rows = []
     for stage in complete_rounds(workdir):
-        run, manifest = stage.path, stage.manifest()
-        results = read_eval(run)
+        run, manifest = layout.parse_run(stage.name), stage.manifest()
+        results = read_eval(stage.path)
         target = _target(cfg, manifest["config"]["data"]["classes"])
-        row: dict[str, Any] = {"strategy": run.parent.parent.name,
-                               "seed": int(run.parent.name[4:]), "round": int(run.name[5:]),
+        row: dict[str, Any] = {"strategy": run.method, "seed": run.seed, "round": run.round,
                                "labelled": len(manifest["config"]["train"]["labelled"] or [])}
         tests = [k for k in results if k != "val"]
         for split, key in (("val", "val"), ("test", tests[0] if tests else None)):
@@ -214,14 +204,14 @@ def _rows(workdir: Path, cfg: Config) -> list[dict[str, Any]]:
 
 def write_curves(workdir: Path, cfg: Config) -> Path:
     """``al/curves.csv`` from every complete round (rewritten atomically)."""
-    path = Path(workdir) / AL / CURVES_CSV
+    path = Path(workdir) / layout.AL / CURVES_CSV
     write_csv(path, CURVE_COLUMNS, _rows(workdir, cfg))
     return path
 
 
 def read_curves(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``al/curves.csv``, typed (an empty cell, a split not scored: None)."""
-    path = Path(workdir) / AL / CURVES_CSV
+    path = Path(workdir) / layout.AL / CURVES_CSV
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -236,22 +226,28 @@ def read_curves(workdir: Path) -> list[dict[str, Any]]:
                             "again: it rewrites the file from the rounds") from None
 
 
-def learning_report(workdir: Path) -> tuple[Any, list[str], list[list[str]], str] | None:
-    """For the report, when ``al/curves.csv`` exists: the learning-curve figure, the areas
-    table (header, rows) and its caption; else None."""
-    from falsecli.method.figures import learning_curves
+@dataclass
+class Learning:
+    """What the report shows of ``falsecli al``: the learning curves (per panel, a split and
+    metric: strategy -> labelled sections, mean, std over seeds) with their titles, and the
+    areas table (header, one row per strategy) up to round ``last``, the last every curve
+    reached."""
 
-    if not (Path(workdir) / AL / CURVES_CSV).is_file():
+    bands: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    titles: dict[str, str]
+    header: list[str]
+    body: list[list[str]]
+    last: int
+
+
+def learning_report(workdir: Path) -> Learning | None:
+    """The learning curves and their areas from ``al/curves.csv``; None without rounds."""
+    if not (Path(workdir) / layout.AL / CURVES_CSV).is_file():
         return None
     rows = read_curves(workdir)
     if not rows:
         return None
-    panels = {f"{s}_{m}": curves.band(rows, f"{s}_{m}") for s, m in curves.PANELS}
-    panels = {k: v for k, v in panels.items() if v}
+    bands = {f"{s}_{m}": curves.band(rows, f"{s}_{m}") for s, m in curves.PANELS}
     titles = {f"{s}_{m}": f"{s}: {curves.METRIC_NAMES[m]}" for s, m in curves.PANELS}
     header, body, last = curves.table(rows)
-    caption = (f"Area under each learning curve (trapezoids over the labelled sections, "
-               f"divided by their range: the metric's mean over the labelling budget) from "
-               f"round 0 to round {last}, the last round every curve reached; mean ± half-width "
-               "of the 95 % Student-t interval over seeds. Higher is better.")
-    return learning_curves(panels, titles), header, body, caption
+    return Learning({k: v for k, v in bands.items() if v}, titles, header, body, last)

@@ -21,7 +21,8 @@ import numpy as np
 
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, atomic_dir, write_json
+from falsecli.core.files import atomic_dir, write_json
+from falsecli.core.manifest import Stage
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import Volume
 from falsecli.method.history import TrackedSection

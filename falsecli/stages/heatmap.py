@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, save_npz, stage_run, write_text
+from falsecli.core.files import save_npz, write_text
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
 from falsecli.method.history import Tracking, load_tracking
 from falsecli.stages import Step
@@ -40,17 +41,8 @@ def figure_path(section: str) -> str:
 #: each map file: the :class:`EventMaps` field it holds, and that field's dtype
 MAPS = {FORGETTING_NPZ: ("forgetting", np.uint16), SWITCH_NPZ: ("switch", np.uint16),
         NEVER_LEARNED_NPZ: ("never_learned", np.bool_)}
-_RUN = re.compile(r"train|retrain/[^/]+/seed\d+|al/[^/]+/seed\d+/round\d+")
 #: sections listed in the summary dict (all are in summary.csv)
 TOP = 5
-
-
-def stage_name(run: str) -> str:
-    """Where the heat maps of ``run`` go: ``heatmap`` for train, else ``<run>/heatmap``."""
-    if not _RUN.fullmatch(run):
-        raise FalseCliError(f"heatmap.run is '{run}'; it must be train or retrain/<aug>/seed<k> "
-                            "(or al/<strategy>/seed<k>/round<r>), e.g. retrain/transfer/seed0")
-    return "heatmap" if run == "train" else f"{run}/heatmap"
 
 
 def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventMaps:
@@ -59,21 +51,22 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
     Refuses maps made from an earlier version of ``run`` (redone since): they would be read
     against the new run's labels and sections.
     """
-    stage = Stage(Path(workdir), stage_name(run))
+    run = layout.parse_run(run, "heatmap.run", workdir).name
+    stage = Stage(Path(workdir), layout.heatmap_folder(run))
     manifest = stage.manifest()
-    flag = "" if run == "train" else f" --run {run}"
+    redo = layout.command(stage.name)
     if manifest is None:
         raise FalseCliError(f"{for_stage}: no heat maps in {stage.path} — run "
-                            f"'falsecli heatmap{flag} -w {workdir}' first")
+                            f"'falsecli {redo} -w {workdir}' first")
     if not isinstance(manifest.get("epochs"), int) or manifest.get("never_learned") not in (
             "zero", "max"):
         raise FalseCliError(f"{stage.manifest_path}: no epochs or never_learned, so not a "
-                            f"heatmap manifest — redo it with 'falsecli heatmap{flag} --force'")
+                            f"heatmap manifest — redo it with 'falsecli {redo} --force'")
     source = Stage(Path(workdir), run)
     source.require(for_stage)
     if manifest["inputs"].get(run) != source.digest():
         raise FalseCliError(f"{for_stage}: the heat maps in {stage.path} are from an earlier "
-                            f"{run} run (redone since) — run 'falsecli heatmap{flag} --force "
+                            f"{run} run (redone since) — run 'falsecli {redo} --force "
                             f"-w {workdir}' first")
     tracking = load_tracking(source.path)
     maps = {}
@@ -84,11 +77,11 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
                 images = dict(npz.items())
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise FalseCliError(f"{path}: unreadable ({exc or 'empty'}) — redo it with "
-                                f"'falsecli heatmap{flag} --force'") from None
+                                f"'falsecli {redo} --force'") from None
         wrong = next((k for k, a in images.items() if a.dtype != dtype), None)
         if wrong is not None:
             raise FalseCliError(f"{path}: map {wrong} is {images[wrong].dtype}, not "
-                                f"{np.dtype(dtype).name} — redo it with 'falsecli heatmap{flag} "
+                                f"{np.dtype(dtype).name} — redo it with 'falsecli {redo} "
                                 "--force'")
         maps[key] = tracking.flatten(images, path)
     return EventMaps(tracking, int(manifest["epochs"]), str(manifest["never_learned"]),
@@ -149,7 +142,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
     epochs; write the maps, a per-section summary and Fig. 2-style figures."""
     opts = cfg["heatmap"]
     run = opts["run"]
-    name = stage_name(run)
+    name = layout.heatmap_folder(run)
     source = Stage(Path(workdir), run)
     run_manifest = source.require(name)
     tracking = load_tracking(source.path)
@@ -172,7 +165,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
           names: list[str]) -> None:
     """``figures/<section>.png`` on one colour scale (the largest count of any tracked pixel)."""
-    from falsecli.method.figures import save_figure, section_figure
+    from falsecli.present.figures import save_figure, section_figure
 
     tracking = maps.tracking
     vmax = max(int(maps.forgetting.max(initial=0)), 1)

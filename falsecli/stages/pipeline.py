@@ -14,7 +14,7 @@ from typing import Any
 
 from falsecli.core import config, console
 from falsecli.core.config import Config
-from falsecli.core.workdir import Stage
+from falsecli.core.manifest import Stage
 from falsecli.stages import Step
 
 #: the demo profile: the whole workflow (baseline, flip, rotate, transfer over 2 seeds, report)

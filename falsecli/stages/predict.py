@@ -24,7 +24,8 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, atomic_dir, write_json
+from falsecli.core.files import atomic_dir, write_json
+from falsecli.core.manifest import Stage
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import SEGY_SUFFIXES, Volume
 
@@ -145,7 +146,7 @@ def _write_segy(paths: dict[str, Path], vol: Volume, cfg: Config) -> list[Path]:
 
 def _preview(paths: dict[str, Path], vol: Volume, classes: list[str]) -> Path:
     """``<volume>/preview.png``: the middle inline, seismic | facies | confidence."""
-    from falsecli.method.figures import prediction_figure, save_figure
+    from falsecli.present.figures import prediction_figure, save_figure
 
     i = vol.seismic.shape[0] // 2
     fig = prediction_figure(np.asarray(vol.seismic[i], dtype=np.float32).T,

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, read_json, stage_run, write_json, write_text
+from falsecli.core.files import read_json, write_json, write_text
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 from falsecli.method.history import (CONFIDENCE, CONFIDENCE_STATS, TRACKING, Tracking,
                                      load_confidence, load_tracking)
 from falsecli.method.query import Choice, PoolStats, check_strategy, choose, switch_counts
@@ -28,11 +30,6 @@ CHOSEN_JSON = "chosen.json"
 CHOSEN_FIGURE = "figures/chosen.png"
 #: strategies that rank by the last epoch's softmax
 NEEDS_CONFIDENCE = ("entropy", "margin", "least_confidence")
-
-
-def stage_name(run: str) -> str:
-    """Where the query of ``run`` goes: ``query`` for train, else ``<run>/query``."""
-    return "query" if run == "train" else f"{run}/query"
 
 
 def pool_stats(run: Path, tracking: Tracking, need_confidence: bool) -> PoolStats:
@@ -60,7 +57,7 @@ def query(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     q = cfg["query"]
     check_strategy(q["strategy"])
     run, workdir = q["run"], Path(workdir)
-    name = stage_name(run)
+    name = layout.query_folder(run)
     source = Stage(workdir, run)
     manifest = source.require(name)
     tracking = load_tracking(source.path)
@@ -113,7 +110,7 @@ def _pool_csv(pool: PoolStats, choice: Choice) -> str:
 def _figure(path: Path, ds: Any, tracking: Tracking, choice: Choice, pool: PoolStats,
             strategy: str, run: str) -> None:
     """The chosen sections' seismic and per-pixel switch events."""
-    from falsecli.method.figures import query_figure, save_figure
+    from falsecli.present.figures import query_figure, save_figure
 
     by_name = {s.name: s for s in ds.sections("train")}
     seismic, switch, captions = {}, {}, {}
@@ -134,7 +131,7 @@ def _figure(path: Path, ds: Any, tracking: Tracking, choice: Choice, pool: PoolS
 
 def load_chosen(workdir: Path, run: str) -> list[str]:
     """The sections the query of ``run`` chose, in the order taken."""
-    path = Stage(Path(workdir), stage_name(run)).path / CHOSEN_JSON
+    path = Stage(Path(workdir), layout.query_folder(run)).path / CHOSEN_JSON
     record = read_json(path, f"redo it with 'falsecli query --run {run} --force'")
     try:
         return [str(c["section"]) for c in record["chosen"]]

@@ -15,10 +15,12 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, read_csv, stage_run, write_csv, write_json
+from falsecli.core.files import read_csv, write_csv, write_json
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 from falsecli.method.forgetting import SectionStats
-from falsecli.stages.heatmap import load_heatmap
 from falsecli.stages import Step
+from falsecli.stages.heatmap import load_heatmap
 
 RANKING_CSV = "ranking.csv"
 RANKING_JSON = "ranking.json"

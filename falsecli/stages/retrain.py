@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from falsecli.core import console
-from falsecli.core.config import GENERATED, Config, run_signature
+from falsecli.core.config import Config, run_signature
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, retrain_name
+from falsecli.core.layout import retrain_name
+from falsecli.core.manifest import Stage
+from falsecli.core.rules import GENERATED
 from falsecli.stages import Step
 
 

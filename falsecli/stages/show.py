@@ -10,13 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError, did_you_mean
-from falsecli.core.workdir import MANIFEST, Stage
+from falsecli.core.manifest import MANIFEST, Stage
 
 #: the workflow's order, for listing the stages of a workdir
-ORDER = ("train", "heatmap", "rank", "transfer", "retrain", "query", "al", "report")
+ORDER = (layout.TRAIN, layout.HEATMAP, "rank", "transfer", layout.RETRAIN, layout.QUERY,
+         layout.AL, "report")
 
 
 def _stages(workdir: Path) -> list[str]:

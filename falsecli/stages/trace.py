@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, stage_run, write_csv, write_json, write_text
+from falsecli.core.files import write_csv, write_json, write_text
+from falsecli.core.manifest import Stage
+from falsecli.core.swap import stage_run
 from falsecli.stages import Step
 
 INFLUENCE_CSV = "influence.csv"
@@ -30,11 +32,6 @@ QUERY_JSON = "query.json"
 PROPONENTS_PNG = "proponents.png"
 OPPONENTS_PNG = "opponents.png"
 EPOCHS_PNG = "epochs.png"
-
-
-def stage_name(run: str, section: str) -> str:
-    """Where the trace of ``section`` in ``run`` goes: beside the run's heat maps."""
-    return f"trace/{section}" if run == "train" else f"{run}/trace/{section}"
 
 
 def _query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
@@ -67,8 +64,7 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
 
     epochs = kept_epochs(run_path)
     if not epochs:
-        how = ("falsecli train --force --set train.keep_every=5" if run == "train" else
-               "falsecli retrain --force --set train.keep_every=5 --aug ... --seeds ...")
+        how = f"falsecli {layout.command(run)} --force --set train.keep_every=5"
         raise FalseCliError(f"trace: {run_path} kept no weights during training — train it "
                             f"again keeping them every k epochs: '{how} -w {workdir}'")
     out = []
@@ -94,7 +90,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
                             "--section inline_0005")
     workdir = Path(workdir)
     source = Stage(workdir, run)
-    source.require(stage_name(run, name))
+    source.require(layout.trace_folder(run, name))
     checkpoints = _checkpoints(source.path, run, workdir)
     device = resolve_device(cfg["train"]["device"])
     model, payload = load_model(source.path / MODEL, device)
@@ -109,30 +105,26 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     n_params = sum(p.numel() for n, p in model.named_parameters() if n in names)
     n_batches = len(checkpoints) * sum(
         -(-len(g) // opts["batch_size"]) for g in by_shape(sections).values())
-    folder = stage_name(run, name)
+    folder = layout.trace_folder(run, name)
+    pixels = int((region & (labels != ds.ignore_index)).sum())
     with stage_run(workdir, folder, cfg, upstream=[source], force=force,
                    device=str(device)) as out, console.progress() as bar:
         console.log(f"{folder}: {len(sections)} training sections x {len(checkpoints)} kept "
                     f"checkpoints, {n_params:,} parameters ({opts['layers']}), query: {what} "
-                    f"({int((region & (labels != ds.ignore_index)).sum())} pixels)")
+                    f"({pixels} pixels)")
         task = bar.add_task("trace", total=n_batches, info="")
         scores = influence.class_scores(model, checkpoints, names, query, ds, sections,
                                         opts["batch_size"], lambda: bar.advance(task))
         rows = _rows(scores, sections, ds.classes)
         top = opts["top"]
-        chosen = list(dict.fromkeys(r["section"] for r in rows[:top] + rows[::-1][:top]))
-        by_name = {s.name: s for s in sections}
-        maps = dict(zip(chosen, influence.influence_maps(
-            model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
-            opts["batch_size"])))
+        maps = _top_maps(model, checkpoints, names, query, ds, sections, rows, opts)
         write_csv(out.out(INFLUENCE_CSV), ["section", "score", "rank", *ds.classes], rows)
         per_epoch = scores.sum(0)  # (checkpoints, classes)
         epochs = [c.epoch for c in checkpoints]
         write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
         options = {"run": run, "section": name, "query": what, "layers": opts["layers"],
                    "parameters": n_params, "epochs": epochs,
-                   "lr": [c.lr for c in checkpoints],
-                   "query_pixels": int((region & (labels != ds.ignore_index)).sum())}
+                   "lr": [c.lr for c in checkpoints], "query_pixels": pixels}
         write_json(out.out(QUERY_JSON), options)
         _draw(out, ds, section, query, rows, maps, per_epoch, epochs, options, top)
         out.extra.update(options)
@@ -141,6 +133,21 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
             "proponents": rows[:top], "opponents": rows[::-1][:top],
             "class_totals": class_totals,
             "outputs": [str(out.path / rel) for rel in out.outputs]}
+
+
+def _top_maps(model: Any, checkpoints: list[Any], names: list[str], query: Any, ds: Any,
+              sections: list[Any], rows: list[dict[str, Any]], opts: dict[str, Any]
+              ) -> dict[str, np.ndarray]:
+    """Per-pixel influence maps of the ``trace.top`` proponents and opponents (the sections
+    the figures show), by name; only those: a map costs a backward pass per pixel batch."""
+    from falsecli.method import influence
+
+    top = opts["top"]
+    chosen = list(dict.fromkeys(r["section"] for r in rows[:top] + rows[::-1][:top]))
+    by_name = {s.name: s for s in sections}
+    return dict(zip(chosen, influence.influence_maps(
+        model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
+        opts["batch_size"])))
 
 
 def _tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
@@ -188,7 +195,8 @@ def load_influence(path: Path) -> list[dict[str, Any]]:
 def _draw(out: Any, ds: Any, section: Any, query: Any, rows: list[dict[str, Any]],
           maps: dict[str, np.ndarray], per_epoch: np.ndarray, epochs: list[int],
           options: dict[str, Any], top: int) -> None:
-    from falsecli.method.figures import epoch_class_figure, influence_figure, save_figure
+    from falsecli.present.figures import save_figure
+    from falsecli.present.trace_figures import epoch_class_figure, influence_figure
 
     by_name = {s.name: s for s in ds.sections("train")}
     title = (f"{options['section']} ({options['query']}, {options['query_pixels']} px): "
@@ -229,4 +237,5 @@ def print_trace(summary: dict[str, Any]) -> None:
 
 
 STEP = Step("trace", trace, lambda cfg, workdir: [cfg["trace"]["run"]],
-            lambda cfg, workdir: {stage_name(cfg["trace"]["run"], cfg["trace"]["section"]): cfg})
+            lambda cfg, workdir: {
+                layout.trace_folder(cfg["trace"]["run"], cfg["trace"]["section"]): cfg})

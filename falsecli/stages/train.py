@@ -25,7 +25,8 @@ from falsecli.core.checkpoint import CHECKPOINT, FORCE, BackgroundSaver
 from falsecli.core.config import Config, run_signature
 from falsecli.core.distributed import Ranks
 from falsecli.core.errors import FalseCliError
-from falsecli.core.workdir import Stage, StageRun, stage_run
+from falsecli.core.manifest import Stage, StageRun
+from falsecli.core.swap import stage_run
 from falsecli.data.provenance import run_fingerprint
 from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
 from falsecli.method.metrics import scores

@@ -4,6 +4,9 @@
    :func:`falsecli.method.style.fit`) on random ``transfer.crop`` crops of the training
    sections (the crop is clipped to the smallest training section), or reuse
    ``transfer/generator.pt`` when it was trained with the same data and training keys.
+   With ``transfer.perceptual_weight`` > 0 the generator also matches the real crops in
+   the features of ``train/model.pt``'s frozen backbone (:mod:`falsecli.method.perceptual`;
+   ``train/`` is then an upstream result, and a retrained network retrains the generator).
    Training checkpoints every ``transfer.checkpoint_every`` steps; an interrupted ``transfer``
    continues from the checkpoint with ``--resume`` (the policy of
    :mod:`falsecli.core.checkpoint`), ``--force`` starts over.
@@ -23,15 +26,20 @@ Targets are the training sections that contain the class, of the most common sha
 retraining adds to its pool like any other section (:func:`load_samples` reads it). Images are
 in ``ds.image`` units.
 
-Quality figures (``metrics.json``), all on the samples as written (composited when on): the
-reconstruction error on held-out (validation) sections; the class-local change ratio: mean
-|transfer - reconstruction| inside the class over the same outside it, per sample (same
-target, same noise), averaged over the samples (``change_inside``, ``change_outside``); and
-against the target itself, means over the samples: ``change_inside_vs_target`` and
-``change_outside_vs_target`` (mean |sample - target| inside / outside the class), their ratio
-``class_local_change_ratio_vs_target``, and ``relative_change_outside``: the outside change
-over the targets' mean |amplitude| outside the class (0: the target's geology is kept).
-``identity`` holds the same four for the identity samples.
+With ``transfer.method: statistics`` step 1 is skipped and step 2 matches the source class's
+depth spectrum, lateral coherence and amplitude distribution onto the target's class, which
+alone changes, its change feathered ``composite_feather`` pixels outward
+(:mod:`falsecli.method.classmatch`); its identity sample is the target matched to itself, the
+target bit for bit.
+
+Quality figures (``metrics.json``; per sample in ``changes.csv``), on the samples as written:
+the generator's reconstruction error on held-out sections (None without a generator); the
+change ratio: mean |transfer - identity sample| inside the class over the same outside it
+(``change_inside``, ``change_outside``); the same against the target (``*_vs_target``) and
+``relative_change_outside``, the outside change over the targets' mean |amplitude| there (0:
+the target's geology is kept); and ``style_moved`` (:mod:`falsecli.method.stylemeasure`): 1
+when the class has the source's style, 0 when it kept the target's. ``identity`` holds the
+target-relative figures and ``style_moved`` of the identity samples.
 """
 
 from __future__ import annotations
@@ -49,13 +57,17 @@ import torch
 
 from falsecli.core import checkpoint, console
 from falsecli.core.checkpoint import CHECKPOINT, FORCE
-from falsecli.core.config import GENERATED, Config, class_id
+from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import read_csv, save_npz, write_csv, write_json
+from falsecli.core.manifest import Stage, StageRun
+from falsecli.core.rules import GENERATED
 from falsecli.core.runtime import resolve_device, seed_everything
-from falsecli.core.workdir import (Stage, StageRun, read_csv, save_npz, stage_run,
-                                   write_csv, write_json)
+from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, Section, load_dataset
-from falsecli.method import style
+from falsecli.method import perceptual, style, stylemeasure
+from falsecli.method.transfermethod import (NO_TRAINING, Made, backbone_stages, sean_samples,
+                                            statistics_samples, summary_lines)
 from falsecli.method.pool import Pool
 from falsecli.method.sean import ARCHITECTURE, LossWeights, Sean, SeanConfig
 from falsecli.stages import Step
@@ -76,18 +88,25 @@ CHANGES = "changes.csv"
 #: the columns of changes.csv and the type of each
 CHANGE_COLUMNS = {"method": str, "source": str, "target": str, "change_inside": float,
                   "change_outside": float, "change_inside_vs_target": float,
-                  "change_outside_vs_target": float, "amplitude_outside": float}
+                  "change_outside_vs_target": float, "amplitude_outside": float,
+                  "style_moved": float, "style_to_source": float,
+                  "style_target_to_source": float}
 #: paper Fig. 3 for all style sources together (the report shows it)
 FIG3 = "figures/fig3.png"
+#: Fig. 3's style: the class region's amplitude distribution and depth spectrum of target,
+#: source and transfer, per source (the report shows it)
+FIG3_STYLE = "figures/fig3_style.png"
 #: transfer keys that change the trained generator (the others only change the sampling)
 TRAIN_KEYS = ("iterations", "crop", "batch_size", "lr", "style_dim", "channels", "seed",
-              "l1_weight", "fm_weight")
+              "l1_weight", "fm_weight", "perceptual_weight")
 
 
-def generator_config(cfg: Config) -> dict[str, Any]:
-    """What a stored generator must have been trained with to be reused."""
+def generator_config(cfg: Config, backbone: Stage | None = None) -> dict[str, Any]:
+    """What a stored generator must have been trained with to be reused: with the perceptual
+    loss, also the trained network whose backbone it was trained through."""
     return {"data": cfg["data"], "transfer": {k: cfg["transfer"][k] for k in TRAIN_KEYS},
-            "generator": {"architecture": ARCHITECTURE}}
+            "generator": {"architecture": ARCHITECTURE},
+            **({"backbone": {backbone.name: backbone.digest()}} if backbone else {})}
 
 
 # ---------------------------------------------------------------- inputs
@@ -151,7 +170,8 @@ def _fit_options(t: dict[str, Any], amp: bool) -> style.FitOptions:
         iterations=t["iterations"], crop=tuple(t["crop"]), batch_size=t["batch_size"],
         lr=t["lr"], seed=t["seed"], log_every=t["log_every"],
         checkpoint_every=t["checkpoint_every"],
-        weights=LossWeights(l1=t["l1_weight"], fm=t["fm_weight"]), amp=amp)
+        weights=LossWeights(l1=t["l1_weight"], fm=t["fm_weight"],
+                            perceptual=t["perceptual_weight"]), amp=amp)
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -198,10 +218,12 @@ def _load_weights(model: Sean, stored: dict[str, Any], path: Path) -> bool:
 
 
 def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device, amp: bool,
-                  ckpt: dict[str, Any] | None) -> tuple[Sean, dict[str, Any]]:
+                   ckpt: dict[str, Any] | None, backbone: Stage | None
+                   ) -> tuple[Sean, dict[str, Any]]:
     """The trained model and a summary of its training: reused from ``generator.pt`` when the
-    generator config matches, else trained (from the checkpoint ``ckpt`` when resuming)."""
-    want = generator_config(cfg)
+    generator config matches, else trained (from the checkpoint ``ckpt`` when resuming;
+    through the frozen ``backbone`` run's network when given)."""
+    want = generator_config(cfg, backbone)
     stored = _stored_generator(run.path / GENERATOR)
     if stored is not None and stored["config"] == want:
         model = _new_model(cfg)
@@ -213,9 +235,11 @@ def _trained_model(cfg: Config, pool: Pool, run: StageRun, device: torch.device,
     if ckpt is None:
         seed_everything(cfg["transfer"]["seed"])  # the initialisation depends on the seed only
     model = _new_model(cfg)
+    features = None if backbone is None else perceptual.from_run(backbone.path, device)
     training = style.fit(model, pool, _fit_options(cfg["transfer"], amp), device, resume=ckpt,
                          save=lambda state: checkpoint.save(run.path / CHECKPOINT,
-                                                            {"config": want, **state}))
+                                                            {"config": want, **state}),
+                         features=features)
     checkpoint.save(run.out(GENERATOR), {
         "config": want, "sean": dataclasses.asdict(model.cfg), "classes": cfg["data"]["classes"],
         "encoder": model.encoder.state_dict(), "generator": model.generator.state_dict(),
@@ -235,31 +259,20 @@ def _clear_results(path: Path) -> None:
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def _held_out(ds: Dataset, count: int) -> list[Section]:
-    """``count`` validation sections, evenly spaced over inlines then crosslines."""
-    val = ds.sections("val")
-    picks = np.unique(np.linspace(0, len(val) - 1, min(len(val), count)).round().astype(int))
-    return [val[i] for i in picks]
-
-
 def _write_figures(run: StageRun, rows: list[dict[str, Any]], sources: Sequence[Section],
-                   ds: Dataset, class_name: str, history: list[dict[str, float]]) -> None:
-    """Fig. 3 for all sources together and for each alone, and the loss curves."""
+                   ds: Dataset, k: int, history: list[dict[str, float]]) -> None:
+    """Fig. 3 and its style for all sources together, Fig. 3 for each alone, the loss curves."""
     # matplotlib only to draw: train imports this module to read samples and draws nothing
-    from falsecli.method import figures
+    from falsecli.present import figures, style_figures, transfer_figures
 
-    draw = functools.partial(figures.fig3, classes=ds.classes, ignore_index=ds.ignore_index,
-                             class_name=class_name)
+    draw = functools.partial(transfer_figures.fig3, classes=ds.classes,
+                             ignore_index=ds.ignore_index, class_name=ds.classes[k])
     figures.save_figure(draw(rows), run.out(FIG3))
+    figures.save_figure(style_figures.style_figure(rows, k, ds.classes[k]), run.out(FIG3_STYLE))
     for row, src in zip(rows, sources):
         figures.save_figure(draw([row]), run.out(f"figures/fig3_{src.name}.png"))
     if history:
-        figures.save_figure(figures.loss_figure(history), run.out("figures/losses.png"))
-
-
-def _composite(t: dict[str, Any]) -> style.Composite | None:
-    return (style.Composite(t["composite_dilate"], t["composite_feather"]) if t["composite"]
-            else None)
+        figures.save_figure(transfer_figures.loss_figure(history), run.out("figures/losses.png"))
 
 
 def _save_samples(path: Path, samples: style.Samples) -> None:
@@ -271,7 +284,14 @@ def _save_samples(path: Path, samples: style.Samples) -> None:
 def _change_rows(method: str, s: style.Samples) -> list[dict[str, Any]]:
     return [{"method": method, **dict(zip(list(CHANGE_COLUMNS)[1:], values))}
             for values in zip(s.source, s.target, s.inside, s.outside, s.inside_target,
-                              s.outside_target, s.amplitude_outside)]
+                              s.outside_target, s.amplitude_outside,
+                              [_nan(m) for m in s.style_moved], s.style_to_source,
+                              s.style_target_to_source)]
+
+
+def _nan(value: float | None) -> float:
+    """None (a ratio without a denominator) as NaN, which a CSV float column reads back."""
+    return float("nan") if value is None else value
 
 
 def load_changes(workdir: Path, method: str) -> list[dict[str, Any]]:
@@ -289,37 +309,27 @@ def load_changes(workdir: Path, method: str) -> list[dict[str, Any]]:
             if row["method"] == method]
 
 
-def _write_samples(run: StageRun, cfg: Config, ds: Dataset, model: Sean, k: int,
-                   sources: Sequence[Section], targets: Sequence[Section],
-                   training: dict[str, Any], device: torch.device, amp: bool
-                   ) -> dict[str, Any]:
-    """Generate the samples and the identity samples and write them, their metrics and the
-    figures; returns the metrics."""
-    t = cfg["transfer"]
-    class_name = ds.classes[k]
-    tr = style.Transferer(model, device, amp)
-    composite = _composite(t)
-    console.log(f"transfer: '{class_name}' from {len(sources)} source(s) into "
-                f"{len(targets)} candidate target(s) of shape {list(targets[0].shape)}"
-                + (f", composited (dilate {t['composite_dilate']}, feather "
-                   f"{t['composite_feather']})" if composite else ""))
-    samples, identity, codes, firsts = style.generate_samples(
-        tr, ds, k, sources, targets, t["per_source"], t["batch_size"], t["seed"], composite)
+def _write_samples(run: StageRun, cfg: Config, ds: Dataset, k: int, sources: Sequence[Section],
+                   made: Made, training: dict[str, Any]) -> dict[str, Any]:
+    """Write the samples, the identity samples, their changes, metrics and figures; returns
+    the metrics."""
+    samples, identity = made.samples, made.identity
     _save_samples(run.out(SAMPLES), samples)
     _save_samples(run.out(IDENTITY_SAMPLES), identity)
     write_csv(run.out(CHANGES), CHANGE_COLUMNS,
               [row for method, done in zip(GENERATED, (samples, identity))
                for row in _change_rows(method, done)])
-    metrics = {"class": class_name, "class_id": k, "samples": len(samples.source),
-               "shape": list(samples.images[0].shape), "sources": [s.name for s in sources],
-               "composite": bool(composite),
-               **style.reconstruction_error(tr, ds, _held_out(ds, t["eval_sections"]),
-                                            t["batch_size"]),
-               **style.change_metrics(samples),
-               "identity": style.target_change_metrics(identity), "training": training}
+    metrics = {"class": ds.classes[k], "class_id": k, "method": cfg["transfer"]["method"],
+               "samples": len(samples.source), "shape": list(samples.images[0].shape),
+               "sources": [s.name for s in sources],
+               "composite": made.composite,
+               **made.quality, **style.change_metrics(samples),
+               **stylemeasure.summary(samples.style_moved, samples.source),
+               "identity": {**style.target_change_metrics(identity),
+                            **stylemeasure.summary(identity.style_moved, identity.source)},
+               "training": training}
     write_json(run.out(METRICS), metrics)
-    rows = style.figure_rows(tr, ds, k, sources, codes, firsts, t["seed"], composite)
-    _write_figures(run, rows, sources, ds, class_name, training["history"])
+    _write_figures(run, made.rows, sources, ds, k, training["history"])
     return metrics
 
 
@@ -332,14 +342,16 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
     class_name = cfg["data"]["classes"][k]
     device = resolve_device(cfg["train"]["device"])
     rank = Stage(workdir, "rank")
+    backbone = next((Stage(workdir, name) for name in backbone_stages(t)), None)
     resuming = checkpoint.interrupted(Stage(workdir, "transfer"), resume=resume, force=force,
                                       progress=_progress)
-    with stage_run(workdir, "transfer", cfg, upstream=[rank], force=force, keep=not force,
-                   seed=t["seed"], device=str(device)) as run:
+    with stage_run(workdir, "transfer", cfg, upstream=[rank, *filter(None, [backbone])],
+                   force=force, keep=not force, seed=t["seed"], device=str(device)) as run:
         _clear_results(run.path)
         ckpt = _read_checkpoint(run.temp(CHECKPOINT)) if resuming else None
         if ckpt is not None:
-            checkpoint.check_signature("transfer", ckpt["config"], generator_config(cfg))
+            checkpoint.check_signature("transfer", ckpt["config"],
+                                       generator_config(cfg, backbone))
         names = [row["section"] for row in load_ranking(workdir, class_name)[:t["sources"]]]
         ds = load_dataset(cfg)
         sources = resolve_sections(ds, names)
@@ -348,35 +360,31 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
                         f"using them all (transfer.sources is {t['sources']})")
         pool = Pool.load(ds, ds.sections("train"), device)
         targets = pool.targets(k, class_name)
-        amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
-        model, training = _trained_model(cfg, pool, run, device, amp, ckpt)
-        del pool
-        metrics = _write_samples(run, cfg, ds, model, k, sources, targets, training, device,
-                                 amp)
+        t_log = (f"transfer: '{class_name}' by {t['method']} from {len(sources)} source(s) "
+                 f"into {len(targets)} candidate target(s) of shape {list(targets[0].shape)}")
+        if t["method"] == "statistics":
+            del pool
+            console.log(t_log)
+            made, training = statistics_samples(cfg, ds, k, sources, targets), NO_TRAINING
+        else:
+            amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
+            model, training = _trained_model(cfg, pool, run, device, amp, ckpt, backbone)
+            del pool
+            console.log(t_log)
+            made = sean_samples(cfg, ds, model, k, sources, targets, device, amp)
+        metrics = _write_samples(run, cfg, ds, k, sources, made, training)
     return _summary(metrics, run)
 
 
 def _summary(metrics: dict[str, Any], run: StageRun) -> dict[str, Any]:
     training = metrics["training"]
-    lines = [
-        (f"transfer: {metrics['samples']} samples of '{metrics['class']}' "
-         f"{metrics['shape'][0]}x{metrics['shape'][1]}, generator {training['generator']}"),
-        (f"reconstruction error {metrics['reconstruction_error']:.3f} "
-         f"(predicting the mean: {metrics['reconstruction_baseline']:.3f}), "
-         f"class-local change ratio {metrics['class_local_change_ratio']:.2f}"),
-        (f"change outside the class vs the target {metrics['change_outside_vs_target']:.3f} "
-         f"({_share(metrics['relative_change_outside'])} of its amplitude; identity samples "
-         f"{_share(metrics['identity']['relative_change_outside'])})"),
-    ]
     return {"stage": "transfer", "class": metrics["class"], "samples": metrics["samples"],
-            "reconstruction_error": metrics["reconstruction_error"],
+            "method": metrics["method"], "reconstruction_error": metrics["reconstruction_error"],
             "class_local_change_ratio": metrics["class_local_change_ratio"],
-            "generator": training["generator"], "lines": lines,
+            "style_moved": metrics["style_moved"],
+            "generator": training["generator"], "lines": summary_lines(metrics),
             "outputs": [str(run.path / p) for p in run.outputs]}
 
 
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-STEP = Step("transfer", transfer, lambda cfg, workdir: ["rank"], resumes=True)
+STEP = Step("transfer", transfer,
+            lambda cfg, workdir: ["rank", *backbone_stages(cfg["transfer"])], resumes=True)

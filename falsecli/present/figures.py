@@ -1,4 +1,7 @@
 """Figures in the paper's style: facies in the F3 benchmark colours, heat maps blue -> red.
+The common pieces (palette, scales, axes, saving) and the figures of sections, heat maps and
+curves; the transfer's and the trace's figures build on them in
+:mod:`falsecli.present.transfer_figures` and :mod:`falsecli.present.trace_figures`.
 
 Figures are built on ``matplotlib.figure.Figure`` (Agg, no pyplot): no global state, no
 display needed, and nothing leaks between the many figures a stage draws.
@@ -17,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from falsecli.core.workdir import save_with
+from falsecli.core.files import save_with
 
 #: F3 facies benchmark palette (Alaudah et al. 2019), in class order: upper, middle and lower
 #: North Sea, Rijnland/chalk, scruff (orange), Zechstein (red)
@@ -32,12 +35,6 @@ HEAT_LABEL = "forgetting events"
 DPI = 110
 #: outline of a query region (``trace``): visible on facies colours and on grey seismic
 REGION_COLOR = "magenta"
-
-
-#: the style-transfer GAN's losses (:data:`falsecli.method.sean.LOSS_NAMES`), said in full
-LOSS_TITLES = {"d": "discriminator loss (hinge)", "g_adv": "generator adversarial loss (hinge)",
-               "fm": "feature-matching loss (L1 of discriminator features)",
-               "l1": "reconstruction loss (L1 of normalised amplitude)"}
 DEPTH_LABEL = "depth (samples)"
 TRACE_LABEL = "trace"
 
@@ -67,7 +64,7 @@ def facies_legend(fig: Figure, classes: Sequence[str]) -> None:
                title="facies (annotation)", title_fontsize=8, frameon=False)
 
 
-def _section_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
+def section_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
     """Trace and depth-sample axes on the outer panels of a grid of sections."""
     if x:
         ax.set_xlabel(TRACE_LABEL)
@@ -101,7 +98,7 @@ def seismic_limits(seismic: np.ndarray) -> tuple[float, float]:
     return -(clip or 1.0), clip or 1.0
 
 
-def _panel_size(shape: tuple[int, int], height: float = 3.0) -> float:
+def panel_size(shape: tuple[int, int], height: float = 3.0) -> float:
     """Width in inches of a panel of ``shape`` (depth, width) drawn ``height`` inches high."""
     depth, width = shape
     return float(np.clip(height * width / max(depth, 1), 1.0, 3.0 * height))
@@ -118,7 +115,7 @@ def _three_panels(shape: tuple[int, int]) -> tuple[Figure, Any, bool]:
         fig = Figure(figsize=(11.0, 3 * height + 1.4), dpi=DPI, layout="constrained")
         axes = fig.subplots(3, 1, sharex=True, sharey=True)
     else:
-        panel = _panel_size(shape)
+        panel = panel_size(shape)
         fig = Figure(figsize=(3 * panel + 4.4, 4.2), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, 3, sharex=True, sharey=True)
     return fig, axes, stacked
@@ -147,7 +144,7 @@ def _seismic_and_facies(fig: Figure, axes: Any, stacked: bool, seismic: np.ndarr
     bar.ax.invert_yaxis()  # shallow units on top, as in the section
     bar.set_label("facies")
     for ax in axes:
-        _section_axes(ax, x=not stacked or ax is axes[-1], y=stacked or ax is axes[0])
+        section_axes(ax, x=not stacked or ax is axes[-1], y=stacked or ax is axes[0])
 
 
 def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
@@ -216,38 +213,20 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
     else:
         cmap, norm = colormaps[HEAT_CMAP].with_extremes(bad=MISSING), Normalize(0.0, peak)
     lead = 2 if context else 0
-    panel = _panel_size(present[0].shape, 2.2)
+    panel = panel_size(present[0].shape, 2.2)
     fig = Figure(figsize=((len(cols) + lead) * panel + 2.6, len(rows) * 2.4 + 1.0), dpi=DPI,
                  layout="constrained")
     axes = fig.subplots(len(rows), len(cols) + lead, squeeze=False, sharex=True, sharey=True)
     image = None
     for r, row in enumerate(rows):
-        panels: list[tuple[Any, str, Any]] = []
-        if context:
-            seismic, labels = context[row]
-            lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
-            panels += [(axes[r, 0], "seismic", dict(X=seismic, cmap="gray", vmin=lo, vmax=hi)),
-                       (axes[r, 1], "annotation", dict(
-                           X=np.ma.masked_greater_equal(labels, len(classes)),
-                           cmap=label_cmap(len(classes)), vmin=-0.5,
-                           vmax=len(classes) - 0.5))]
-        panels += [(axes[r, c + lead], col, None if row not in maps[col] else
-                    dict(X=maps[col][row], cmap=cmap, norm=norm)) for c, col in enumerate(cols)]
-        for c, (ax, name, spec) in enumerate(panels):
-            if r == 0:
-                ax.set_title(name)
-            _section_axes(ax, x=r == len(rows) - 1, y=False)
-            if c == 0:
-                ax.set_ylabel(f"{row}\n{DEPTH_LABEL}")
-            if spec is None:
-                ax.set_facecolor(MISSING)
-                continue
-            shown = ax.imshow(interpolation="nearest", **spec)
-            if c >= lead:
-                image = shown
-            if context and outline is not None:
-                ax.contour(np.asarray(context[row][1]) == outline, levels=[0.5],
-                           colors=REGION_COLOR, linewidths=0.8)
+        panels = _context_panels(context[row], classes) if context else []
+        panels += [(col, None if row not in maps[col] else
+                    dict(X=maps[col][row], cmap=cmap, norm=norm)) for col in cols]
+        edge = (None if not context or outline is None
+                else np.asarray(context[row][1]) == outline)
+        drawn = _grid_row(axes[r], panels, row, lead, edge, first=r == 0,
+                          last=r == len(rows) - 1)
+        image = drawn if drawn is not None else image
     if counts:
         _count_bar(fig, image, axes, int(peak), shrink=0.6, label=label)
     else:
@@ -257,6 +236,40 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _context_panels(context: tuple[np.ndarray, np.ndarray], classes: Sequence[str]
+                    ) -> list[tuple[str, dict[str, Any] | None]]:
+    """The seismic and annotation panels (title, imshow arguments) that lead a grid row."""
+    seismic, labels = context
+    lo, hi = seismic_limits(np.asarray(seismic, dtype=np.float32))
+    return [("seismic", dict(X=seismic, cmap="gray", vmin=lo, vmax=hi)),
+            ("annotation", dict(X=np.ma.masked_greater_equal(labels, len(classes)),
+                                cmap=label_cmap(len(classes)), vmin=-0.5,
+                                vmax=len(classes) - 0.5))]
+
+
+def _grid_row(axes: Any, panels: list[tuple[str, dict[str, Any] | None]], row: str, lead: int,
+              outline: np.ndarray | None, *, first: bool, last: bool) -> Any:
+    """Draw one row of :func:`heatmap_grid` (a panel without arguments is an empty grey one,
+    ``outline`` a mask outlined in every drawn panel); returns the row's last heat image."""
+    image = None
+    for c, (name, spec) in enumerate(panels):
+        ax = axes[c]
+        if first:
+            ax.set_title(name)
+        section_axes(ax, x=last, y=False)
+        if c == 0:
+            ax.set_ylabel(f"{row}\n{DEPTH_LABEL}")
+        if spec is None:
+            ax.set_facecolor(MISSING)
+            continue
+        shown = ax.imshow(interpolation="nearest", **spec)
+        if c >= lead:
+            image = shown
+        if outline is not None:
+            ax.contour(outline, levels=[0.5], colors=REGION_COLOR, linewidths=0.8)
+    return image
 
 
 def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> Figure:
@@ -285,170 +298,6 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
     return fig
 
 
-def _symmetric_limit(arrays: Sequence[np.ndarray]) -> float:
-    """One symmetric scale for several difference images: the 99.5th percentile of |value|
-    over all of them (a few extreme pixels do not wash the rest out)."""
-    values = np.abs(np.concatenate([np.ravel(a) for a in arrays]))
-    return float(np.percentile(values, 99.5)) if values.size else 1.0
-
-
-def fig3(rows: Sequence[dict[str, Any]], classes: Sequence[str], ignore_index: int,
-         class_name: str) -> Figure:
-    """Paper Fig. 3, one row per style source: target | transfer | transfer − target |
-    target annotation | style source | source annotation | difference of two transfers of
-    the same target. Sections at true aspect with trace and depth axes; each difference
-    column shares one labelled symmetric scale over all rows; the facies legend below."""
-    n = len(classes)
-    cmap = label_cmap(n)
-    depth, width = np.shape(rows[0]["target"])
-    panel = _panel_size((depth, width), 2.4)
-    fig = Figure(figsize=(7 * panel + 1.6, 2.6 * len(rows) + 2.4), dpi=DPI,
-                 layout="constrained")
-    # a thin last row holds the two difference colour bars, aligned under their columns
-    grid = fig.add_gridspec(len(rows) + 1, 7, height_ratios=[1.0] * len(rows) + [0.05])
-    fig.get_layout_engine().set(hspace=0.06)  # room for the "trace" labels above the bars
-    axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(7)] for r in range(len(rows))])
-    for ax in axes.flat[1:]:
-        ax.sharex(axes[0, 0])
-        ax.sharey(axes[0, 0])
-    change = [np.asarray(row["transfer"]) - np.asarray(row["target"]) for row in rows]
-    change_lim = _symmetric_limit(change) or 1.0
-    style_lim = _symmetric_limit([row["difference"] for row in rows]) or 1.0
-    diff_images = {}
-    for r, row in enumerate(rows):
-        lo, hi = seismic_limits(row["target"])
-        names = row["names"]
-        panels = [(row["target"], "seis", f"target\n{names[0]}"),
-                  (row["transfer"], "seis", f"transfer\n{names[1]}"),
-                  (change[r], "change", "transfer − target"),
-                  (row["target_labels"], "lab", f"target annotation\n{names[2]}"),
-                  (row["source"], "seis", f"style source\n{names[3]}"),
-                  (row["source_labels"], "lab", f"source annotation\n{names[4]}"),
-                  # one operand a line (names are wider than a panel); its colour bar
-                  # says "difference of transfers"
-                  (row["difference"], "style", row["difference_name"].replace(" − ", "\n− "))]
-        for c, (values, kind, panel_title) in enumerate(panels):
-            ax = axes[r, c]
-            if kind == "seis":
-                ax.imshow(values, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            elif kind == "lab":
-                ax.imshow(mask_ignored(values, values, ignore_index), cmap=cmap,
-                          vmin=-0.5, vmax=n - 0.5, interpolation="nearest")
-            else:
-                lim = change_lim if kind == "change" else style_lim
-                diff_images[c] = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim,
-                                           interpolation="nearest")
-            ax.set_title(panel_title, fontsize=8)
-            _section_axes(ax, x=r == len(rows) - 1, y=c == 0)
-            ax.tick_params(labelbottom=r == len(rows) - 1, labelleft=c == 0)
-    labels = {2: "transfer − target\n(normalised amplitude)",
-              6: "difference of transfers\n(normalised amplitude)"}
-    for c in range(7):
-        if c in diff_images:
-            bar = fig.colorbar(diff_images[c], cax=fig.add_subplot(grid[-1, c]),
-                               orientation="horizontal")
-            bar.set_label(labels[c], fontsize=8)
-        else:
-            fig.add_subplot(grid[-1, c]).set_axis_off()
-    facies_legend(fig, classes)
-    fig.suptitle(f"class-specific style transfer of '{class_name}': the target's "
-                 f"'{class_name}' takes the style of a most-forgotten section")
-    return fig
-
-
-def loss_figure(history: Sequence[Mapping[str, float]]) -> Figure:
-    """The style-transfer GAN's losses over training: ``history`` rows are ``{"step": s,
-    loss name: value, ...}`` (means over the ``transfer.log_every`` steps before ``s``)."""
-    names = [k for k in history[0] if k != "step"]
-    cols = min(len(names), 2)
-    fig = Figure(figsize=(9, 2.8 * -(-len(names) // cols) + 0.6), dpi=DPI,
-                 layout="constrained")
-    axes = fig.subplots(-(-len(names) // cols), cols, squeeze=False).ravel()
-    steps = [h["step"] for h in history]
-    for ax, name in zip(axes, names):
-        ax.plot(steps, [h[name] for h in history], marker=".")
-        ax.set_title(LOSS_TITLES.get(name, name), fontsize=10)
-        ax.set(xlabel="generator training step", ylabel="loss (mean over the log interval)")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
-    fig.suptitle("style-transfer GAN losses during training")
-    return fig
-
-
-def _diverging(values: Sequence[np.ndarray]) -> float:
-    """The top of a symmetric colour scale that shows every value in ``values``."""
-    return max([float(np.max(np.abs(v), initial=0)) for v in values] + [1e-30])
-
-
-def influence_figure(image: np.ndarray, labels: np.ndarray, region: np.ndarray,
-                     panels: Sequence[Mapping[str, Any]], *, classes: Sequence[str],
-                     ignore_index: int, title: str) -> Figure:
-    """The query section (annotation above, seismic below, the query region outlined in
-    magenta) beside training sections, each ``{"name", "score", "labels", "map"}``: its
-    annotation above its per-pixel influence map (red: lowers the query loss, blue: raises
-    it; one scale for all, symmetric about 0)."""
-    n = len(classes)
-    cols = 1 + len(panels)
-    fig = Figure(figsize=(2.4 * cols + 1.4, 5.6), dpi=DPI, layout="constrained")
-    axes = fig.subplots(2, cols, squeeze=False)
-    lo, hi = seismic_limits(image)
-    top = _diverging([p["map"] for p in panels])
-    image_map = None
-    for c in range(cols):
-        lab = labels if c == 0 else panels[c - 1]["labels"]
-        axes[0, c].imshow(mask_ignored(lab, lab, ignore_index), cmap=label_cmap(n),
-                          vmin=-0.5, vmax=n - 0.5, aspect="auto", interpolation="nearest")
-        if c == 0:
-            axes[1, 0].imshow(image, cmap="gray", vmin=lo, vmax=hi, aspect="auto",
-                              interpolation="nearest")
-            for ax in axes[:, 0]:
-                ax.contour(region.astype(np.float32), levels=[0.5], colors=REGION_COLOR,
-                           linewidths=1.5)
-            axes[0, 0].set_title("query: annotation", fontsize=8)
-            axes[1, 0].set_title("query: seismic, region outlined", fontsize=8)
-            axes[0, 0].set_ylabel("depth (samples)")
-            axes[1, 0].set_ylabel("depth (samples)")
-            continue
-        panel = panels[c - 1]
-        axes[0, c].set_title(f"{panel['name']}\nscore {panel['score']:.2e}", fontsize=8)
-        image_map = axes[1, c].imshow(np.ma.masked_array(panel["map"],
-                                                         panel["labels"] == ignore_index),
-                                      cmap=colormaps["RdBu_r"].with_extremes(bad=MISSING),
-                                      vmin=-top, vmax=top, aspect="auto",
-                                      interpolation="nearest")
-        axes[1, c].set_title("influence per pixel", fontsize=8)
-    for ax in axes[1]:
-        ax.set_xlabel("trace")
-    colors = label_colors(n)
-    axes[0, -1].legend(handles=[Patch(color=colors[i], label=name)
-                                for i, name in enumerate(classes)],
-                       fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    if image_map is not None:
-        fig.colorbar(image_map, ax=axes[1, -1], label="lr x gradient product", shrink=0.9)
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
-def epoch_class_figure(values: np.ndarray, epochs: Sequence[int], classes: Sequence[str], *,
-                       title: str) -> Figure:
-    """Influence summed over all training sections per kept epoch (rows) and class of the
-    training pixels (columns): red lowered the query loss, blue raised it."""
-    top = _diverging([values])
-    fig = Figure(figsize=(1.0 * len(classes) + 2.6, 0.35 * len(epochs) + 2.2), dpi=DPI,
-                 layout="constrained")
-    ax = fig.subplots()
-    im = ax.imshow(values, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto",
-                   interpolation="nearest")
-    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-    ax.set_yticks(range(len(epochs)), [str(e) for e in epochs])
-    ax.set_xlabel("class of the training pixels")
-    ax.set_ylabel("kept epoch")
-    fig.colorbar(im, ax=ax, label="influence (lr x gradient product)")
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
 def query_figure(seismic: Mapping[str, np.ndarray], switch: Mapping[str, np.ndarray],
                  captions: Mapping[str, str], *, title: str) -> Figure:
     """The sections a query chose, one row each (in the order chosen): seismic (grey) |
@@ -457,7 +306,7 @@ def query_figure(seismic: Mapping[str, np.ndarray], switch: Mapping[str, np.ndar
     names = list(seismic)
     top = max([int(np.max(switch[n], initial=0)) for n in names] + [1])
     cmap, norm = count_scale(top)
-    panel = _panel_size(seismic[names[0]].shape, 2.2)
+    panel = panel_size(seismic[names[0]].shape, 2.2)
     fig = Figure(figsize=(2 * panel + 2.8, len(names) * 2.3 + 1.0), dpi=DPI,
                  layout="constrained")
     axes = fig.subplots(len(names), 2, squeeze=False)
@@ -470,7 +319,7 @@ def query_figure(seismic: Mapping[str, np.ndarray], switch: Mapping[str, np.ndar
                                   interpolation="nearest")
         axes[r, 0].set_ylabel(f"{name}\n{captions.get(name, '')}\n{DEPTH_LABEL}", fontsize=8)
         for c in (0, 1):
-            _section_axes(axes[r, c], x=r == len(names) - 1, y=False)
+            section_axes(axes[r, c], x=r == len(names) - 1, y=False)
     axes[0, 0].set_title("seismic")
     axes[0, 1].set_title("switch events")
     bar = fig.colorbar(image, ax=axes, label="switch events", shrink=0.6)

@@ -1,0 +1,70 @@
+"""The titles and captions of the report's figures and of its active-learning table: what a
+reader needs to read each figure without the code (what is shown, over which runs and epochs,
+what the colours mean). Each takes the figure's file under report/ (its owner names it)."""
+
+from __future__ import annotations
+
+from falsecli.present.document import FigureRef, Table
+
+
+def fig5(rel: str, sections: int, name: str, window: int, heat_runs: dict[str, list[str]]
+         ) -> FigureRef:
+    """Fig. 5: ``sections`` ranked sections, each method's mean maps over ``heat_runs``."""
+    return FigureRef(rel, "Fig. 5 — forgetting heat maps per method", (
+        f"Rows: the {sections} validation sections rank/ ranked highest for {name} "
+        "forgetting on train/ (trace across, depth sample down): seismic, annotation, "
+        "then each method's forgetting events per pixel over the first "
+        f"{window} epochs, averaged over its runs ("
+        + "; ".join(f"{m}: {', '.join(n)}" for m, n in heat_runs.items())
+        + "), on one colour scale: dark blue = never forgotten, red = forgotten most, "
+        f"grey = unlabelled; the {name} unit is outlined in magenta. The sections were "
+        "chosen on train/, so its maps are at their worst by selection: the baseline "
+        "column averages the baseline runs other than train/ whenever there are any, "
+        "and no method's column includes the run used for the choice."))
+
+
+def most_forgotten(rel: str, section: str, name: str) -> FigureRef:
+    """Fig. 2: heatmap/'s figure of the top-ranked ``section``."""
+    return FigureRef(rel, f"Fig. 2 — the most-forgotten section, {section}", (
+        f"The validation section rank/ ranked highest for {name} forgetting (among those "
+        "heatmap/ drew), from train/: seismic amplitude, the annotation in facies colours, "
+        "and the forgetting events per pixel (discrete colour bar). Events concentrate "
+        "where units are thin or their boundaries are ambiguous in the seismic."))
+
+
+def fig3(rel: str, name: str) -> FigureRef:
+    """Fig. 3: the style transfer of class ``name``, as transfer/ drew it."""
+    return FigureRef(rel, f"Fig. 3 — style transfer of {name}", (
+        f"Each row: a random training section (target) whose {name} takes the style "
+        f"of a most-forgotten section (style source); the target's labels are the new "
+        f"sample's labels. transfer − target shows what the generator changed (the "
+        f"{name} unit should change, the geology around it should not); the last "
+        "column, two transfers from different sources into the same target with the "
+        "same noise, shows what the style code alone changes. Difference scales are "
+        "symmetric and shared by all rows."))
+
+
+def training_curves(rel: str) -> FigureRef:
+    """The training curves of every compared run."""
+    return FigureRef(rel, "Training curves", (
+        "Left: training loss (cross-entropy per labelled pixel) per epoch; right: mean "
+        "class accuracy on the tracked validation sections after each epoch. One line per "
+        "run, one colour per method."))
+
+
+def learning_curves(rel: str) -> FigureRef:
+    """The active-learning curves of ``falsecli al``."""
+    return FigureRef(rel, "Active learning: learning curves", (
+        "mIoU and mean class accuracy (val: the tracked validation sections; test: the test "
+        "volume) against the training sections labelled, after each round of falsecli al; "
+        "line = mean over seeds, band = ± one standard deviation. A curve above the others "
+        "reaches the same accuracy with fewer labelled sections."))
+
+
+def learning_areas(header: list[str], body: list[list[str]], last: int) -> Table:
+    """Table 5: the area under each learning curve up to round ``last``."""
+    return ("Table 5 — active learning: area under the learning curves", header, body,
+            f"Area under each learning curve (trapezoids over the labelled sections, "
+            f"divided by their range: the metric's mean over the labelling budget) from "
+            f"round 0 to round {last}, the last round every curve reached; mean ± half-width "
+            "of the 95 % Student-t interval over seeds. Higher is better.")

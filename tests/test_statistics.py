@@ -1,0 +1,63 @@
+"""What the report computes from runs, checked against independent computations: high-density
+regions, paired and Welch intervals (scipy's), and a run's forgetting statistics (the
+plain-loop ``independent`` module)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+import independent
+from falsecli.method import statistics
+
+
+def test_regions_are_8_connected_and_filtered() -> None:
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # one diagonal region of 3
+    mask[5, 3:6] = True  # a second region of 3
+    mask[3, 5] = True  # a single pixel
+    assert sorted(statistics.regions(mask, 2)) == [3, 3]
+    assert statistics.regions(mask, 4) == []
+    assert statistics.regions(np.zeros((3, 3), dtype=bool), 1) == []
+
+
+def test_paired_difference_is_the_t_interval_of_the_per_seed_differences() -> None:
+    a, b = {0: 3.0, 1: 5.0, 2: 7.0}, {0: 2.0, 1: 3.0, 2: 4.0}  # differences 1, 2, 3
+    d = statistics.difference(a, b)
+    half = sps.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # sd of (1, 2, 3) is 1
+    assert d.paired and d.n == 3
+    assert (d.mean, d.low, d.high) == pytest.approx((2.0, 2 - half, 2 + half))
+    assert d.sign() == 0  # t(2) is wide: 2 ± 2.48 includes 0
+    assert statistics.difference({0: 2.1, 1: 2.0, 2: 2.2}, {0: 0, 1: 0, 2: 0}).sign() == 1
+
+
+def test_unmatched_seeds_give_welch_interval() -> None:
+    a, b = {0: 1.0, 1: 2.0, 2: 4.0}, {5: 0.5, 6: 0.7}
+    d = statistics.difference(a, b)
+    ci = sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False).confidence_interval()
+    assert not d.paired
+    assert (d.low, d.high) == pytest.approx((ci.low, ci.high))
+    one = statistics.difference({0: 1.0}, {0: 0.5})
+    assert one.mean == 0.5 and np.isnan(one.low) and one.sign() == 0
+
+
+def test_forgetting_statistics_match_an_independent_computation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    shapes = [("inline_0000", "inline", 0, (12, 9)), ("crossline_0005", "crossline", 5, (12, 7))]
+    sections = independent.section_entries(shapes)
+    pixels = sum(h * w for *_, (h, w) in shapes)
+    labels = np.repeat(np.arange(3), -(-pixels // 3))[:pixels].astype(np.uint8)
+    labels[rng.random(pixels) < 0.1] = 255
+    # a block of class 1 that flips every epoch, so regions exist
+    preds = rng.integers(0, 3, (7, pixels)).astype(np.uint8)
+    hot = np.flatnonzero(labels == 1)[:30]
+    preds[::2, hot] = 1
+    folder = tmp_path / "run"
+    independent.write_from_predictions(folder / "tracking", sections, labels, preds,
+                                       ["a", "b", "c"])
+    got, _ = statistics.forgetting_stats(folder, 1, 6, region_events=2, min_region=3)
+    want = independent.report_stats(folder / "tracking", 1, 6, 2, 3)
+    assert want["high_density_regions"] >= 1  # the case exercises regions
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value), key
