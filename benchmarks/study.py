@@ -6,7 +6,8 @@ the transfer that could explain a failing C3, then the strict holdout.
 ``base`` runs ``falsecli demo --profile study`` (baseline, flip, rotate, transfer and the
 transfer-identity control over 4 seeds). Each transfer variant copies ``base`` without its
 transfer results and redoes only ``transfer``, the ``transfer`` retraining (and the
-``transfer-identity`` control for ``composite``) and the report, so every variant shares the baseline, flip and rotate runs.
+``transfer-identity`` control for ``composite`` and ``statistics``) and the report, so every
+variant shares the baseline, flip and rotate runs.
 ``strict`` is the whole study again with ``data.holdout: strict``. A variant whose report is
 complete is not redone. Prints each variant's claims table (Markdown) and wall time, and
 writes the tables of every finished variant to ``WORKROOT/study.md``.
@@ -22,17 +23,23 @@ import sys
 import time
 from pathlib import Path
 
+from falsecli.core.files import read_json
+from falsecli.core.manifest import Stage
 from falsecli.stages.report import read_claims
+from falsecli.stages.transfer import METRICS
 
 #: transfer variants: name -> --set options on top of the study profile
 VARIANTS: dict[str, list[str]] = {
     "composite": ["transfer.composite=true"],
     "iterations": ["transfer.iterations=1200"],
     "samples": ["transfer.per_source=32"],
+    "statistics": ["transfer.method=statistics"],
 }
-#: the retraining methods each variant redoes: the identity control only for the
-#: composite (a 2-core machine's time), the others are judged against baseline, flip and rotate
-REDO_METHODS = {"composite": ("transfer", "transfer-identity")}
+#: the retraining methods each variant redoes: the identity control for the composite and the
+#: statistics transfer (a 2-core machine's time), the others are judged against baseline, flip
+#: and rotate
+REDO_METHODS = {"composite": ("transfer", "transfer-identity"),
+                "statistics": ("transfer", "transfer-identity")}
 #: what a transfer variant redoes (the rest is copied from base)
 REDONE = ("transfer", "retrain/transfer", "retrain/transfer-identity", "report")
 
@@ -74,14 +81,27 @@ def variant(source: Path, work: Path, sets: list[str], methods: tuple[str, ...])
 def table(name: str, work: Path, seconds: float | None) -> str:
     """The claims table of a finished variant, from its report."""
     claims = read_claims(work)
-    left = json.loads((work / "report" / "manifest.json").read_text()).get("left_out", [])
+    left = (Stage(work, "report").manifest() or {}).get("left_out", [])
     took = "" if seconds is None else f" ({seconds / 60:.1f} min)"
     lines = [f"### {name}{took}", "", "| claim | measured | verdict |", "|---|---|---|"]
     lines += [f"| {c['claim']} {c['statement']} | {c['measured']} | {c['verdict']} |"
               for c in claims]
     if left:
         lines += ["", "Left out: " + "; ".join(left)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", transferred(work)]) + "\n"
+
+
+def transferred(work: Path) -> str:
+    """The transfer's own measures: how far the style moved (swap and identity control), the
+    generator's held-out reconstruction error, and the change outside the class."""
+    m = read_json(Stage(work, "transfer").path / METRICS)
+    recon = m.get("reconstruction_error")
+    recon_text = "none (no generator)" if recon is None else \
+        f"{recon:.3f} (predicting zero: {m['reconstruction_baseline']:.3f})"
+    return (f"Transfer ({m.get('method', 'sean')}): style_moved {m['style_moved']:.3f} "
+            f"(identity {m['identity']['style_moved']:.3f}); held-out reconstruction error "
+            f"{recon_text}; change outside the class "
+            f"{m['relative_change_outside']:.3f} of the target's amplitude.")
 
 
 def main() -> None:
