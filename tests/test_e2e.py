@@ -223,7 +223,8 @@ def test_report_page_is_self_contained_and_says_what_report_md_says(chain) -> No
     headings = [t for t in parsed.text["h2"] if t]
     assert len(headings) == len(set(headings))  # distinct table and figure titles
     assert any("val" in h for h in headings) and any("test1" in h for h in headings)
-    assert any(h.startswith("Fig. 3") for h in headings)  # the transfer figure
+    assert any(h.startswith("Fig. 3 ") for h in headings)  # the transfer figure
+    assert any(h.startswith("Fig. 3b") for h in headings)  # the style it moved, measured
     assert any(h.startswith("Fig. 2") for h in headings)  # the most-forgotten section
     assert parsed.tags.count("figcaption") == parsed.tags.count("img")
     assert parsed.tags.count("table") == len([t for t in page.split("class='caption'")]) - 1

@@ -44,6 +44,18 @@ def fig3(rel: str, name: str) -> FigureRef:
         "symmetric and shared by all rows."))
 
 
+def fig3_style(rel: str, name: str) -> FigureRef:
+    """Fig. 3b: whether the style of class ``name`` moved, as transfer/ drew it."""
+    return FigureRef(rel, f"Fig. 3b — did the style of {name} move?", (
+        f"Per row of Fig. 3, the {name} region's amplitude distribution, amplitude spectrum "
+        "along depth and lateral coherence in the target, the style source and the "
+        "transfer (the style descriptor of docs/definitions.md), titled with the "
+        "transfer's style_moved. A transfer that takes the source's style lies "
+        "on the source's curves; one that keeps the target's, on the target's. style_moved "
+        "(1: the source's style, 0: the target's) per sample is in transfer/changes.csv, "
+        "and claim C5a compares it with the identity control."))
+
+
 def training_curves(rel: str) -> FigureRef:
     """The training curves of every compared run."""
     return FigureRef(rel, "Training curves", (

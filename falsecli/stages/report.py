@@ -46,6 +46,8 @@ CURVES = "figures/training_curves.png"
 SECTION_FIGURE = "figures/most_forgotten_"
 #: the style transfer's Fig. 3, copied from transfer/
 TRANSFER_FIGURE = "figures/fig3_transfer.png"
+#: the class region's style in transfer/'s samples: target, source, transfer
+STYLE_FIGURE = "figures/fig3b_style.png"
 #: the learning curves of ``falsecli al``, when it has run here
 AL_FIGURE = "figures/learning_curves.png"
 #: the columns of table.csv and the type of each
@@ -139,7 +141,7 @@ def _context(run: Run, sections: list[str]) -> dict[str, tuple[np.ndarray, np.nd
 
 def _borrowed_figures(workdir: Path, out: StageRun, name: str) -> list[FigureRef]:
     """The heat-map figure of the top-ranked section (from heatmap/) and the style
-    transfer's Fig. 3 (from transfer/), copied into report/ when those stages have drawn
+    transfer's Fig. 3 and its style measures (from transfer/), copied into report/ when those stages have drawn
     them, so that report.md's links and report.html stand alone."""
     from falsecli.stages.heatmap import figure_path
 
@@ -152,11 +154,13 @@ def _borrowed_figures(workdir: Path, out: StageRun, name: str) -> list[FigureRef
         found.append(captions.most_forgotten(rel, section, name))
     transfer = Stage(workdir, "transfer")
     if transfer.is_complete():
-        from falsecli.stages.transfer import FIG3
+        from falsecli.stages.transfer import FIG3, FIG3_STYLE
 
-        if (transfer.path / FIG3).is_file():
-            _copy(transfer.path / FIG3, out.out(TRANSFER_FIGURE))
-            found.append(captions.fig3(TRANSFER_FIGURE, name))
+        for drawn_as, rel, caption in ((FIG3, TRANSFER_FIGURE, captions.fig3),
+                                       (FIG3_STYLE, STYLE_FIGURE, captions.fig3_style)):
+            if (transfer.path / drawn_as).is_file():
+                _copy(transfer.path / drawn_as, out.out(rel))
+                found.append(caption(rel, name))
     return found
 
 
