@@ -105,3 +105,14 @@ def _shared_folders_unchanged() -> Iterator[None]:
         changed = sorted(k for k in state.keys() | after.keys() if state.get(k) != after.get(k))
         assert not changed, (f"{folder}: the test changed the shared fixture's files "
                              f"{changed[:5]}: copy it to tmp_path before changing it")
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """The order of this run (pytest-random-order hides it under -q), to repeat a failure."""
+    if config.pluginmanager.hasplugin("random_order"):
+        from random_order.config import Config as RandomOrder
+
+        order = RandomOrder(config)
+        if order.is_enabled:
+            terminalreporter.write_line(f"test order: --random-order-bucket={order.bucket_type} "
+                                        f"--random-order-seed={order.seed}")
