@@ -120,8 +120,7 @@ def rank_cmd(ctx: Context, force: Force = False) -> None:
 @command("transfer", "transfer.class", "transfer.sources", "transfer.per_source",
          "transfer.iterations", "train.device")
 def transfer_cmd(ctx: Context, resume: Resume = False, force: Force = False) -> None:
-    """Stage 4: train the SEAN-style generator, transfer the class's style from the
-    most-forgotten sections into random training sections."""
+    """Stage 4: the class's style from the most-forgotten sections into training sections."""
     cfg = ctx.config()
     from falsecli.stages.transfer import transfer
 
