@@ -310,6 +310,35 @@ def test_report_locality_matches_the_samples(chain) -> None:
     assert c5b["verdict"] == want
 
 
+def test_report_style_claim_pairs_each_sample_with_its_identity(chain) -> None:
+    """C5a from transfer/changes.csv by plain loops: per sample, the swap's style_moved minus
+    its identity sample's (same position in the two methods' rows), averaged per style
+    source, then the sources' mean, 95 % t interval and verdict. (The descriptor behind
+    style_moved is checked against plain loops in test_stylemeasure.)"""
+    import math
+
+    import independent
+
+    from falsecli.stages.transfer import load_changes
+
+    work, _ = chain
+    swap, ident = load_changes(work, "transfer"), load_changes(work, "transfer-identity")
+    assert [r["target"] for r in swap] == [r["target"] for r in ident]
+    pairs = [(a["style_moved"] - b["style_moved"], a["source"]) for a, b in zip(swap, ident)
+             if not (math.isnan(a["style_moved"]) or math.isnan(b["style_moved"]))]
+    per_source = independent.group_means([d for d, _ in pairs], [s for _, s in pairs])
+    d, low, high = independent.t_interval(per_source)
+    c5a = json.loads((work / "report" / "claims.json").read_text())[4]
+    numbers = c5a["numbers"]
+    assert c5a["claim"] == "C5a" and numbers["samples"] == len(swap)
+    assert numbers["sources"] == len(per_source) > 1
+    assert [numbers[k] for k in ("difference", "low", "high")] == \
+        pytest.approx([d, low, high], rel=1e-6)
+    want = ("holds" if low > 0 else "does not hold" if high < 0
+            else f"inconclusive at {len(per_source)} style sources")
+    assert c5a["verdict"] == want
+
+
 def test_report_is_stale_when_anything_it_reads_changes(own) -> None:
     """The report reads transfer/ (Fig. 3, C5), rank/, heatmap/ and the al rounds besides the
     runs: a new active-learning round makes it stale, and removing it makes it fresh again."""
