@@ -193,7 +193,6 @@ def read_json(path: Path, fix: str = "") -> Any:
         raise FalseCliError(f"{path}: unreadable or not JSON ({exc}){tail}") from None
 
 
-
 def exchange(a: Path, b: Path) -> bool:
     """Swap folders ``a`` and ``b`` in one step (Linux renameat2 RENAME_EXCHANGE); False where
     the system or file system cannot."""
@@ -207,7 +206,6 @@ def exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
     raise OSError(err, os.strerror(err), str(a))
-
 
 
 def make_dir(path: Path) -> None:

@@ -21,6 +21,7 @@ from falsecli.core.files import exchange, fs_error, is_temp, make_dir
 from falsecli.core.layout import TRAIN
 from falsecli.core.manifest import MANIFEST, Stage, StageRun
 
+
 class StageComplete(FalseCliError):
     """Raised when a complete stage would be redone without ``--force``."""
 

@@ -35,8 +35,6 @@ PROBABILITIES = np.linspace(0.05, 0.95, 19)
 NFFT = 32
 #: lateral lags (traces) of the coherence
 LAGS = (1, 2)
-#: the components of the descriptor, in the order :func:`components` gives their distances
-COMPONENTS = ("amplitude", "spectrum", "coherence")
 
 
 @dataclass(frozen=True)
