@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -62,6 +63,18 @@ def facies_legend(fig: Figure, classes: Sequence[str]) -> None:
     fig.legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
                loc="outside lower center", ncol=min(len(classes), 6), fontsize=8,
                title="facies (annotation)", title_fontsize=8, frameon=False)
+
+
+def legend_beside(fig: Figure, *, title: str | None = None) -> Legend:
+    """One legend for the whole figure, to the right of every panel, where it covers no data
+    (the figure's constrained layout makes room for it): each label of the panels' artists
+    once, in the order first drawn."""
+    entries: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    return fig.legend(list(entries.values()), list(entries), loc="outside right upper",
+                      fontsize=8, title=title, title_fontsize=8)
 
 
 def section_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
@@ -294,7 +307,7 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
-        acc_ax.legend(fontsize=8, title="method (one line per seed)", title_fontsize=8)
+        legend_beside(fig, title="method (one line per seed)")
     return fig
 
 
@@ -347,7 +360,7 @@ def learning_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarr
                title=titles[key])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize=8, title="strategy (mean ± std over seeds)", title_fontsize=8)
+    legend_beside(fig, title="strategy (mean ± std over seeds)")
     return fig
 
 

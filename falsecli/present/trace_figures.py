@@ -8,9 +8,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-from falsecli.present.figures import (DPI, MISSING, REGION_COLOR, label_cmap, label_colors,
+from falsecli.present.figures import (DPI, MISSING, REGION_COLOR, facies_legend, label_cmap,
                                       mask_ignored, seismic_limits)
 
 
@@ -58,10 +57,7 @@ def influence_figure(image: np.ndarray, labels: np.ndarray, region: np.ndarray,
         axes[1, c].set_title("influence per pixel", fontsize=8)
     for ax in axes[1]:
         ax.set_xlabel("trace")
-    colors = label_colors(n)
-    axes[0, -1].legend(handles=[Patch(color=colors[i], label=name)
-                                for i, name in enumerate(classes)],
-                       fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    facies_legend(fig, classes)
     if image_map is not None:
         fig.colorbar(image_map, ax=axes[1, -1], label="lr x gradient product", shrink=0.9)
     fig.suptitle(title, fontsize=9)
