@@ -72,11 +72,11 @@ def test_loss_curves_have_full_titles() -> None:
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes if ax.get_visible())
 
 
-def _covering(fig) -> list[str]:
-    """What lies over a panel's data area: a legend, a colour bar, the figure's title or a
-    panel's title (boxes as drawn, overlapping by more than a pixel)."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    fig.draw(renderer)
+def _covering(fig, folder) -> list[str]:
+    """What lies over a panel's data area or title: a legend, a colour bar, the figure's title
+    or a panel's title (boxes as saved, overlapping by more than a pixel)."""
+    figures.save_figure(fig, folder / "figure.png")
+    renderer = fig.canvas.get_renderer()
     bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.has_data() and ax not in bars]
     furniture = [("figure legend", lg) for lg in fig.legends]
@@ -92,6 +92,10 @@ def _covering(fig) -> list[str]:
             common = Bbox.intersection(box, ax.get_window_extent(renderer))
             if common is not None and common.width * common.height > 1:
                 covering.append(f"{name} over panel {ax.get_title()!r}")
+            common = Bbox.intersection(box, ax.title.get_window_extent(renderer))
+            if artist is not ax.title and ax.get_title() and common is not None \
+                    and common.width * common.height > 1:
+                covering.append(f"{name} over the title {ax.get_title()!r}")
     return covering
 
 
@@ -165,6 +169,6 @@ FIGURES = {
 
 
 @pytest.mark.parametrize("name", FIGURES)
-def test_no_legend_colour_bar_or_title_covers_data(name: str) -> None:
+def test_no_legend_colour_bar_or_title_covers_data(name: str, tmp_path) -> None:
     fig = FIGURES[name]()
-    assert _covering(fig) == []
+    assert _covering(fig, tmp_path) == []

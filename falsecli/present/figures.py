@@ -65,16 +65,19 @@ def facies_legend(fig: Figure, classes: Sequence[str]) -> None:
                title="facies (annotation)", title_fontsize=8, frameon=False)
 
 
-def legend_beside(fig: Figure, *, title: str | None = None) -> Legend:
-    """One legend for the whole figure, to the right of every panel, where it covers no data
+def legend_outside(fig: Figure, *, title: str | None = None, below: bool = False) -> Legend:
+    """One legend for the whole figure, to the right of every panel (``below``: under them,
+    in one row, for figures whose panel titles reach the right edge), where it covers no data
     (the figure's constrained layout makes room for it): each label of the panels' artists
     once, in the order first drawn."""
     entries: dict[str, Any] = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    return fig.legend(list(entries.values()), list(entries), loc="outside right upper",
-                      fontsize=8, title=title, title_fontsize=8)
+    where = {"loc": "outside lower center", "ncol": len(entries)} if below else {
+        "loc": "outside right upper"}
+    return fig.legend(list(entries.values()), list(entries), fontsize=8, title=title,
+                      title_fontsize=8, **where)
 
 
 def section_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
@@ -307,7 +310,7 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
-        legend_beside(fig, title="method (one line per seed)")
+        legend_outside(fig, title="method (one line per seed)")
     return fig
 
 
@@ -360,11 +363,15 @@ def learning_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarr
                title=titles[key])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    legend_beside(fig, title="strategy (mean ± std over seeds)")
+    legend_outside(fig, title="strategy (mean ± std over seeds)")
     return fig
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend)."""
+    """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend).
+    The layout is settled first: one pass of constrained layout leaves panels of fixed aspect
+    (sections) where the figure's title overlaps their titles; the save's draw is the second."""
     FigureCanvasAgg(fig)
+    if (engine := fig.get_layout_engine()) is not None:
+        engine.execute(fig)
     save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
