@@ -147,6 +147,13 @@ class Context:
             config.refuse_other_results(base, cfg, f"the workdir {self.workdir} ({remembered})")
         return cfg
 
+    @staticmethod
+    def jobs(spec: str, cfg: config.Config) -> int:
+        """``--jobs``'s count of processes for the runs of ``cfg``'s device."""
+        from falsecli.core.jobs import resolve_jobs
+
+        return resolve_jobs(spec, str(cfg["train"]["device"]))
+
     def emit(self, summary: dict[str, Any], text: Callable[[dict[str, Any]], None] | None = None
              ) -> None:
         """Print a stage's result on stdout: JSON for scripts, else text."""
@@ -184,6 +191,10 @@ _COMMON: dict[str, tuple[Any, Any, Any]] = {
 Force = Annotated[bool, typer.Option("--force", help="Redo a stage that is already complete.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from its last checkpoint.")]
+Jobs = Annotated[str, typer.Option(
+    "--jobs", metavar="N|auto",
+    help="Independent runs in N processes, the cores split between them (auto: one per GPU, "
+    "else one per core up to 4).")]
 
 
 def _parameters(fn: Callable[..., None], keys: list[Key]) -> list[inspect.Parameter]:
