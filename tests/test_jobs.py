@@ -16,7 +16,7 @@ from conftest import TINY, sets_args
 
 from falsecli.core import jobs
 from falsecli.core.errors import FalseCliError
-from falsecli.core.jobs import Job, resolve_jobs, run_jobs
+from falsecli.core.jobs import Job, Parallel, resolve_jobs, run_jobs
 from falsecli.method.model import load_model
 
 
@@ -56,7 +56,7 @@ def test_jobs_run_side_by_side_and_after_what_they_wait_for(tmp_path: Path) -> N
     planned = [Job("a", _stamp, (str(tmp_path), "a", 1.5)),
                Job("b", _stamp, (str(tmp_path), "b", 0.1)),
                Job("c", _stamp, (str(tmp_path), "c", 0.1), after=("a", "not-a-job"))]
-    results = run_jobs(planned, 2, "test")
+    results = run_jobs(planned, Parallel("2"), "test")
     assert list(results) != [] and set(results) == {"a", "b", "c"}
     a, b, c = (results[k] for k in "abc")
     assert b["start"] < a["end"]  # side by side
@@ -71,7 +71,7 @@ def test_a_failed_run_is_one_line_and_the_others_finish(tmp_path: Path) -> None:
                Job("good", _stamp, (str(tmp_path), "good", 0.5)),
                Job("later", _stamp, (str(tmp_path), "later", 0.1), after=("bad",))]
     with pytest.raises(FalseCliError) as err:
-        run_jobs(planned, 2, "test")
+        run_jobs(planned, Parallel("2"), "test")
     text = str(err.value)
     assert "2 of 3 runs failed" in text and "\n" not in text
     assert "bad: config key 'x' is wrong; use y" in text and "later: not run: bad failed" in text
@@ -81,14 +81,14 @@ def test_a_failed_run_is_one_line_and_the_others_finish(tmp_path: Path) -> None:
 def test_a_killed_run_takes_no_other_with_it(tmp_path: Path) -> None:
     planned = [Job("killed", _killed), Job("good", _stamp, (str(tmp_path), "good", 0.5))]
     with pytest.raises(FalseCliError, match="killed: killed by signal 9"):
-        run_jobs(planned, 2, "test")
+        run_jobs(planned, Parallel("2"), "test")
     assert (tmp_path / "good.json").is_file()
 
 
 def test_one_job_or_one_process_runs_here_in_order(tmp_path: Path) -> None:
     with pytest.raises(FalseCliError, match="^first$"):  # raised as it comes, not collected
         run_jobs([Job("a", _fail, ("first",)), Job("b", _stamp, (str(tmp_path), "b", 0))],
-                 1, "test")
+                 Parallel("1"), "test")
     assert not (tmp_path / "b.json").exists()
 
 
@@ -115,3 +115,15 @@ def test_retrain_in_two_processes_writes_what_one_at_a_time_writes(cli, tmp_path
                 assert all(torch.equal(a[k], b[k]) for k in a), (run, rel)
             else:
                 assert one.read_bytes() == two.read_bytes(), (run, rel)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs", "0"], "--jobs '0': expected a count of 1 or more, or auto"),
+    (["--executor", "rya"], "--executor 'rya': expected one of local, ray; did you mean 'ray'?"),
+    (["--address", "10.0.0.1:6379"], "--address names a Ray cluster: add --executor ray"),
+])
+def test_parallel_options_are_checked_in_one_line(cli, tmp_path: Path, args: list[str],
+                                                  message: str) -> None:
+    result = cli("retrain", "-w", tmp_path, *args)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"falsecli retrain: {message}"

@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 
 from falsecli.core import config, console, defaults, rules
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, did_you_mean
 from falsecli.core.config import remembered_config
 from falsecli.core.files import fs_error
 from falsecli.core.layout import default_workdir
@@ -148,11 +148,17 @@ class Context:
         return cfg
 
     @staticmethod
-    def jobs(spec: str, cfg: config.Config) -> int:
-        """``--jobs``'s count of processes for the runs of ``cfg``'s device."""
-        from falsecli.core.jobs import resolve_jobs
+    def parallel(jobs: str, executor: str, address: str | None) -> Any:
+        """``--jobs``, ``--executor`` and ``--address``, checked before any work starts."""
+        from falsecli.core.jobs import EXECUTORS, Parallel, count
 
-        return resolve_jobs(spec, str(cfg["train"]["device"]))
+        count(jobs, 1)
+        if executor not in EXECUTORS:
+            raise FalseCliError(f"--executor '{executor}': expected one of "
+                                f"{', '.join(EXECUTORS)}{did_you_mean(executor, EXECUTORS)}")
+        if address is not None and executor != "ray":
+            raise FalseCliError("--address names a Ray cluster: add --executor ray")
+        return Parallel(jobs, executor, address)
 
     def emit(self, summary: dict[str, Any], text: Callable[[dict[str, Any]], None] | None = None
              ) -> None:
@@ -193,8 +199,15 @@ Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from its last checkpoint.")]
 Jobs = Annotated[str, typer.Option(
     "--jobs", metavar="N|auto",
-    help="Independent runs in N processes, the cores split between them (auto: one per GPU, "
-    "else one per core up to 4).")]
+    help="Independent runs N at a time, each in its own process, the cores split between "
+    "them (auto: one per GPU, else one per core up to 4; with ray: per GPU, else per 2 CPUs "
+    "of the cluster).")]
+Executor = Annotated[str, typer.Option(
+    "--executor", metavar="local|ray", help="Where the runs go: here, or Ray tasks "
+    "(pip install 'falsecli[ray]'; the workdir must be on a filesystem every node shares).")]
+Address = Annotated[Optional[str], typer.Option(
+    "--address", metavar="ADDR", help="With --executor ray: the cluster (default: "
+    "RAY_ADDRESS, else a Ray instance started here).")]
 
 
 def _parameters(fn: Callable[..., None], keys: list[Key]) -> list[inspect.Parameter]:

@@ -28,7 +28,7 @@ from falsecli.core import console, layout
 from falsecli.core.config import Config, class_id, remember_config, run_signature
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv
-from falsecli.core.jobs import Job, run_jobs
+from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
 from falsecli.core.manifest import Stage
 from falsecli.data.dataset import Section
 from falsecli.method import curves
@@ -117,10 +117,11 @@ def _step(stage: Stage, wanted: Config, kind: str, upstream: list[Stage], force:
     return "redone" if redo else "done"
 
 
-def al(cfg: Config, workdir: Path, *, force: bool = False, jobs: int = 1) -> dict[str, Any]:
-    """Run every round of every strategy and seed, each (strategy, seed) in one of ``jobs``
-    processes; write ``al/curves.csv``. Interrupted rounds always continue, so there is no
-    ``resume``."""
+def al(cfg: Config, workdir: Path, *, force: bool = False, parallel: Parallel = SERIAL
+       ) -> dict[str, Any]:
+    """Run every round of every strategy and seed, the (strategy, seed) chains side by side
+    with ``parallel`` (``--jobs``); write ``al/curves.csv``. Interrupted rounds always
+    continue, so there is no ``resume``."""
     from falsecli.data.dataset import load_dataset
     from falsecli.method.query import check_strategy
 
@@ -144,7 +145,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False, jobs: int = 1) -> dic
                   (cfg, workdir, strategy, seed, initial_sections(train_sections,
                                                                   a["initial"], seed), force))
               for seed in a["seeds"] for strategy in a["strategies"]]
-    done = [row for rows in run_jobs(chains, jobs, "al", cfg["train"]["device"]).values()
+    done = [row for rows in run_jobs(chains, parallel, "al", cfg["train"]["device"]).values()
             for row in rows]
     path = write_curves(workdir, cfg)
     rows = read_curves(workdir)

@@ -14,7 +14,7 @@ from typing import Any
 
 from falsecli.core import config, console
 from falsecli.core.config import Config
-from falsecli.core.jobs import Job, run_jobs
+from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
 from falsecli.core.manifest import Stage
 from falsecli.stages import Step
 
@@ -60,11 +60,12 @@ def steps() -> list[Step]:
     return [m.STEP for m in (train, heatmap, rank, transfer, retrain, report)]
 
 
-def run(cfg: Config, workdir: Path, *, force: bool = False, jobs: int = 1) -> dict[str, Any]:
+def run(cfg: Config, workdir: Path, *, force: bool = False, parallel: Parallel = SERIAL
+        ) -> dict[str, Any]:
     """Run every stage; skip the fresh folders, redo the stale ones, continue interrupted ones
-    (of the stages that can: ``Step.resumes``). With ``jobs`` > 1 the folders run in that many
-    processes, each as soon as the steps it waits for (``Step.after``) are done: the baseline,
-    flip and rotate runs beside the generator's training.
+    (of the stages that can: ``Step.resumes``). With ``parallel`` (``--jobs``) the folders run
+    side by side, each as soon as the steps it waits for (``Step.after``) are done: the
+    baseline, flip and rotate runs beside the generator's training.
 
     The summary has one entry per stage; a stage that writes several folders (retrain) lists
     each folder under ``runs``.
@@ -82,7 +83,7 @@ def run(cfg: Config, workdir: Path, *, force: bool = False, jobs: int = 1) -> di
             folders[step.name].append(name)
             planned.append(Job(name, run_folder, (step.name, name, step_cfg, workdir, force),
                                after=wait_for))
-    results = run_jobs(planned, jobs, "run", cfg["train"]["device"])
+    results = run_jobs(planned, parallel, "run", cfg["train"]["device"])
     done: dict[str, Any] = {}
     for step in steps():
         rows = [row for name in folders[step.name] for row in results[name]]

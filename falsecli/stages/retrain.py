@@ -18,7 +18,7 @@ from typing import Any
 from falsecli.core import console
 from falsecli.core.config import Config, run_signature
 from falsecli.core.errors import FalseCliError
-from falsecli.core.jobs import Job, run_jobs
+from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
 from falsecli.core.layout import retrain_name
 from falsecli.core.manifest import Stage
 from falsecli.core.rules import GENERATED
@@ -80,25 +80,19 @@ def upstream(cfg: Config, workdir: Path) -> list[str]:
 
 
 def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False,
-            jobs: int = 1) -> dict[str, Any]:
-    """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``, in ``jobs``
-    processes. Fresh runs are skipped unless ``force``; stale ones (their transfer samples
-    were redone) start over; interrupted ones continue with ``resume`` (the policy of
-    :func:`train`)."""
+            parallel: Parallel = SERIAL) -> dict[str, Any]:
+    """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``, side by side with
+    ``parallel`` (``--jobs``). Fresh runs are skipped unless ``force``; stale ones (their
+    transfer samples were redone) start over; interrupted ones continue with ``resume`` (the
+    policy of :func:`train`)."""
     workdir = Path(workdir)
     generated = [a for a in cfg["retrain"]["augs"] if a in GENERATED]
     if generated:
         Stage(workdir, "transfer").require(f"retrain --aug {generated[0]}")
     check_same_data(cfg, workdir)
-    runs = plan(cfg, workdir)
-    if jobs > 1 and len(runs) > 1:
-        done = run_jobs([Job(name, retrain, (one, workdir), {"force": force, "resume": resume})
-                         for name, one in runs.items()], jobs, "retrain",
-                        cfg["train"]["device"])
-        rows = [row for summary in done.values() for row in summary["runs"]]
-    else:
-        rows = [_retrain_one(cfg, workdir, aug, seed, force, resume)
-                for aug in cfg["retrain"]["augs"] for seed in cfg["retrain"]["seeds"]]
+    runs = [Job(retrain_name(aug, seed), _retrain_one, (cfg, workdir, aug, seed, force, resume))
+            for aug in cfg["retrain"]["augs"] for seed in cfg["retrain"]["seeds"]]
+    rows = list(run_jobs(runs, parallel, "retrain", cfg["train"]["device"]).values())
     outputs = [str(Stage(workdir, r["run"]).manifest_path) for r in rows
                if r["status"] != "same as train"]
     return {"stage": "retrain", "runs": rows, "outputs": outputs}
