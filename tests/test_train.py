@@ -374,3 +374,14 @@ def test_rotated_in_pixels_are_ignored() -> None:
         assert corner == 255
     assert rl[0, 10, 15] == 3 and ri[0, 10, 15] == pytest.approx(1.0)
     assert torch.all(ri[rl == 255] < 1.0)  # image padding is zero (the mean)
+
+
+def test_bf16_autocast_only_where_the_cpu_computes_in_bf16(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    cpu = torch.device("cpu")
+    assert not bf16_autocast(cpu, False)  # train.amp: false is fp32 everywhere
+    for avx512_bf16, amx, expected in ((True, False, True), (False, True, True),
+                                       (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert bf16_autocast(cpu, True) is expected
