@@ -12,8 +12,10 @@ them all at the end. :mod:`falsecli.core.rayrun` runs the same jobs as Ray tasks
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing import connection
@@ -56,12 +58,13 @@ SERIAL = Parallel()
 
 
 class Runner(Protocol):
-    """Where jobs run: ``slots`` at a time; ``start`` gives a handle, ``wait`` the handles
-    that finished, ``outcome`` ("done", result) or ("failed", one line)."""
+    """Where jobs run: ``slots`` at a time; ``start`` gives a handle (``share``: how many
+    runs divide the cores now), ``wait`` the handles that finished, ``outcome`` ("done",
+    result) or ("failed", one line)."""
 
     slots: int
 
-    def start(self, job: Job) -> Any: ...
+    def start(self, job: Job, share: int) -> Any: ...
     def wait(self, handles: list[Any]) -> list[Any]: ...
     def outcome(self, handle: Any) -> tuple[str, Any]: ...
     def stop(self, handles: list[Any]) -> None: ...
@@ -138,9 +141,11 @@ def _schedule(jobs: list[Job], runner: Runner, what: str) -> dict[str, Any]:
                 waiting.remove(job)
                 failed[job.name] = f"not run: {next(a for a in job.after if a in failed)} failed"
             ready = [j for j in waiting if all(a in results for a in j.after)]
+            # a run alone (train before the grid) gets every core; a full grid, its share
+            share = min(runner.slots, len(running) + len(ready))
             for job in ready[:runner.slots - len(running)]:
                 waiting.remove(job)
-                running[runner.start(job)] = (job, time.time())
+                running[runner.start(job, share)] = (job, time.time())
                 console.log(f"{what}: {job.name} started")
             if not running:
                 break
@@ -180,8 +185,22 @@ def in_worker(job: Job, threads: int, quiet: bool) -> Any:
     return job.fn(*job.args, **job.kwargs)
 
 
-def _child(job: Job, threads: int, gpu: str | None, quiet: bool, pipe: Connection) -> None:
+def _end_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the one that started it dies (killed, Ctrl-C'd
+    or crashed), so that no orphan goes on training into the workdir; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(job: Job, threads: int, gpu: str | None, quiet: bool, pipe: Connection,
+           parent: int) -> None:
     """A local job's process (its GPU set before torch starts): result or error sent back."""
+    _end_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above
+        return
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
@@ -194,22 +213,24 @@ def _child(job: Job, threads: int, gpu: str | None, quiet: bool, pipe: Connectio
 
 class LocalRunner:
     """``slots`` processes here (``spawn``: no state of the parent's torch is shared), the
-    cores split between them, slot k on GPU k mod the count."""
+    cores split between the runs started together, slot k on GPU k mod the count."""
 
     def __init__(self, slots: int, device: str) -> None:
-        self.slots, self.threads, self.gpus = slots, max(1, cores() // slots), gpus(device)
+        self.slots, self.gpus = slots, gpus(device)
         self.context = multiprocessing.get_context("spawn")
         self.procs: dict[Connection, tuple[Any, int]] = {}
-        console.log(f"{slots} runs at a time here, {self.threads} thread(s) each")
+        console.log(f"up to {slots} runs at a time here, {cores()} cores between them")
 
-    def start(self, job: Job) -> Connection:
+    def start(self, job: Job, share: int) -> Connection:
         slot = min(set(range(self.slots)) - {s for _, s in self.procs.values()})
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(self.gpus)]
         gpu = ids[slot % self.gpus] if self.gpus > 1 else None
         mine, theirs = self.context.Pipe(duplex=False)
+        threads = max(1, cores() // max(1, share))
         proc = self.context.Process(target=_child,
-                                    args=(job, self.threads, gpu, console.is_quiet(), theirs))
+                                    args=(job, threads, gpu, console.is_quiet(), theirs,
+                                          os.getpid()))
         proc.start()
         theirs.close()
         self.procs[mine] = (proc, slot)
