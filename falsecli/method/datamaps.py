@@ -63,6 +63,11 @@ class DataMap:
         return np.sqrt(np.maximum(self.label_var, 0))
 
 
+def has_datamap(run: Path) -> bool:
+    """Whether the run kept data-map accumulators (runs trained before them did not)."""
+    return (Path(run) / TRACKING / DATAMAP).exists()
+
+
 def load_datamap(run: Path, tracking: Tracking) -> DataMap:
     """Read ``<run>/tracking/datamap.npz``, checked against the run's ``tracking``."""
     path = Path(run) / TRACKING / DATAMAP
@@ -139,3 +144,42 @@ def regions(section: TrackedSection, score: np.ndarray, mask: np.ndarray,
 def rank_regions(found: list[Region]) -> list[Region]:
     """Largest summed score first; ties by section and position, so the order is stable."""
     return sorted(found, key=lambda r: (-r.weight, r.section.offset, r.rows, r.cols))
+
+
+def section_regions(tracking: Tracking, dm: DataMap, score: np.ndarray, mask: np.ndarray
+                    ) -> list[Region]:
+    """The connected issue regions of every tracked section, ranked (:func:`rank_regions`)."""
+    found: list[Region] = []
+    for s in tracking.sections:
+        if mask[s.pixels].any():
+            found += regions(s, score[s.pixels].reshape(s.shape), mask[s.pixels].reshape(s.shape),
+                             np.asarray(tracking.labels[s.pixels]).reshape(s.shape),
+                             dm.late_class[s.pixels].reshape(s.shape))
+    return rank_regions(found)
+
+
+#: the columns of the per-class summary (:func:`class_summary`)
+CLASS_COLUMNS = ("class", "pixels", "confidence", "variability", "easy", "ambiguous", "hard",
+                 "issue_pixels")
+
+
+def class_summary(tracking: Tracking, dm: DataMap, mask: np.ndarray) -> list[dict[str, object]]:
+    """Per class of the labelled tracked pixels: their count, mean confidence and
+    variability, the share in each zone and the likely label issues among them (means are
+    None for a class with no tracked pixel)."""
+    C = len(tracking.classes)
+    labelled = tracking.labelled
+    labels = np.asarray(tracking.labels)[labelled]
+    zone = zones(dm.confidence, dm.variability)[labelled]
+
+    def per_class(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(labels, weights.astype(np.float64), minlength=C)[:C]
+
+    n = np.bincount(labels, minlength=C)[:C]
+    sums = {"confidence": per_class(dm.confidence[labelled]),
+            "variability": per_class(dm.variability[labelled]),
+            **{z: per_class(zone == i) for i, z in enumerate(ZONES)}}
+    issues = per_class(mask[labelled])
+    return [{"class": name, "pixels": int(n[k]),
+             **{key: float(v[k] / n[k]) if n[k] else None for key, v in sums.items()},
+             "issue_pixels": int(issues[k])} for k, name in enumerate(tracking.classes)]
