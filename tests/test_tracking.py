@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+import independent
 from falsecli.data.dataset import Section
 from falsecli.core.errors import FalseCliError
-from falsecli.method.datamaps import UNSTABLE
 from falsecli.method.datamaptrack import DataMapTracker, label_probs
 from falsecli.method.history import HEADER_BYTES, RowFile
 from falsecli.method.tracking import Tracker, offsets, packbits
@@ -144,17 +144,6 @@ def test_label_probs_by_hand() -> None:
     assert torch.allclose(out, torch.tensor([[0.7, 0.6, 0.5], [0.2, 0.3, 0.3]]))
 
 
-def _plain_datamap(probs: np.ndarray, preds: np.ndarray, late_from: int) -> dict:
-    """The accumulators from the whole per-epoch history, by numpy and plain loops."""
-    late = range(late_from - 1, len(probs))
-    margin = [min(probs[t, 1, i] - probs[t, 0, i] for t in late) for i in range(P)]
-    stable = [all(preds[t, i] == preds[late[0], i] for t in late) for i in range(P)]
-    return {"label_mean": probs[:, 0].mean(0), "label_var": probs[:, 0].var(0),
-            "wrong_mean": probs[:, 1].mean(0), "wrong_var": probs[:, 1].var(0),
-            "late_margin": np.array(margin),
-            "late_class": np.where(stable, preds[late[0]], UNSTABLE)}
-
-
 def test_datamap_tracker_matches_the_whole_history_and_resumes(tmp_path) -> None:
     """Welford's running mean and variance, the late minimum margin and the late window's
     one class equal those of the full history; a tracker rebuilt from its checkpoint state
@@ -171,7 +160,7 @@ def test_datamap_tracker_matches_the_whole_history_and_resumes(tmp_path) -> None
     full.save(tmp_path / "full")
     with np.load(tmp_path / "full" / "tracking" / "datamap.npz") as npz:
         got = dict(npz.items())
-    for key, want in _plain_datamap(probs.astype(np.float64), preds, late_from).items():
+    for key, want in independent.datamap(probs.astype(np.float64), preds, late_from).items():
         np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-7, err_msg=key)
     assert (got["late_class"][:10] == 1).all()
     assert (int(got["epochs"]), int(got["late_from"]), int(got["late_epochs"])) == (6, 3, 4)

@@ -12,7 +12,7 @@ without importing torch.
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +118,7 @@ class Region:
     predicted: int
     pixels: int
     score: float  # mean issue score of its pixels
+    where: tuple[np.ndarray, np.ndarray] = field(repr=False, compare=False)  # rows, cols
 
     @property
     def weight(self) -> float:
@@ -135,9 +136,11 @@ def regions(section: TrackedSection, score: np.ndarray, mask: np.ndarray,
         comp, n = ndimage.label(mask & (labels == given) & (predicted == pred))
         for k, box in enumerate(ndimage.find_objects(comp), start=1):
             inside = comp[box] == k
+            rows, cols = np.nonzero(inside)
             out.append(Region(section, (box[0].start, box[0].stop - 1),
                               (box[1].start, box[1].stop - 1), int(given), int(pred),
-                              int(inside.sum()), float(score[box][inside].mean())))
+                              int(inside.sum()), float(score[box][inside].mean()),
+                              (rows + box[0].start, cols + box[1].start)))
     return out
 
 

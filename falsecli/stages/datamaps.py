@@ -114,6 +114,11 @@ def _draw(out: Any, tracking: Tracking, dm: Any, score: np.ndarray, mask: np.nda
         save_figure(fig, out.out(figure_path(name)))
 
 
+def has_issue_mask(heatmap_dir: Path) -> bool:
+    """Whether the heatmap stage in ``heatmap_dir`` drew data maps."""
+    return (Path(heatmap_dir) / ISSUE_MASK_NPZ).exists()
+
+
 def load_issue_mask(heatmap_dir: Path, tracking: Tracking) -> np.ndarray:
     """bool (P,): the likely label issues a heatmap stage wrote (for export)."""
     path = Path(heatmap_dir) / ISSUE_MASK_NPZ
