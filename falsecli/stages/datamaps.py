@@ -19,6 +19,7 @@ from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, save_npz, write_csv
+from falsecli.core.manifest import Stage
 from falsecli.method.datamaps import (CLASS_COLUMNS, Region, class_summary, has_datamap,
                                       issue_score, load_datamap, section_regions)
 from falsecli.method.history import TrackedSection, Tracking
@@ -129,6 +130,18 @@ def load_issue_mask(heatmap_dir: Path, tracking: Tracking) -> np.ndarray:
         raise FalseCliError(f"{path}: unreadable ({exc or 'missing'}) — redo it with "
                             "'falsecli heatmap --force'") from None
     return tracking.flatten(images, path).astype(bool)
+
+
+def data_maps_summary(workdir: Path, run: str = "train"
+                      ) -> tuple[list[dict[str, Any]], str, int] | None:
+    """(per-class rows, late window, issue regions) of ``run``'s heat maps, None when they
+    hold no data maps."""
+    stage = Stage(Path(workdir), layout.heatmap_folder(run))
+    manifest = stage.manifest()
+    if manifest is None or not has_issue_mask(stage.path) or "late_window" not in manifest:
+        return None
+    return (load_class_summary(workdir, run), str(manifest["late_window"]),
+            int(manifest["issue_regions"]))
 
 
 def load_class_summary(workdir: Path, run: str = "train") -> list[dict[str, Any]]:

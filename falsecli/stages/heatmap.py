@@ -160,7 +160,8 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         if drawn:
             _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)
         datamaps = write_datamaps(out, cfg, source.path, tracking, drawn)
-        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"])
+        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"],
+                         **{k: v for k, v in datamaps.items() if k != "line"})
     summary = _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
     summary["lines"].append(datamaps.pop("line"))
     return {**summary, "datamaps": datamaps}
