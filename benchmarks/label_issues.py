@@ -12,7 +12,8 @@ network error, not a label error. Measured:
 - regions: a ranked region is a hit when at least half of its pixels are planted ones;
   precision@k over the top k regions (k = the number of patches) and over all of them;
   a patch is found when a hit overlaps it (recall, at k and over all regions);
-- pixels: precision and recall of the label-issue mask against the planted pixels;
+- pixels: precision and recall of the label-issue mask against the planted pixels (a
+  patch also relabels the pixels where crossing tracked sections pass through it);
 - the same for a plain baseline: regions of pixels the last epoch predicted wrong, ranked by
   size (what the history offered before the data maps).
 """
@@ -72,33 +73,28 @@ def plant(labels: np.ndarray, val_every: int, n: int, seed: int
     return out, patches
 
 
-def _truth(section: TrackedSection, patches: list[tuple[str, int, int, np.ndarray]]
-           ) -> list[np.ndarray]:
-    return [m for a, i, _, m in patches if a == section.axis and i == section.index]
-
-
 def score_ranking(ranked: list[tuple[TrackedSection, tuple[np.ndarray, np.ndarray]]],
-                  patches: list[tuple[str, int, int, np.ndarray]]) -> dict[str, Any]:
-    """Region precision/recall of a ranking (best first) of regions (section, (rows, cols))."""
+                  patches: list[tuple[str, int, int, np.ndarray]],
+                  changed: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Region precision/recall of a ranking (best first) of regions (section, (rows, cols));
+    ``changed``: per section, the pixels whose label was planted (on the section itself or
+    where a crossing section's patch passes)."""
     k = len(patches)
     found: set[int] = set()
     hits, found_at_k = [], 0
     for rank, (section, (rows, cols)) in enumerate(ranked):
-        mine = [j for j, (a, i, _, _) in enumerate(patches)
-                if a == section.axis and i == section.index]
-        inside = [patches[j][3][rows, cols] for j in mine]
-        planted = np.any(inside, axis=0) if inside else np.zeros(rows.size, bool)
-        hit = planted.mean() >= HIT
+        hit = changed[section.name][rows, cols].mean() >= HIT
         hits.append(hit)
         if hit:
-            found |= {j for j, m in zip(mine, inside) if m.any()}
+            found |= {j for j, (a, i, _, m) in enumerate(patches)
+                      if a == section.axis and i == section.index and m[rows, cols].any()}
         if rank == k - 1:
             found_at_k = len(found)
     if len(ranked) < k:
         found_at_k = len(found)
     return {"regions": len(ranked), f"precision_at_{k}": _share(hits[:k]),
-            "precision_all": _share(hits), f"recall_at_{k}": found_at_k / k,
-            "recall_all": len(found) / k}
+            "precision_all": _share(hits), f"recall_at_{k}": round(found_at_k / k, 3),
+            "recall_all": round(len(found) / k, 3)}
 
 
 def _share(bits: list[bool]) -> float | None:
@@ -151,16 +147,20 @@ def run(work: Path, n_patches: int, seed: int, overrides: dict[str, Any] | None 
     score = issue_score(dm, tracking.labelled)
     mask = score >= cfg["heatmap"]["issue_margin"]
     regions: list[Region] = section_regions(tracking, dm, score, mask)
-    planted = np.concatenate([np.any(_truth(s, patches) or [np.zeros(s.shape, bool)], axis=0)
-                              .ravel() for s in tracking.sections])
+    original = {s.name: (vol.labels[s.index] if s.axis == "inline" else
+                         vol.labels[:, s.index]).T for s in tracking.sections}
+    changed = {name: image != original[name]
+               for name, image in tracking.images(np.asarray(tracking.labels)).items()}
+    planted = tracking.flatten(changed, work)
     pred_last = np.load(work / "train" / TRACKING / PRED_LAST)
     return {"patches": n_patches, "planted_pixels": int(planted.sum()),
             "late_window": summary["datamaps"]["late_window"],
-            "ranking": score_ranking([(r.section, r.where) for r in regions], patches),
+            "ranking": score_ranking([(r.section, r.where) for r in regions], patches, changed),
             "pixels": {"flagged": int(mask.sum()),
                        "precision": _share(list(planted[mask])),
                        "recall": _share(list(mask[planted]))},
-            "baseline_last_epoch_errors": score_ranking(_baseline(tracking, pred_last), patches),
+            "baseline_last_epoch_errors": score_ranking(_baseline(tracking, pred_last), patches,
+                                                        changed),
             "top": [{"section": r.section.name, "pixels": r.pixels, "score": round(r.score, 3)}
                     for r in regions[:3]],
             "seconds": round(time.perf_counter() - t0, 1)}

@@ -37,8 +37,8 @@ def cartography(ax: Any, confidence: np.ndarray, variability: np.ndarray,
     if pick.size > SCATTER_POINTS:
         pick = np.sort(np.random.default_rng(seed).choice(pick, SCATTER_POINTS, replace=False))
     colors = np.asarray(label_colors(n_classes))[labels[pick]]
-    ax.scatter(variability[pick], confidence[pick], s=3, c=colors, lw=0, alpha=0.6,
-               rasterized=True)
+    ax.scatter(variability[pick], confidence[pick], s=4, c=colors, edgecolors="0.35",
+               linewidths=0.15, alpha=0.7, rasterized=True)  # edges: pale classes show
     ax.set_xlim(0, MAX_STD)
     ax.set_ylim(0, 1)
     ax.set_xlabel("variability: std of p(label) over epochs")
