@@ -164,6 +164,27 @@ def test_tracking_pixel_order_and_consistency(trained, cfg) -> None:
     assert evals["val"]["pixel_acc"] == pytest.approx((pred_last == labels)[valid].mean())
 
 
+def test_data_map_agrees_with_the_history(trained) -> None:
+    """The accumulators against the run's own history, exactly: a pixel right in every
+    epoch had its label above the top wrong class each time (wrong: below); the late
+    window's class is the last prediction, and a positive late margin means wrong in every
+    late epoch."""
+    h = history(trained[0] / "train")
+    dm, labels = h["datamap"], h["labels.npy"]
+    labelled = labels != 255
+    right = np.unpackbits(h["correct.npy"], axis=1)[:, :labels.size].astype(bool)
+    always, never = right.all(0), ~right.any(0) & labelled
+    assert always.any() and never.any()
+    lead = dm["label_mean"] - dm["wrong_mean"]
+    assert (lead[always] > 0).all() and (lead[never] < 0).all()
+    assert ((dm["label_var"] >= 0) & (dm["label_var"] <= 0.25)).all()
+    stable = dm["late_class"] != 255
+    assert stable.any() and (dm["late_class"][stable] == h["pred_last.npy"][stable]).all()
+    late_from = int(dm["late_from"])
+    wrong_late = ~right[late_from - 1:].any(0) & labelled
+    assert (wrong_late[(dm["late_margin"] > 0) & labelled]).all()
+
+
 def test_second_run_without_force_refuses(trained) -> None:
     work, _ = trained
     stage = work / "train"
