@@ -17,6 +17,7 @@ from falsecli.data import segy
 from falsecli.method.datamaps import (UNSTABLE, ZONES, DataMap, issue_score, load_datamap,
                                       zones)
 from falsecli.method.history import load_tracking
+from falsecli.stages.datamaps import data_maps_summary, load_label_issues
 
 CLASSES = config.load_defaults()["data"]["classes"]
 E, LATE_FROM = 6, 4
@@ -141,6 +142,13 @@ def test_planted_label_errors_are_the_ranked_regions(planted) -> None:
          "lower_ns", "10")]
     mask = np.load(work / "heatmap" / "issue_mask.npz")
     assert int(sum(m.sum() for m in mask.values())) == 34
+    # what the report reads: the typed rows and the window
+    typed = load_label_issues(work)
+    assert [(r["section"], r["top"], r["pixels"]) for r in typed] == [
+        ("inline_0005", 10, 24), ("crossline_0010", 20, 10)]
+    assert [r["score"] for r in typed] == [float(r["score"]) for r in rows]
+    classes, window, n_regions = data_maps_summary(work)
+    assert (window, n_regions) == (f"epochs {LATE_FROM}-{E}", 2) and classes
 
 
 def test_maps_and_class_summary_match_plain_loops(planted) -> None:

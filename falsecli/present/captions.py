@@ -108,3 +108,18 @@ def cartography(rel: str) -> FigureRef:
         "epochs, coloured by its given class, on the easy (green), ambiguous (orange) and "
         "hard-to-learn (purple) zones (Swayamdipta et al., 2020). Hard-to-learn pixels the "
         "network confidently gives another class are the likely label issues."))
+
+
+def label_issues(rows: list[dict[str, Any]]) -> Table:
+    """The first regions of heatmap/label_issues.csv."""
+    body = [[r["section"], r["inline"], r["crossline"], f"{r['top']}–{r['bottom']}",
+             r["given_class"], r["predicted_class"], f"{r['pixels']:,}", f"{r['score']:.3f}"]
+            for r in rows]
+    return (f"Likely label issues: the first {len(rows)} regions", [
+        "section", "inline", "crossline", "depth", "given class", "predicted class", "pixels",
+        "score"], body,
+        "Connected regions of train/'s tracked pixels that the network, in every epoch of the "
+        "late window, gave to one other class by at least heatmap.issue_margin, ranked by "
+        "pixels × mean score; inline and crossline are volume indices, depth in samples. "
+        "Places to re-check in the interpretation, not verdicts: a region can as well be "
+        "the network's own confusion.")

@@ -144,6 +144,13 @@ def data_maps_summary(workdir: Path, run: str = "train"
             int(manifest["issue_regions"]))
 
 
+def load_label_issues(workdir: Path, run: str = "train") -> list[dict[str, Any]]:
+    """The rows of ``run``'s label_issues.csv, best first, typed."""
+    columns = {c: str for c in ISSUE_COLUMNS}
+    columns.update(top=int, bottom=int, pixels=int, score=float)
+    return read_csv(workdir, layout.heatmap_folder(run), LABEL_ISSUES_CSV, columns)
+
+
 def load_class_summary(workdir: Path, run: str = "train") -> list[dict[str, Any]]:
     """The per-class data-map summary of ``run``'s heat maps (for the report): the classes
     with tracked pixels."""

@@ -52,6 +52,8 @@ STYLE_FIGURE = "figures/fig3b_style.png"
 AL_FIGURE = "figures/learning_curves.png"
 #: the data map of train/'s tracked pixels, copied from heatmap/
 CARTOGRAPHY_FIGURE = "figures/cartography.png"
+#: likely label-issue regions listed in the report (all are in heatmap/label_issues.csv)
+ISSUES_SHOWN = 10
 #: the columns of table.csv and the type of each
 TABLE_COLUMNS = {"method": str, "split": str, "metric": str, "mean": float, "std": float,
                  "n": int}
@@ -183,7 +185,7 @@ def _active_learning(workdir: Path, out: StageRun, doc: Document) -> None:
 
 def _data_maps(workdir: Path, out: StageRun, doc: Document) -> None:
     """train/'s data maps per class and its cartography figure, when heatmap/ drew them."""
-    from falsecli.stages.datamaps import CARTOGRAPHY_PNG, data_maps_summary
+    from falsecli.stages.datamaps import CARTOGRAPHY_PNG, data_maps_summary, load_label_issues
 
     heat = Stage(workdir, "heatmap")
     found = data_maps_summary(workdir) if heat.is_complete() else None
@@ -191,6 +193,8 @@ def _data_maps(workdir: Path, out: StageRun, doc: Document) -> None:
         return
     rows, late_window, regions = found
     doc.extra.append(captions.datamap_classes(rows, late_window, regions))
+    if regions:
+        doc.extra.append(captions.label_issues(load_label_issues(workdir)[:ISSUES_SHOWN]))
     _copy(heat.path / CARTOGRAPHY_PNG, out.out(CARTOGRAPHY_FIGURE))
     doc.figures.append(captions.cartography(CARTOGRAPHY_FIGURE))
 
