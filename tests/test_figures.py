@@ -6,7 +6,8 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.transforms import Bbox
 
-from falsecli.present import figures, style_figures, trace_figures, transfer_figures
+from falsecli.present import (datamap_figures, figures, style_figures, trace_figures,
+                              transfer_figures)
 
 CLASSES = ["upper_ns", "middle_ns", "lower_ns", "rijnland_chalk", "scruff", "zechstein"]
 
@@ -143,6 +144,15 @@ def _sections(shape):
     return seismic, labels, (labels % 3).astype(np.uint16)
 
 
+def _datamap():
+    seismic, labels = _section(48, 32)
+    confidence = np.abs(np.tanh(seismic))
+    variability = confidence * 0.4
+    return datamap_figures.datamap_figure(labels, confidence, variability, 1 - confidence,
+                                          labels == 4, classes=CLASSES, ignore_index=255,
+                                          title="inline_0010: data map")
+
+
 #: every figure the stages draw, on small inputs: name -> builder
 FIGURES = {
     "Fig. 2 section": lambda: figures.section_figure(
@@ -163,6 +173,9 @@ FIGURES = {
         [{"step": s, "d": 1.0 / s, "g_adv": 0.5, "fm": 0.2, "l1": 0.3} for s in (10, 20)]),
     "Fig. 3b style": lambda: style_figures.style_figure(_style_rows(), 4, "scruff"),
     "trace per pixel": _influence,
+    "data map": _datamap,
+    "cartography": lambda: datamap_figures.cartography_figure(
+        np.linspace(0, 1, 600), np.linspace(0, 0.5, 600), np.arange(600) % 6, CLASSES, "map"),
     "trace per epoch and class": lambda: trace_figures.epoch_class_figure(
         np.arange(18.0).reshape(3, 6) - 9, [2, 4, 6], CLASSES, title="trace"),
 }
