@@ -21,8 +21,9 @@ import numpy as np
 
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.files import atomic_dir, write_json
+from falsecli.core.files import write_json
 from falsecli.core.manifest import Stage
+from falsecli.core.swap import out_folder
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import Volume
 from falsecli.method.history import TrackedSection
@@ -88,7 +89,7 @@ def export(cfg: Config, workdir: Path, out: Path, *, force: bool = False) -> dic
                                     f"(shape {tuple(vol.seismic.shape)}) — the data changed "
                                     "since training; restore it or retrain")
     outputs, written = [], {}
-    with atomic_dir(out) as tmp:
+    with out_folder(out, "export") as tmp:
         for split, secs in by_split.items():
             vol = vols[split]
             for file, (key, _) in MAPS.items():
