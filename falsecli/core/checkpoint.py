@@ -55,7 +55,7 @@ def load(path: Path, what: str, fix: str, keys: Sequence[str] = (),
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FalseCliError(f"{path}: missing — {fix}") from None
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # noqa: BLE001 — bytes that are no torch file raise anything
         raise FalseCliError(f"{path}: not a falsecli {what} ({_reason(exc)}) — {fix}") from None
     if not isinstance(payload, dict):
         raise FalseCliError(f"{path}: not a falsecli {what} (it holds a "
@@ -79,6 +79,8 @@ def _reason(exc: BaseException) -> str:
         return "not tensors and plain containers saved by torch"
     if isinstance(exc, EOFError):
         return "empty or cut short"
+    if not isinstance(exc, (OSError, RuntimeError, ValueError)):  # torch's unpickler on junk
+        return f"not a torch file: {type(exc).__name__} reading it"
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else type(exc).__name__
     return first if len(first) <= 120 else first[:119] + "…"
