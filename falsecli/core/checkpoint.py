@@ -181,10 +181,16 @@ def restore_rng(state: Mapping[str, torch.Tensor], device: torch.device,
 
 def interrupted(stage: Stage, *, resume: bool, force: bool,
                 progress: Callable[[Path], str]) -> bool:
-    """Whether to continue the interrupted run in ``stage``: only with ``resume`` and without
-    ``force`` (which starts over); refused in one line without either. ``progress(path)``
+    """Whether to continue the interrupted run in ``stage``: with ``resume`` and without
+    ``force`` (which starts over); refused in one line without either. A complete stage whose
+    redo (``--force``) was interrupted continues that redo with ``force`` and ``resume``
+    together (:func:`~falsecli.core.swap.stage_run` keeps it for ``keep``). ``progress(path)``
     reads the checkpoint at ``path`` and says how far it got ("epoch 3 of 60")."""
     path = stage.path / CHECKPOINT
+    if force and resume and stage.is_complete() and (stage.redo_path / CHECKPOINT).is_file():
+        if stage.busy():
+            raise stage.busy_error()
+        return True
     if force or not path.is_file() or stage.is_complete():
         return False
     if stage.busy():  # not interrupted: still running

@@ -130,11 +130,13 @@ def _adopt(stage: Stage, old: Path) -> None:
     shutil.rmtree(old)
 
 
-def _recover(stage: Stage) -> None:
+def _recover(stage: Stage, keep_redo: bool) -> None:
     """Clean up after a process killed while writing ``stage`` (called under its lock): put
-    back a complete folder renamed aside, and drop an unfinished redo."""
+    back a complete folder renamed aside, and drop an unfinished redo unless ``keep_redo``
+    (it resumes)."""
     for leftover in (_old(stage), stage.redo_path):
-        if not leftover.exists():
+        if not leftover.exists() or (keep_redo and leftover == stage.redo_path
+                                     and stage.manifest_path.exists()):
             continue
         if stage.path.exists():
             _adopt(stage, leftover)
@@ -161,7 +163,8 @@ def stage_run(
     ``force`` a complete stage is rebuilt in ``<workdir>/.falsecli/redo/`` and swapped in
     only when its manifest is written, so a failed or killed redo leaves the old result. An
     incomplete stage is written in place, emptied first unless ``keep`` (training resumes from
-    its checkpoint). Leftovers of killed writes go before the run starts and after it ends.
+    its checkpoint); so is the redo of a complete stage (``force`` and ``keep``: a killed
+    redo resumes). Leftovers of killed writes go before the run starts and after it ends.
     """
     stage = Stage(Path(workdir), name)
     if stage.workdir.exists() and not stage.workdir.is_dir():
@@ -172,7 +175,7 @@ def stage_run(
         _refuse_complete(stage)
     with lock(stage):
         try:
-            _recover(stage)
+            _recover(stage, keep_redo=keep)
         except OSError as exc:
             raise fs_error(exc) from None
         redo = stage.manifest_path.exists()
@@ -181,7 +184,7 @@ def stage_run(
         folder = stage.redo_path if redo else stage.path
         make_dir(folder)
         try:
-            _clean(stage, folder, everything=not keep or redo)
+            _clean(stage, folder, everything=not keep)
         except OSError as exc:
             raise fs_error(exc) from None
         run = StageRun(stage, config, inputs, seed=seed, device=device, folder=folder)
@@ -246,8 +249,8 @@ def out_folder(out: Path, command: str) -> Iterator[Path]:
                     os.replace(out, _aside(out))
                 os.replace(partial, out)
             _recover_out(out)
-        except OSError as exc:
-            raise fs_error(exc, out) from None
+        except OSError as exc:  # the disk is full, the folder read-only...
+            raise fs_error(exc, exc.filename or out) from None
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
