@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, sets_args, shared
 from test_faults import cli, killed, leftovers, same_run, snapshot
 from test_malformed import fill, tmpfs
@@ -28,7 +29,7 @@ from falsecli.core.layout import STATE
 
 SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",
                 "train.epochs=2", "train.keep_every=1", "heatmap.figures=0",
-                "predict.batch_size=4"]
+                "predict.batch_size=4", "transfer.checkpoint_every=2"]
 ARGS = [*sets_args(SMALL), "--quiet"]
 PREDICT = ("predict", "--format", "segy")
 TRACE = ("trace", "--section", "inline_0000")
@@ -41,11 +42,12 @@ TIMINGS = ("predict_seconds", "voxels_per_s")
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """Uninterrupted train, heatmap, predict, export and trace in ``w``; al in ``al``."""
+    """Uninterrupted train, heatmap, rank, transfer, predict, export and trace in ``w``; al
+    in ``al``."""
     root = shared(tmp_path_factory.mktemp("reference"))
     work = root / "w"
-    for command in (["train"], ["heatmap"], [*PREDICT, "--out", root / "p"],
-                    ["export", "--out", root / "e"], TRACE):
+    for command in (["train"], ["heatmap"], ["rank"], ["transfer"],
+                    [*PREDICT, "--out", root / "p"], ["export", "--out", root / "e"], TRACE):
         cli(*command, "-w", work, *ARGS)
     cli(*AL, "-w", root / "al", *ARGS)
     return root
@@ -179,6 +181,26 @@ def test_a_killed_force_redo_resumes(reference, tmp_path) -> None:
     cli("train", "--force", "--resume", "-w", work, *ARGS)
     assert (work / "train" / "metrics.jsonl").read_text().splitlines()[0] == first
     same_run(reference / "w" / "train", work / "train")
+    assert leftovers(work) == []
+
+
+def test_a_killed_transfer_redo_resumes_the_generator_fit(reference, tmp_path) -> None:
+    """``transfer --force`` killed in the generator's fit (its checkpoint at step 2 of 4):
+    the old transfer stays; ``--force --resume`` fits on from step 2 to the uninterrupted
+    run's generator and samples."""
+    work = upstream(reference, tmp_path, "train", "heatmap", "rank", "transfer")
+    before = snapshot(work / "transfer")
+    killed("checkpoint.pt:1:after", "transfer", "--force", "-w", work, *ARGS)
+    assert snapshot(work / "transfer") == before
+    result = CliRunner().invoke(app, ["transfer", "--force", "--resume", "-w", str(work),
+                                      *sets_args(SMALL), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["generator"] == "resumed"
+    assert snapshot(work / "transfer")["samples.npz"] == before["samples.npz"]
+    ga, gb = (torch.load(w / "transfer" / "generator.pt", weights_only=True)
+              for w in (reference / "w", work))
+    for part in ("encoder", "generator"):
+        assert all(torch.equal(ga[part][k], gb[part][k]) for k in ga[part]), part
     assert leftovers(work) == []
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import make_segy
 import numpy as np
 import pytest
 from conftest import TINY, sets_args, shared
-from test_malformed import Case, Damage, nothing, put, replaced, run
+from test_malformed import Case, Damage, fails_in_one_line, nothing, put, replaced, run
 
 SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",
                 "train.epochs=2", "train.keep_every=1", "heatmap.figures=0"]
@@ -182,19 +181,8 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_malformed_input_is_one_line(base, tmp_path, case: Case) -> None:
-    work = tmp_path / "w"
-    shutil.copytree(base, work, copy_function=os.link)
-    with contextlib.ExitStack() as stack:
-        case.damage(work, stack)
-        args = [str(a).format(w=work) for a in case.args]
-        before = {p: p.stat().st_mtime_ns for p in (work / "train").rglob("*") if p.is_file()}
-        result = run(*args[:1], *([] if "-w" in args else ["-w", work]), *args[1:], *ARGS)
-        lines = result.stderr.strip().splitlines()
-        assert result.exit_code == 1, (result.exit_code, result.output)
-        assert len(lines) == 1, result.stderr
-        assert "Traceback" not in result.output and "Aborted" not in result.output
-        assert case.needle.format(w=work) in lines[0], lines[0]
-    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())
+    work = fails_in_one_line(base, tmp_path, case, ARGS)
+    # a refused predict or export leaves nothing beside its --out
     assert not list(work.glob(".o.*")) or case.name.endswith("being written")
 
 

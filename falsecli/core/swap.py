@@ -231,7 +231,7 @@ def out_folder(out: Path, command: str) -> Iterator[Path]:
     end; a failed build is removed. A killed build's partial folder (and a complete folder
     renamed aside by a swap the kill interrupted) are cleaned up, or put back, by the next run
     of the command for ``out``, before it starts; the lock file goes when the run ends."""
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # '--out .' has a name to build beside, too
     busy = FalseCliError(f"{command}: another falsecli process is writing {out} — wait for it "
                          "to finish, or choose another --out")
     partial = partial_path(out)

@@ -7,7 +7,8 @@ own textual, binary and trace headers when it was read from SEG-Y, else the regu
 ``synth --format segy``. Traces on no tracked section are 0. A trace where a tracked inline
 and a tracked crossline cross lies on both sections and holds the larger of their two
 counts (never-learned: 1 if either marks it), so a hot spot is never hidden. Like
-``predict``, the folder is built beside ``DIR`` and renamed into place; ``DIR/export.json``
+``predict``, the folder is built beside ``DIR`` and swapped into place
+(:func:`~falsecli.core.swap.out_folder`); ``DIR/export.json``
 summarises it.
 """
 
