@@ -240,9 +240,12 @@ def out_folder(out: Path, command: str) -> Iterator[Path]:
             _recover_out(out)
             partial.mkdir()
         except OSError as exc:
-            raise fs_error(exc) from None
+            raise fs_error(exc, out) from None
         try:
-            yield partial
+            try:
+                yield partial
+            except FalseCliError as exc:  # name the files as the user will find them
+                raise FalseCliError(str(exc).replace(str(partial), str(out))) from None
             os.chmod(partial, 0o777 & ~UMASK)
             if not (out.exists() and exchange(partial, out)):  # exchanged: partial is the old
                 if out.exists():
@@ -250,7 +253,8 @@ def out_folder(out: Path, command: str) -> Iterator[Path]:
                 os.replace(partial, out)
             _recover_out(out)
         except OSError as exc:  # the disk is full, the folder read-only...
-            raise fs_error(exc, exc.filename or out) from None
+            where = str(exc.filename or out).replace(str(partial), str(out))
+            raise fs_error(exc, where) from None
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
