@@ -3,7 +3,9 @@
 A stage is written under an exclusive lock. A redo of a complete stage builds the new result
 in ``<workdir>/.falsecli/redo/`` and exchanges it with the old folder in one step (Linux
 ``renameat2``) only once its manifest is written, so a failed or killed redo leaves the old
-result; :func:`stage_run` cleans up after a killed writer before it starts.
+result; :func:`stage_run` cleans up after a killed writer before it starts (and keeps a
+killed redo that resumes). :func:`out_folder` does the same for a folder of the user's
+choosing (predict's and export's ``--out``), beside it rather than in a workdir.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv, write_json, write_text
 from falsecli.core.manifest import Stage
-from falsecli.data.volumes import read_npy
 from falsecli.core.swap import stage_run
+from falsecli.data.volumes import read_npy
 from falsecli.stages import Step
 
 INFLUENCE_CSV = "influence.csv"
