@@ -225,6 +225,21 @@ def nearly_full(fs: Path, left: int):
         filler.unlink()
 
 
+def test_every_file_mapped_for_writing_is_reserved_first() -> None:
+    """A file the package creates for a writable memory map has its space reserved
+    (``files.reserve``) within the next lines, before any write into the map: else a full
+    disk is a bus error, not a line."""
+    root = Path(__file__).resolve().parents[1] / "falsecli"
+    unreserved = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            mapped = "open_memmap(" in line or ("np.memmap(" in line and "+" in line)
+            if mapped and not any("reserve(" in later for later in lines[i:i + 4]):
+                unreserved.append(f"{path.relative_to(root)}:{i + 1}")
+    assert unreserved == []
+
+
 @pytest.mark.parametrize("left", [0, 96 * 1024])
 def test_predict_onto_a_full_disk_is_one_line(reference, tmp_path, left) -> None:
     """A volume whose outputs (1 MB a result) do not fit: with 96 kB left, the result
