@@ -20,6 +20,7 @@ from typing import Any, Self
 
 import torch
 
+from falsecli.core import console
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import save_with
 from falsecli.core.manifest import Stage
@@ -187,10 +188,13 @@ def interrupted(stage: Stage, *, resume: bool, force: bool,
     together (:func:`~falsecli.core.swap.stage_run` keeps it for ``keep``). ``progress(path)``
     reads the checkpoint at ``path`` and says how far it got ("epoch 3 of 60")."""
     path = stage.path / CHECKPOINT
-    if force and resume and stage.is_complete() and (stage.redo_path / CHECKPOINT).is_file():
+    if force and stage.is_complete() and (stage.redo_path / CHECKPOINT).is_file():
         if stage.busy():
             raise stage.busy_error()
-        return True
+        if not resume:
+            console.log(f"{stage.name}: the interrupted redo in {stage.redo_path} starts over "
+                        "(--force --resume would continue it)")
+        return resume
     if force or not path.is_file() or stage.is_complete():
         return False
     if stage.busy():  # not interrupted: still running
