@@ -111,6 +111,14 @@ RULES: dict[str, Rule] = {
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
     "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
     "train.checkpoint_every": Rule(int, ge=1, why="1 checkpoints after every epoch"),
+    "train.trace": Rule(dict, nullable=True, fields=(
+        ("layers", Rule(list, items=Rule(str, form=(r"[\w.]+", "head or a module name such as "
+                                                               "classifier.4")),
+                        length=(1, None), distinct=True)),
+        ("by", Rule(list, items=Rule(str, choices=("section", "class")), length=(1, 2),
+                    distinct=True)),
+        ("every", _COUNT),
+    ), why="null = off"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
     "heatmap.run": _RUN,
