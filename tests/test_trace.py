@@ -51,6 +51,7 @@ def planted(tmp_path_factory) -> list[str]:
     np.save(folder / "seismic.npy", seismic)
     np.save(folder / "labels.npy", labels)
     return TINY + [f"train.epochs={EPOCHS}", "train.keep_every=1", "data.source=files",
+                   "train.trace={layers: [head], by: [section, class], every: 1}",
                    f"data.seismic={folder / 'seismic.npy'}",
                    f"data.labels={folder / 'labels.npy'}", "data.test=[]"]
 

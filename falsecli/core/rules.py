@@ -161,6 +161,10 @@ RULES: dict[str, Rule] = {
     "trace.layers": Rule(str, form=(r"[\w.]+(,[\w.]+)*", "last | head | all | comma-separated "
                                                          "parameter name prefixes")),
     "trace.top": _COUNT,
+    "trace.method": Rule(str, choices=("tracin", "representation")),
+    "trace.normalize": Rule(str, choices=("none", "cosine")),
+    "trace.layer": Rule(str, form=(r"[\w.]+", "a module name traced by train.trace, e.g. "
+                                              "classifier.4")),
     "trace.batch_size": _COUNT,
     "query.run": _RUN,
     "query.strategy": Rule(str, choices=STRATEGIES),

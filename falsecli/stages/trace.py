@@ -34,7 +34,7 @@ OPPONENTS_PNG = "opponents.png"
 EPOCHS_PNG = "epochs.png"
 
 
-def _query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
+def query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
     """The region (bool, the section's shape) of ``trace.class`` or ``trace.mask``, else every
     pixel; and a few words naming it."""
     if opts["class"] is not None and opts["mask"] is not None:
@@ -84,6 +84,9 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     from falsecli.method.pool import by_shape
 
     opts = cfg["trace"]
+    if opts["method"] == "representation":
+        from falsecli.stages.representation import representation
+        return representation(cfg, workdir, force=force)
     run, name = opts["run"], opts["section"]
     if not name:
         raise FalseCliError("trace: which tracked section? give --section, e.g. "
@@ -96,12 +99,12 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     model, payload = load_model(source.path / MODEL, device)
     run_cfg = payload["config"]
     ds = load_dataset(run_cfg)
-    section = _tracked_section(ds, run_cfg, run, name)
+    section = tracked_section(ds, run_cfg, run, name)
     labels = ds.label(section)
-    region, what = _query_region(opts, run_cfg, labels)
+    region, what = query_region(opts, run_cfg, labels)
     query = influence.Query(ds.image(section), labels, region)
     names = influence.parameter_names(model, opts["layers"])
-    sections = ds.sections("train")
+    sections = trained_on(ds)
     n_params = sum(p.numel() for n, p in model.named_parameters() if n in names)
     n_batches = len(checkpoints) * sum(
         -(-len(g) // opts["batch_size"]) for g in by_shape(sections).values())
@@ -114,7 +117,8 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
                     f"({pixels} pixels)")
         task = bar.add_task("trace", total=n_batches, info="")
         scores = influence.class_scores(model, checkpoints, names, query, ds, sections,
-                                        opts["batch_size"], lambda: bar.advance(task))
+                                        opts["batch_size"], lambda: bar.advance(task),
+                                        normalize=opts["normalize"])
         rows = _rows(scores, sections, ds.classes)
         top = opts["top"]
         maps = _top_maps(model, checkpoints, names, query, ds, sections, rows, opts)
@@ -122,7 +126,8 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
         per_epoch = scores.sum(0)  # (checkpoints, classes)
         epochs = [c.epoch for c in checkpoints]
         write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
-        options = {"run": run, "section": name, "query": what, "layers": opts["layers"],
+        options = {"run": run, "section": name, "query": what, "method": "tracin",
+                   "normalize": opts["normalize"], "layers": opts["layers"],
                    "parameters": n_params, "epochs": epochs,
                    "lr": [c.lr for c in checkpoints], "query_pixels": pixels}
         write_json(out.out(QUERY_JSON), options)
@@ -147,10 +152,19 @@ def _top_maps(model: Any, checkpoints: list[Any], names: list[str], query: Any, 
     by_name = {s.name: s for s in sections}
     return dict(zip(chosen, influence.influence_maps(
         model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
-        opts["batch_size"])))
+        opts["batch_size"], normalize=opts["normalize"])))
 
 
-def _tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
+def trained_on(ds: Any) -> list[Any]:
+    """The training sections whose labels the run trained on (not the pool of an
+    active-learning run, nor unlabelled ones), in the split's order."""
+    from falsecli.method.training import pool_sections
+
+    trained = {s.name for secs in pool_sections(ds).values() for s in secs}
+    return [s for s in ds.sections("train") if s.name in trained]
+
+
+def tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
     """The tracked section ``name`` of the run's data, or one line naming a few valid ones."""
     tracked = {s.name: s for s in ds.tracked(run_cfg["train"]["track"])}
     if name not in tracked:
@@ -220,6 +234,10 @@ def print_trace(summary: dict[str, Any]) -> None:
     """Top proponents and opponents as tables on stdout."""
     from rich.table import Table
 
+    if summary["method"] == "representation":
+        from falsecli.stages.representation import print_representation
+        print_representation(summary)
+        return
     classes = list(summary["class_totals"])
     for kind in ("proponents", "opponents"):
         table = Table(title=f"{summary['section']} ({summary['query']}): {kind} among "
