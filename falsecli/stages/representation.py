@@ -21,8 +21,8 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv, write_json
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
-from falsecli.stages.trace import (EPOCHS_PNG, OPPONENTS_PNG, PROPONENTS_PNG, QUERY_JSON,
-                                   query_region, tracked_section)
+from falsecli.stages.tracequery import (EPOCHS_PNG, OPPONENTS_PNG, PROPONENTS_PNG, QUERY_JSON,
+                                        query_region, section_name, tracked_section)
 
 #: per share set (section, class) and share: its contribution, rank
 REPRESENTATION_CSV = "representation.csv"
@@ -37,28 +37,16 @@ def representation(cfg: Config, workdir: Path, *, force: bool = False) -> dict[s
     from falsecli.data.dataset import load_dataset
     from falsecli.method import representation as rep
     from falsecli.method.model import MODEL, load_model
-    from falsecli.method.tracing import load_snapshot, snapshot_epochs
 
     opts = cfg["trace"]
-    run, name, layer = opts["run"], opts["section"], opts["layer"]
-    if not name:
-        raise FalseCliError("trace: which tracked section? give --section, e.g. "
-                            "--section inline_0005")
+    run, name, layer = opts["run"], section_name(opts), opts["layer"]
     workdir = Path(workdir)
     source = Stage(workdir, run)
     folder = layout.trace_folder(run, name)
     source.require(folder)
-    epochs = snapshot_epochs(source.path)
-    if not epochs:
-        raise FalseCliError(f"trace: {source.path} recorded no shares — train it again "
-                            f"tracing them: '{HOW} -w {workdir}'")
-    snaps = {e: load_snapshot(source.path, e) for e in epochs}
+    snaps, own = _snapshots(source.path, run, layer, workdir)
+    epochs = list(snaps)
     last = snaps[epochs[-1]]
-    own = {n.removeprefix(layer + "."): n for n in last["final"] if n.startswith(layer + ".")}
-    if not own:
-        traced = sorted({n.rsplit(".", 1)[0] for n in last["final"]})
-        raise FalseCliError(f"config key 'trace.layer' is {layer!r}, which {run} did not trace; "
-                            f"use one of {', '.join(traced)}")
     device = resolve_device(cfg["train"]["device"])
     model, payload = load_model(source.path / MODEL, device)
     ds = load_dataset(payload["config"])
@@ -70,15 +58,7 @@ def representation(cfg: Config, workdir: Path, *, force: bool = False) -> dict[s
     module = dict(model.named_modules())[layer]
     readout, _ = rep.readout(module, x, region, labels, ds.ignore_index, margin)
 
-    def local(params: dict[str, Any], stacked: bool = True) -> dict[str, Any]:
-        return {k: (params[n] if stacked else params[n][None]).to(device)
-                for k, n in own.items()}
-
-    values = {e: {by: rep.read(readout, local(s["shares"][by])) for by in s["shares"]}
-              for e, s in snaps.items()}
-    parts = {"initial": rep.read(readout, local(last["initial"], False)),
-             **{f"residual_{by}": rep.read(readout, local(r, False))
-                for by, r in last["residual"].items()}}
+    values, parts = _values(readout, snaps, own, device)
     primary = "margin" if margin else "along"
     options = {"run": run, "section": name, "query": what, "method": "representation",
                "layer": layer, "epochs": epochs, "primary": primary,
@@ -89,14 +69,7 @@ def representation(cfg: Config, workdir: Path, *, force: bool = False) -> dict[s
                    device=str(device)) as out:
         console.log(f"{folder}: {layer} over {options['query_pixels']} pixels ({what}), "
                     f"{len(epochs)} snapshots")
-        columns = ["by", "share", "rank", *readout.grads]
-        write_csv(out.out(REPRESENTATION_CSV), columns, rows)
-        write_csv(out.out(REPRESENTATION_EPOCHS_CSV), ["epoch", *columns[:2], *readout.grads],
-                  [{"epoch": e, "by": by, "share": share,
-                    **{k: float(v[k][i]) for k in readout.grads}}
-                   for e, sets in values.items() for by, v in sets.items()
-                   for i, share in enumerate(snaps[e]["names"][by])])
-        write_json(out.out(QUERY_JSON), options)
+        _write(out, rows, values, snaps, list(readout.grads), options)
         _draw(out, ds, section, region, labels, rows, module, x, readout, last, own, values,
               options, opts["top"])
         out.extra.update({k: v for k, v in options.items() if k != "final"})
@@ -104,6 +77,58 @@ def representation(cfg: Config, workdir: Path, *, force: bool = False) -> dict[s
     return {"stage": folder, **options, "proponents": top[:opts["top"]],
             "opponents": top[::-1][:opts["top"]],
             "outputs": [str(out.path / rel) for rel in out.outputs]}
+
+
+def _write(out: Any, rows: list[dict[str, Any]], values: dict[int, Any],
+           snaps: dict[int, dict[str, Any]], directions: list[str],
+           options: dict[str, Any]) -> None:
+    """representation.csv, representation_epochs.csv and query.json."""
+    write_csv(out.out(REPRESENTATION_CSV), ["by", "share", "rank", *directions], rows)
+    write_csv(out.out(REPRESENTATION_EPOCHS_CSV), ["epoch", "by", "share", *directions],
+              [{"epoch": e, "by": by, "share": share,
+                **{k: float(v[k][i]) for k in directions}}
+               for e, sets in values.items() for by, v in sets.items()
+               for i, share in enumerate(snaps[e]["names"][by])])
+    write_json(out.out(QUERY_JSON), options)
+
+
+def _snapshots(run_path: Path, run: str, layer: str, workdir: Path
+               ) -> tuple[dict[int, dict[str, Any]], dict[str, str]]:
+    """The run's snapshots by epoch, and the traced parameters of ``layer`` (name within the
+    layer -> name in the network)."""
+    from falsecli.method.tracing import load_snapshot, snapshot_epochs
+
+    epochs = snapshot_epochs(run_path)
+    if not epochs:
+        raise FalseCliError(f"trace: {run_path} recorded no shares — train it again "
+                            f"tracing them: '{HOW} -w {workdir}'")
+    snaps = {e: load_snapshot(run_path, e) for e in epochs}
+    final = snaps[epochs[-1]]["final"]
+    own = {n.removeprefix(layer + "."): n for n in final if n.startswith(layer + ".")}
+    if not own:
+        traced = sorted({n.rsplit(".", 1)[0] for n in final})
+        raise FalseCliError(f"config key 'trace.layer' is {layer!r}, which {run} did not trace; "
+                            f"use one of {', '.join(traced)}")
+    return snaps, own
+
+
+def _values(readout: Any, snaps: dict[int, dict[str, Any]], own: dict[str, str], device: Any
+            ) -> tuple[dict[int, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
+    """Per epoch and share set, every share's contribution along each direction; and those of
+    the initial weights and of each set's residual (after the last epoch)."""
+    from falsecli.method.representation import read
+
+    def local(params: dict[str, Any], stacked: bool = True) -> dict[str, Any]:
+        return {k: (params[n] if stacked else params[n][None]).to(device)
+                for k, n in own.items()}
+
+    last = snaps[max(snaps)]
+    values = {e: {by: read(readout, local(s["shares"][by])) for by in s["shares"]}
+              for e, s in snaps.items()}
+    parts = {"initial": read(readout, local(last["initial"], False)),
+             **{f"residual_{by}": read(readout, local(r, False))
+                for by, r in last["residual"].items()}}
+    return values, parts
 
 
 def _balance(values: dict[str, dict[str, np.ndarray]], parts: dict[str, dict[str, float]],

@@ -18,44 +18,19 @@ from typing import Any
 import numpy as np
 
 from falsecli.core import console, layout
-from falsecli.core.config import Config, class_id
+from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv, write_json, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
 from falsecli.stages import Step
+from falsecli.stages.tracequery import (EPOCHS_PNG, OPPONENTS_PNG, PROPONENTS_PNG, QUERY_JSON,
+                                        query_region, section_name, tracked_section,
+                                        trained_on)
 
 INFLUENCE_CSV = "influence.csv"
 #: per checkpoint and class, summed over the training sections (the epoch-by-class plot)
 EPOCHS_CSV = "epochs.csv"
-QUERY_JSON = "query.json"
-PROPONENTS_PNG = "proponents.png"
-OPPONENTS_PNG = "opponents.png"
-EPOCHS_PNG = "epochs.png"
-
-
-def query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
-    """The region (bool, the section's shape) of ``trace.class`` or ``trace.mask``, else every
-    pixel; and a few words naming it."""
-    if opts["class"] is not None and opts["mask"] is not None:
-        raise FalseCliError("trace: give --class or --mask, not both")
-    if opts["class"] is not None:
-        cid = class_id(cfg, opts["class"])
-        return labels == cid, f"class {cfg['data']['classes'][cid]}"
-    if opts["mask"] is None:
-        return np.ones(labels.shape, bool), "every labelled pixel"
-    path = Path(opts["mask"])
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise FalseCliError(f"--mask {path}: not a readable .npy file ({exc})") from None
-    if mask.shape != labels.shape:
-        raise FalseCliError(f"--mask {path}: shape {list(mask.shape)}, but section "
-                            f"{opts['section']} is {list(labels.shape)} (depth, width)")
-    if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
-        raise FalseCliError(f"--mask {path}: values other than 0/1 ({mask.dtype}); save a bool "
-                            "array, e.g. np.save(path, events >= 2)")
-    return mask.astype(bool), f"mask {path.name}"
 
 
 def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
@@ -75,8 +50,16 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
 
 
 def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Score every training section of ``trace.run`` by its influence on ``trace.section``'s
-    query region."""
+    """Explain ``trace.section``'s query region by ``trace.method``."""
+    if cfg["trace"]["method"] == "representation":
+        from falsecli.stages.representation import representation
+        return representation(cfg, workdir, force=force)
+    return _tracin(cfg, workdir, force=force)
+
+
+def _tracin(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Score every trained-on section of ``trace.run`` by its influence on
+    ``trace.section``'s query region."""
     from falsecli.core.runtime import resolve_device
     from falsecli.data.dataset import load_dataset
     from falsecli.method import influence
@@ -84,13 +67,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     from falsecli.method.pool import by_shape
 
     opts = cfg["trace"]
-    if opts["method"] == "representation":
-        from falsecli.stages.representation import representation
-        return representation(cfg, workdir, force=force)
-    run, name = opts["run"], opts["section"]
-    if not name:
-        raise FalseCliError("trace: which tracked section? give --section, e.g. "
-                            "--section inline_0005")
+    run, name = opts["run"], section_name(opts)
     workdir = Path(workdir)
     source = Stage(workdir, run)
     source.require(layout.trace_folder(run, name))
@@ -153,24 +130,6 @@ def _top_maps(model: Any, checkpoints: list[Any], names: list[str], query: Any, 
     return dict(zip(chosen, influence.influence_maps(
         model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
         opts["batch_size"], normalize=opts["normalize"])))
-
-
-def trained_on(ds: Any) -> list[Any]:
-    """The training sections whose labels the run trained on (not the pool of an
-    active-learning run, nor unlabelled ones), in the split's order."""
-    from falsecli.method.training import pool_sections
-
-    trained = {s.name for secs in pool_sections(ds).values() for s in secs}
-    return [s for s in ds.sections("train") if s.name in trained]
-
-
-def tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
-    """The tracked section ``name`` of the run's data, or one line naming a few valid ones."""
-    tracked = {s.name: s for s in ds.tracked(run_cfg["train"]["track"])}
-    if name not in tracked:
-        some = ", ".join(list(tracked)[:4])
-        raise FalseCliError(f"trace: {name} is not a tracked section of {run} (e.g. {some})")
-    return tracked[name]
 
 
 def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[dict[str, Any]]:
