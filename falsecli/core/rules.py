@@ -112,7 +112,7 @@ RULES: dict[str, Rule] = {
     "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
     "train.checkpoint_every": Rule(int, ge=1, why="1 checkpoints after every epoch"),
     "train.trace": Rule(dict, nullable=True, fields=(
-        ("layers", Rule(list, items=Rule(str, form=(r"[\w.]+", "head or a module name such as "
+        ("layers", Rule(list, items=Rule(str, form=(r"[\w.]+", "head, all or a module name such as "
                                                                "classifier.4")),
                         length=(1, None), distinct=True)),
         ("by", Rule(list, items=Rule(str, choices=("section", "class")), length=(1, 2),

@@ -48,14 +48,16 @@ SNAPSHOT_KEYS = ("epoch", "initial", "final", "shares", "residual", "names", "la
 
 
 def traced_parameters(model: torch.nn.Module, layers: Sequence[str]) -> list[str]:
-    """The parameters of ``layers`` (module names or prefixes; ``head`` = :data:`HEAD`)."""
-    prefixes = [p for layer in layers for p in (HEAD if layer == "head" else (layer,))]
+    """The parameters of ``layers`` (module names or prefixes; ``head`` = :data:`HEAD`,
+    ``all`` = every parameter)."""
+    aliases = {"head": HEAD, "all": ("",)}
+    prefixes = [p for layer in layers for p in aliases.get(layer, (layer,))]
     names = [n for n, _ in model.named_parameters()
-             if any(n.startswith(p + ".") or n == p for p in prefixes)]
+             if any(p == "" or n.startswith(p + ".") or n == p for p in prefixes)]
     if not names:
         raise FalseCliError(f"config key 'train.trace.layers' is {list(layers)}; it selects no "
-                            "parameter — use head or module names such as classifier.4, "
-                            "backbone.layer4")
+                            "parameter — use head, all or module names such as "
+                            "classifier.4, backbone.layer4")
     return names
 
 
@@ -142,9 +144,11 @@ class Tracer:
                 m.mul_(keep)
                 m.index_add_(0, index, grads[k].to(m.dtype), alpha=gain)
                 m[-1].add_(before[k], alpha=gain * group["weight_decay"])
-                share = m * (rate / denom)
-                s.total[name].add_(share)
-                s.residual[name].add_(taken - share.sum(0))
+                if isinstance(denom, float):
+                    s.total[name].add_(m, alpha=rate / denom)
+                else:  # in place: no temporary of the shares' size
+                    s.total[name].addcdiv_(m, denom, value=rate)
+                s.residual[name].add_(taken - m.sum(0) * rate / denom)
         self._grads = []
 
     def _rule(self, group: dict[str, Any], p: torch.Tensor
