@@ -317,6 +317,9 @@ def test_trace_refusals(run, planted, cli, tmp_path) -> None:
         (["--section", "inline_0003"], "inline_0003 is not a tracked section of train"),
         ([], "give --section"),
         (["--section", QUERY, "--layers", "nothing"], "selects no parameter"),
+        (["--section", QUERY, "--method", "representation", "--layer", "classifier.1"],
+         "'classifier.1', which train did not trace; use one of classifier.0.project.0, "
+         "classifier.4"),
     ]
     for extra, message in cases:
         result = cli("trace", *args, *extra, "--force")
@@ -327,3 +330,7 @@ def test_trace_refusals(run, planted, cli, tmp_path) -> None:
     train(config.resolve(sets=TINY + ["train.epochs=1"]), fresh)
     result = cli("trace", "-w", fresh, *sets_args(TINY), "--section", "inline_0005")
     assert result.exit_code == 1 and "--set train.keep_every=5" in result.stderr
+    result = cli("trace", "-w", fresh, *sets_args(TINY), "--section", "inline_0005",
+                 "--method", "representation")
+    assert result.exit_code == 1 and "recorded no shares" in result.stderr
+    assert "train.trace={layers: [head]" in result.stderr
