@@ -78,8 +78,8 @@ class Tracer:
     """The shares of one run's traced parameters, kept on the training device.
 
     Per training step: :meth:`split` (after the forward, before the backward) computes each
-    share's gradient; :meth:`step` runs the optimiser and splits its step. ``section_ids``:
-    per pool group, the share of each of its samples (``by: section``).
+    share's gradient; :meth:`step` runs the optimiser and splits its step. ``group_ids``
+    (filled by :func:`from_config`): per pool group, the section share of each sample.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
