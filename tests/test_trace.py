@@ -292,8 +292,9 @@ def test_the_representation_adds_up_to_the_trained_layer(run, own, planted, cli)
         rows = list(csv.DictReader(fh))
     for by in ("section", "class"):
         total = sum(float(r["along"]) for r in rows if r["by"] == by)
-        assert total + summary[by]["residual"]["along"] == pytest.approx(change, rel=1e-4)
-        assert summary[by]["relative_error"]["along"] < 1e-5
+        balance = summary["balance"][by]
+        assert total + balance["residual"]["along"] == pytest.approx(change, rel=1e-4)
+        assert balance["relative_error"]["along"] < 1e-5
     assert summary["initial"]["along"] + change == pytest.approx(summary["final"]["along"],
                                                                  rel=1e-5)
     names = {r["share"] for r in rows if r["by"] == "class"}

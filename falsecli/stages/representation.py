@@ -64,6 +64,7 @@ def representation(cfg: Config, workdir: Path, *, force: bool = False) -> dict[s
                "layer": layer, "epochs": epochs, "primary": primary,
                "query_pixels": int((region & (labels != ds.ignore_index)).sum()),
                "final": readout.final, **_balance(values[epochs[-1]], parts, readout.final)}
+    options["initial"] = options["balance"].pop("initial")
     rows = _rows(values[epochs[-1]], last["names"], primary)
     with stage_run(workdir, folder, cfg, upstream=[source], force=force,
                    device=str(device)) as out:
@@ -133,8 +134,8 @@ def _values(readout: Any, snaps: dict[int, dict[str, Any]], own: dict[str, str],
 
 def _balance(values: dict[str, dict[str, np.ndarray]], parts: dict[str, dict[str, float]],
              final: dict[str, float]) -> dict[str, Any]:
-    """Per share set and direction: the initial weights' part, the shares' sum, the residual
-    and how far their total is from the final value (relative)."""
+    """``{"balance": ...}``: the initial weights' part, and per share set and direction the
+    shares' sum, the residual and how far their total is from the final value (relative)."""
     out: dict[str, Any] = {"initial": {k: float(v[0]) for k, v in parts["initial"].items()}}
     for by, v in values.items():
         sums = {k: float(a.sum()) for k, a in v.items()}
@@ -142,7 +143,7 @@ def _balance(values: dict[str, dict[str, np.ndarray]], parts: dict[str, dict[str
         out[by] = {"shares": sums, "residual": res, "relative_error": {
             k: abs(out["initial"][k] + sums[k] + res[k] - final[k]) / max(abs(final[k]), 1e-30)
             for k in final}}
-    return out
+    return {"balance": out}
 
 
 def _rows(values: dict[str, dict[str, np.ndarray]], names: dict[str, list[str]],
@@ -176,6 +177,7 @@ def _draw(out: Any, ds: Any, section: Any, region: np.ndarray, labels: np.ndarra
     by_name = {s.name: s for s in ds.sections("train")}
     ranked = [r for r in rows if r["by"] == "section" and r["share"] in by_name]
     names = last["names"].get("section", [])
+    hide = ~(region & (labels != ds.ignore_index))
     for kind, chosen, png in (("proponents", ranked[:top], PROPONENTS_PNG),
                               ("opponents", ranked[::-1][:top], OPPONENTS_PNG)):
         panels = []
@@ -183,17 +185,21 @@ def _draw(out: Any, ds: Any, section: Any, region: np.ndarray, labels: np.ndarra
             share = {k: last["shares"]["section"][n][names.index(r["share"])].to(x.device)
                      for k, n in own.items()}
             panels.append({"name": r["share"], "score": r[primary],
-                           "labels": labels, "map": pixel_map(module, x, share,
-                                                              readout.directions[primary])})
+                           "labels": ds.label(by_name[r["share"]]), "hide": hide,
+                           "map_title": "its part, in the query",
+                           "map": pixel_map(module, x, share, readout.directions[primary])})
         fig = influence_figure(ds.image(section), labels, region, panels, classes=ds.classes,
-                               ignore_index=ds.ignore_index, title=title(kind))
+                               ignore_index=ds.ignore_index, title=title(kind),
+                               unit=f"contribution ({primary})")
         save_figure(fig, out.out(png))
     if "class" in last["names"]:
         epochs = options["epochs"]
         cumulative = np.array([values[e]["class"][primary][:len(ds.classes)] for e in epochs])
         per_epoch = np.diff(cumulative, axis=0, prepend=0)
         fig = epoch_class_figure(per_epoch, epochs, ds.classes,
-                                 title=title("contribution by epoch and class"))
+                                 title=title("contribution by epoch and class"),
+                                 unit=f"contribution ({primary})",
+                                 rows="epoch (steps since the previous row)")
         save_figure(fig, out.out(EPOCHS_PNG))
 
 
@@ -210,13 +216,11 @@ def print_representation(summary: dict[str, Any]) -> None:
         for row in summary[kind]:
             table.add_row(str(row["rank"]), row["by"], row["share"], f"{row[primary]:.3e}")
         console.stdout.print(table)
-    for by in ("section", "class"):
-        if by in summary:
-            b = summary[by]
-            console.stdout.print(
-                f"{by}: final {summary['final'][primary]:.4e} = initial "
-                f"{summary['initial'][primary]:.4e} + shares {b['shares'][primary]:.4e} + "
-                f"residual {b['residual'][primary]:.1e} (relative error "
-                f"{b['relative_error'][primary]:.1e})")
+    for by, b in summary["balance"].items():
+        console.stdout.print(
+            f"{by}: final {summary['final'][primary]:.4e} = initial "
+            f"{summary['initial'][primary]:.4e} + shares {b['shares'][primary]:.4e} + "
+            f"residual {b['residual'][primary]:.1e} (relative error "
+            f"{b['relative_error'][primary]:.1e})")
     for path in summary["outputs"]:
         print(path)
