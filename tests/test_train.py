@@ -21,6 +21,7 @@ from falsecli.method.augment import flip, rotate, rotate_by
 from falsecli.cli import app
 from falsecli.data.dataset import load_dataset
 from falsecli.core.errors import FalseCliError
+from falsecli.core.runtime import bf16_autocast
 from falsecli.method.model import load_model
 from falsecli.method.tracking import RowFile
 from falsecli.method.pool import Pool
@@ -29,11 +30,12 @@ from falsecli.stages.train import train
 
 #: two section shapes (13 and 12 wide), a group of 9 (its last batch of one merges), and
 #: 2175 tracked pixels (not a multiple of 8)
-SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]"]
+SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",
+                "train.late_from=2"]
 EPOCHS = 3
 ARTIFACTS = ["manifest.json", "config.yaml", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
              "tracking/labels.npy", "tracking/correct.npy", "tracking/switch.npy",
-             "tracking/pred_last.npy"]
+             "tracking/pred_last.npy", "tracking/datamap.npz"]
 
 
 def run_cli(*args: str):
@@ -59,8 +61,11 @@ def history(stage_dir) -> dict:
     rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         del row["seconds"]
-    return {"metrics": rows, **{name: np.load(stage_dir / "tracking" / name) for name in
-                                ("correct.npy", "switch.npy", "pred_last.npy", "labels.npy")}}
+    with np.load(stage_dir / "tracking" / "datamap.npz") as npz:
+        datamap = dict(npz.items())
+    return {"metrics": rows, "datamap": datamap,
+            **{name: np.load(stage_dir / "tracking" / name) for name in
+               ("correct.npy", "switch.npy", "pred_last.npy", "labels.npy")}}
 
 
 def assert_same_history(a, b) -> None:
@@ -68,6 +73,11 @@ def assert_same_history(a, b) -> None:
     assert ha["metrics"] == hb["metrics"]
     for name in ("correct.npy", "switch.npy", "pred_last.npy", "labels.npy"):
         assert np.array_equal(ha[name], hb[name]), name
+    # the data-map accumulators, from the checkpoint when resumed, bit for bit
+    assert ha["datamap"].keys() == hb["datamap"].keys()
+    for key, value in ha["datamap"].items():
+        assert np.array_equal(value, hb["datamap"][key]), key
+    assert int(ha["datamap"]["late_epochs"]) == EPOCHS - 1
 
 
 # ---------------------------------------------------------------- the stage
@@ -144,15 +154,37 @@ def test_tracking_pixel_order_and_consistency(trained, cfg) -> None:
     assert np.all(sw[1:] >= (acc[1:] != acc[:-1]))
 
     # the saved model reproduces the last predictions, section by section, in this order
-    model, _ = load_model(work / "train" / "model.pt")
+    model, payload = load_model(work / "train" / "model.pt")
+    amp = bf16_autocast(torch.device("cpu"), payload["config"]["train"]["amp"])  # as trained
     for sec, entry in zip(tracked, meta["sections"]):
-        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=False)[0].numpy()
+        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=amp)[0].numpy()
         o = entry["offset"]
         assert np.array_equal(pred.ravel(), pred_last[o:o + pred.size]), sec.name
     # val metrics of the last epoch come from these very predictions
     valid = labels != 255
     evals = json.loads((work / "train" / "eval.json").read_text())
     assert evals["val"]["pixel_acc"] == pytest.approx((pred_last == labels)[valid].mean())
+
+
+def test_data_map_agrees_with_the_history(trained) -> None:
+    """The accumulators against the run's own history, exactly: a pixel right in every
+    epoch had its label above the top wrong class each time (wrong: below); the late
+    window's class is the last prediction, and a positive late margin means wrong in every
+    late epoch."""
+    h = history(trained[0] / "train")
+    dm, labels = h["datamap"], h["labels.npy"]
+    labelled = labels != 255
+    right = np.unpackbits(h["correct.npy"], axis=1)[:, :labels.size].astype(bool)
+    always, never = right.all(0), ~right.any(0) & labelled
+    assert always.any() and never.any()
+    lead = dm["label_mean"] - dm["wrong_mean"]
+    assert (lead[always] > 0).all() and (lead[never] < 0).all()
+    assert ((dm["label_var"] >= 0) & (dm["label_var"] <= 0.25)).all()
+    stable = dm["late_class"] != 255
+    assert stable.any() and (dm["late_class"][stable] == h["pred_last.npy"][stable]).all()
+    late_from = int(dm["late_from"])
+    wrong_late = ~right[late_from - 1:].any(0) & labelled
+    assert (wrong_late[(dm["late_margin"] > 0) & labelled]).all()
 
 
 def test_second_run_without_force_refuses(trained) -> None:
@@ -226,10 +258,11 @@ def test_extra_samples_rotate_weights_and_a_tracked_test_volume(cfg, tmp_path) -
     assert np.array_equal(labels_npy, np.concatenate([ds.label(s).ravel() for s in tracked]))
     assert np.load(stage / "tracking" / "correct.npy").shape == (1, math.ceil(labels_npy.size / 8))
     # the val metrics are those of the untracked val sections, predicted in the same pass
-    model, _ = load_model(stage / "model.pt")
+    model, payload = load_model(stage / "model.pt")
+    amp = bf16_autocast(torch.device("cpu"), payload["config"]["train"]["amp"])  # as trained
     hits = total = 0
     for sec in ds.sections("val"):
-        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=False)[0].numpy()
+        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=amp)[0].numpy()
         lab = ds.label(sec)
         hits += int(((pred == lab) & (lab != 255)).sum())
         total += int((lab != 255).sum())
@@ -371,3 +404,14 @@ def test_rotated_in_pixels_are_ignored() -> None:
         assert corner == 255
     assert rl[0, 10, 15] == 3 and ri[0, 10, 15] == pytest.approx(1.0)
     assert torch.all(ri[rl == 255] < 1.0)  # image padding is zero (the mean)
+
+
+def test_bf16_autocast_only_where_the_cpu_computes_in_bf16(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    cpu = torch.device("cpu")
+    assert not bf16_autocast(cpu, False)  # train.amp: false is fp32 everywhere
+    for avx512_bf16, amx, expected in ((True, False, True), (False, True, True),
+                                       (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert bf16_autocast(cpu, True) is expected
