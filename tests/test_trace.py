@@ -298,7 +298,7 @@ def test_the_representation_adds_up_to_the_trained_layer(run, own, planted, cli)
     assert summary["initial"]["along"] + change == pytest.approx(summary["final"]["along"],
                                                                  rel=1e-5)
     names = {r["share"] for r in rows if r["by"] == "class"}
-    assert names == {f"class_{c}" for c in range(len(ds.classes))} | {"weight_decay"}
+    assert names == {f"class_{c}" for c in range(len(ds.classes))} | {"weight_decay", "rounding"}
     with open(folder / "representation_epochs.csv") as fh:
         epochs = {int(r["epoch"]) for r in csv.DictReader(fh)}
     assert epochs == set(range(1, EPOCHS + 1))

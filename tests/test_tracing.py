@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from independent import traced_shares
 from torch import nn
 
-from falsecli.method.tracing import DECAY, Tracer
+from falsecli.method.tracing import DECAY, ROUNDING, Tracer
 from falsecli.method.training import labelled_loss
 
 N_SECTIONS, N_CLASSES, STEPS = 4, 3, 6
@@ -107,15 +107,18 @@ def test_shares_are_the_plain_computation_and_add_up_to_the_change(kind, by) -> 
     expect = traced_shares(plain, names, [s[:2] for s in steps], masks(by, steps),
                            kind, LR, DECAY_RATE, momentum=0.9)
     shares = tracer.sets[0]
-    assert shares.names[-1] == DECAY and len(shares.names) == len(expect[names[0]])
+    assert shares.names[-2:] == [DECAY, ROUNDING]
+    assert len(shares.names) == len(expect[names[0]]) + 1
     final, initial = dict(model.named_parameters()), dict(start.named_parameters())
     for n in names:
-        # each share, one by one, is the plain computation's (weight decay's too)
-        assert relative(shares.total[n], expect[n]) < 1e-4, n
+        # each share, one by one, is the plain computation's (weight decay's too); in fp32
+        # the split gradients add up to the whole: next to nothing is left to rounding
+        assert relative(shares.total[n][:-1], expect[n]) < 1e-4, n
         assert expect[n][-1].abs().max() > 0 and (expect[n][:-1].abs().amax(
             tuple(range(1, expect[n].dim()))) > 0).sum() >= 2
         # the shares add up to the change of the weights, up to the rounding kept apart
         change = final[n].detach() - initial[n].detach()
+        assert relative(shares.total[n][-1] + change, change) < 1e-5, n
         assert relative(shares.total[n].sum(0), change) < 1e-5, n
         assert relative(shares.total[n].sum(0) + shares.residual[n], change) < 1e-6, n
         assert relative(final[n].detach(), dict(plain.named_parameters())[n].detach()) < 1e-5
@@ -186,6 +189,9 @@ def test_training_records_shares_resumably_without_changing_training(tmp_path) -
             change = b["final"][n] - b["initial"][n]
             assert torch.equal(change, weights["once"][n] - b["initial"][n])
             assert relative(total.sum(0), change) < 1e-4
-            assert relative(total.sum(0) + b["residual"][by][n], change) < 1e-5
-    assert b["names"]["section"][-2:] == ["generated_samples", "weight_decay"]
-    assert len(b["names"]["section"]) == 31 + 2  # every trained section, once
+            assert relative(total.sum(0) + b["residual"][by][n], change) < 1e-4
+            # with bf16 autocast (on a CPU with AVX-512 BF16 / AMX) the split backward
+            # passes round apart from the whole: a small share, not a residual
+            print(f"{by} {n}: rounding share {relative(total[-1] + change, change):.1e}")
+    assert b["names"]["section"][-3:] == ["generated_samples", "weight_decay", "rounding"]
+    assert len(b["names"]["section"]) == 31 + 3  # every trained section, once

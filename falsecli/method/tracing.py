@@ -12,7 +12,10 @@ Every first-moment-like state is linear in the gradients, so each share keeps it
 - SGD with momentum ``μ`` (dampening ``d``): ``b_s ← μ b_s + (1−d) g_s`` (``b_s = g_s`` at
   the first step); ``step_s = −lr · b_s``.
 
-``Σ_s step_s`` is the step taken. What float rounding leaves over (the measured
+``Σ_s step_s`` is the step taken. The share gradients come from backward passes of their
+own; where they do not add up to the step's own gradient (bf16 autocast rounds each pass on
+its own), the difference is the share *rounding*, with its moment like any share, so that
+training itself is unchanged. What float rounding of the step leaves over (the measured
 ``W_after − W_before − Σ_s step_s``) is accumulated as the *residual*, so that
 ``W_T = W_0 + Σ_s U_s + R`` with ``U_s = Σ_t step_s,t``. BatchNorm's affine parameters are
 traced like weights; its running statistics are buffers, not a gradient step, and are not
@@ -41,8 +44,10 @@ SHARES = "shares"
 SHARES_FILE = "epoch_{:04d}.pt"
 #: the layers of ``train.trace.layers: [head]``: the ASPP projection and the classifier conv
 HEAD = ("classifier.0.project.0", "classifier.4")
-#: the share of weight decay, and of the samples of ``extra_samples`` (no section of their own)
-DECAY, GENERATED = "weight_decay", "generated_samples"
+#: the share of weight decay; of the samples of ``extra_samples`` (no section of their own);
+#: and of the gradient's rounding: the step's own gradient minus the shares' (bf16 autocast
+#: rounds each backward pass on its own; in fp32 it is ~1e-7 of the gradient)
+DECAY, GENERATED, ROUNDING = "weight_decay", "generated_samples", "rounding"
 #: what a snapshot file holds
 SNAPSHOT_KEYS = ("epoch", "initial", "final", "shares", "residual", "names", "layers")
 
@@ -63,7 +68,8 @@ def traced_parameters(model: torch.nn.Module, layers: Sequence[str]) -> list[str
 
 @dataclass
 class ShareSet:
-    """One split of the steps: ``names`` of its shares (the last is weight decay), per traced
+    """One split of the steps: ``names`` of its shares (the last two: weight decay and
+    rounding), per traced
     parameter the shares' optimiser moments ``moment`` and accumulated steps ``total``
     (each (shares, *parameter shape)), and the ``residual`` of rounding (parameter shape)."""
 
@@ -92,8 +98,8 @@ class Tracer:
         self.n_classes, self.layers, self.steps = n_classes, list(layers), 0
         shares = {"section": [*sections, GENERATED], "class": [f"class_{c}" for c in
                                                                 range(n_classes)]}
-        self.sets = [ShareSet(b, [*shares[b], DECAY],
-                              *({n: torch.zeros((len(shares[b]) + 1, *p.shape), device=p.device)
+        self.sets = [ShareSet(b, [*shares[b], DECAY, ROUNDING],
+                              *({n: torch.zeros((len(shares[b]) + 2, *p.shape), device=p.device)
                                  for n, p in zip(self.names, self.params)} for _ in range(2)),
                               {n: torch.zeros_like(p) for n, p in zip(self.names, self.params)})
                      for b in by]
@@ -133,6 +139,7 @@ class Tracer:
     def step(self) -> None:
         """The optimiser's step, split into the shares of :meth:`split`'s gradients."""
         before = [p.detach().clone() for p in self.params]
+        whole = [p.grad.detach().clone() for p in self.params]
         self.optimizer.step()
         self.steps += 1
         group = self.optimizer.param_groups[0]
@@ -143,7 +150,8 @@ class Tracer:
                 m = s.moment[name]
                 m.mul_(keep)
                 m.index_add_(0, index, grads[k].to(m.dtype), alpha=gain)
-                m[-1].add_(before[k], alpha=gain * group["weight_decay"])
+                m[-2].add_(before[k], alpha=gain * group["weight_decay"])
+                m[-1].add_(whole[k] - grads[k].sum(0), alpha=gain)
                 if isinstance(denom, float):
                     s.total[name].add_(m, alpha=rate / denom)
                 else:  # in place: no temporary of the shares' size
