@@ -143,22 +143,8 @@ def f3_memory() -> dict[str, float]:
     model = build_model({"output_stride": 8, "aspp_channels": 256}, 6)
     sizes = {n: p.numel() for n, p in model.named_parameters()}
     out = {}
-    for name, layers, shares in (("head_by_section", ["head"], F3_TRAINING_SECTIONS + 2),
-                                 ("all_by_class", ["all"], 6 + 1)):
-        params = sum(sizes[n] for n in traced_parameters(model, layers))
-        out[f"{name}_parameters"] = params
-        out[f"{name}_device_gb"] = 2 * 4 * params * shares / 1e9
-        out[f"{name}_snapshot_gb"] = 4 * params * shares / 1e9
-    return out
-
-
-def f3_memory() -> dict[str, float]:
-    """GB of the shares' moments and sums on the device, and of one snapshot's sums on disk."""
-    model = build_model({"output_stride": 8, "aspp_channels": 256}, 6)
-    sizes = {n: p.numel() for n, p in model.named_parameters()}
-    out = {}
-    for name, layers, shares in (("head_by_section", ["head"], F3_TRAINING_SECTIONS + 2),
-                                 ("all_by_class", ["all"], 6 + 1)):
+    for name, layers, shares in (("head_by_section", ["head"], F3_TRAINING_SECTIONS + 3),
+                                 ("all_by_class", ["all"], 6 + 2)):
         params = sum(sizes[n] for n in traced_parameters(model, layers))
         out[f"{name}_parameters"] = params
         out[f"{name}_device_gb"] = 2 * 4 * params * shares / 1e9
