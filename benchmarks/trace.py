@@ -126,15 +126,7 @@ def measure_training(device: torch.device, shape: tuple[int, int], batch: int, r
         loss.backward()
         opt.step() if tracer is None else tracer.step()
 
-    times = []
-    for _ in range(repeats + 1):  # the first warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+    times = _best(step, repeats + 1, device)  # the first warms up
     return {"seconds_per_step": min(times[1:]), "times": [round(t, 3) for t in times]}
 
 
