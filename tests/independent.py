@@ -226,6 +226,52 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
     return mean, mean - half, mean + half
 
 
+def traced_shares(model, params: list[str], batches: list, masks: list, optimizer: str,
+                  lr: float, weight_decay: float, momentum: float = 0.0,
+                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> dict:
+    """Each share's accumulated step (Pfahler & Morik's split), computed the plain way in
+    float64 for a model trained on ``batches`` of (images, labels) by plain per-element
+    Adam or SGD formulas: one fresh forward and backward per share per step, each share's
+    own first moment as a Python list of tensors, the whole gradient's second moment.
+    ``masks[t]``: one bool mask (labels' shape) per share at step t; the mean loss over the
+    batch's labelled pixels is split by them. Returns ``{param: (shares + 1, ...)}``, the
+    last share being weight decay; the model ends at the trained weights."""
+    import torch
+    import torch.nn.functional as F
+
+    named = dict(model.named_parameters())
+    m: dict = {}
+    v = {n: torch.zeros_like(named[n], dtype=torch.float64) for n in params}
+    total: dict = {}
+    for t, (images, labels) in enumerate(batches, start=1):
+        w = {n: named[n].detach().double() for n in params}
+        grads = []
+        for mask in masks[t - 1]:
+            model.zero_grad()
+            out = model(images)
+            pixel = F.cross_entropy(out, labels, ignore_index=255, reduction="none")
+            ((pixel * mask).sum() / (labels != 255).sum()).backward()
+            grads.append({n: named[n].grad.double() for n in params})
+        grads.append({n: weight_decay * w[n] for n in params})
+        for k, g in enumerate(grads):
+            for n in params:
+                old = m.get((k, n))
+                if optimizer == "adam":
+                    m[k, n] = g[n] * (1 - betas[0]) + (0 if old is None else betas[0] * old)
+                else:
+                    m[k, n] = g[n] + (0 if old is None else momentum * old)
+        for n in params:
+            g = sum(grads[k][n] for k in range(len(grads)))
+            if optimizer == "adam":
+                v[n] = betas[1] * v[n] + (1 - betas[1]) * g * g
+                denom = (v[n] / (1 - betas[1] ** t)).sqrt() + eps
+                steps = [-lr / (1 - betas[0] ** t) * m[k, n] / denom for k in range(len(grads))]
+            else:
+                steps = [-lr * m[k, n] for k in range(len(grads))]
+            total[n] = [a + b for a, b in zip(total.get(n, [0] * len(steps)), steps)]
+            with torch.no_grad():
+                named[n].copy_(w[n] + sum(steps))
+    return {n: torch.stack(total[n]) for n in params}
 def datamap(probs: np.ndarray, preds: np.ndarray, late_from: int) -> dict[str, np.ndarray]:
     """The data-map accumulators from a whole history: ``probs`` (E, 2, P) of the label and
     the top wrong class, ``preds`` (E, P); per pixel, by plain loops over the late window."""

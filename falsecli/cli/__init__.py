@@ -152,10 +152,12 @@ def report_cmd(ctx: Context, force: Force = False) -> None:
 
 @command("trace", "trace.section", "trace.class", "trace.mask",
          Key("trace.run", help=f"Training run: {layout.RUN_FORMS}"),
-         "trace.layers", "trace.top", "train.device")
+         "trace.layers", "trace.top", "trace.method", "trace.normalize", "trace.layer",
+         "train.device")
 def trace_cmd(ctx: Context, force: Force = False) -> None:
-    """Which training sections made the network learn or forget a region: TracIn influence
-    over the run's kept checkpoints (train.keep_every), per class and per epoch."""
+    """Which training sections and classes made the network learn or forget a region: TracIn
+    influence at the kept weights, or the region's representation split into the shares of
+    training that built it (train.trace); per class and per epoch."""
     cfg = ctx.config()
     from falsecli.stages.trace import print_trace, trace
 

@@ -33,6 +33,7 @@ from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
 from falsecli.method.metrics import scores
 from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
 from falsecli.method.runfolder import EVAL, METRICS, write_eval, write_metrics
+from falsecli.method.tracing import save_snapshot, snapshot_epochs, snapshot_path
 from falsecli.method.tracking import Tracker
 from falsecli.method.training import (Session, chunked_confusion, evaluate_tests, prepare,
                                       section_confidence)
@@ -208,10 +209,14 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None,
                     "epoch": epoch, "config": cfg, "history": list(history),
                     "val": val_scores, "previous": tracker.previous,
                     "datamap": datamap.state(),
-                    "rng": checkpoint.capture_rng(s.device, s.gens)})
+                    "rng": checkpoint.capture_rng(s.device, s.gens),
+                    "tracing": None if s.tracer is None else s.tracer.state_dict()})
             if tc["keep_every"] and epoch % tc["keep_every"] == 0:
                 kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
                 run.out(str(kept.relative_to(run.path)))
+            if s.tracer is not None and (epoch % tc["trace"]["every"] == 0 or epoch == epochs):
+                shares = save_snapshot(run.path, s.tracer, epoch)
+                run.out(str(shares.relative_to(run.path)))
             acc = val_scores["pixel_acc"]
             bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.3f} val acc "
                                   f"{'n/a' if acc is None else f'{acc:.3f}'}")
@@ -221,14 +226,16 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None,
 
 
 def _keep_kept(run: StageRun, done: int) -> None:
-    """A resumed run keeps the weights it kept up to its checkpoint at epoch ``done`` (they
-    join the outputs again) and drops any kept after it (those epochs are trained again)."""
-    for epoch in kept_epochs(run.path):
-        path = kept_path(run.path, epoch)
-        if epoch <= done:
-            run.out(str(path.relative_to(run.path)))
-        else:
-            path.unlink()
+    """A resumed run keeps the weights and shares it kept up to its checkpoint at epoch
+    ``done`` (they join the outputs again) and drops any kept after it (those epochs are
+    trained again)."""
+    for epochs, path_of in ((kept_epochs, kept_path), (snapshot_epochs, snapshot_path)):
+        for epoch in epochs(run.path):
+            path = path_of(run.path, epoch)
+            if epoch <= done:
+                run.out(str(path.relative_to(run.path)))
+            else:
+                path.unlink()
 
 
 # ---------------------------------------------------------------- the artifacts
