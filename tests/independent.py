@@ -128,13 +128,14 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                  boundary_px: int = 2) -> dict[str, float]:
     """The report's forgetting statistics by plain loops: totals, the target class's events,
     density, high-density regions (flood fill, 8-neighbours) and their area, and the event
-    density within ``boundary_px`` of another labelled class against the interior's, and each
-    class's share of never-learned pixels."""
+    density within ``boundary_px`` of another labelled class against the interior's, in all
+    and per class, and each class's share of never-learned pixels."""
     meta, labels, _, _ = read(folder)
     forgetting, _, never = pixel_events(folder, epochs)
     ignore = meta["ignore_index"]
     regions, area = 0, 0
     edge_events = edge_pixels = inner_events = inner_pixels = 0
+    per_class: dict[tuple[bool, int], list[int]] = {}  # (near, class): [events, pixels]
     for s in meta["sections"]:
         depth, width = s["shape"]
 
@@ -164,6 +165,9 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                 near = any(at(rr, cc, labels) not in (y, ignore)
                            for rr in range(max(r - boundary_px, 0), min(r + boundary_px + 1, depth))
                            for cc in range(max(c - boundary_px, 0), min(c + boundary_px + 1, width)))
+                tally = per_class.setdefault((near, y), [0, 0])
+                tally[0] += at(r, c, forgetting)
+                tally[1] += 1
                 if near:
                     edge_events += at(r, c, forgetting)
                     edge_pixels += 1
@@ -178,6 +182,8 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
             "high_density_regions": float(regions), "high_density_area": float(area),
             "boundary_density": edge_events / edge_pixels,
             "interior_density": inner_events / inner_pixels,
+            **{f"{'boundary' if near else 'interior'}_density/{meta['classes'][k]}": e / n
+               for (near, k), (e, n) in per_class.items()},
             **{f"never_learned/{c}": sum(never[i] for i, y in enumerate(labels) if y == k)
                / sum(1 for y in labels if y == k)
                for k, c in enumerate(meta["classes"]) if k in labels}}

@@ -59,5 +59,6 @@ def test_forgetting_statistics_match_an_independent_computation(tmp_path: Path) 
     got, _ = statistics.forgetting_stats(folder, 1, 6, region_events=2, min_region=3)
     want = independent.report_stats(folder / "tracking", 1, 6, 2, 3)
     assert want["high_density_regions"] >= 1  # the case exercises regions
+    assert {k for k in want if k.startswith("interior_density/")}  # and class interiors
     for key, value in want.items():
         assert got[key] == pytest.approx(value), key

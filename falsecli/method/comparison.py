@@ -56,13 +56,38 @@ class Run:
 
     @property
     def fingerprint(self) -> dict[str, Any] | None:
-        return self.manifest.get("fingerprint")
+        """What the run was trained and tracked on (data, tracked sections, epochs) and how
+        (:func:`signature`); None for a run from before fingerprints."""
+        recorded = self.manifest.get("fingerprint")
+        return None if recorded is None else {**recorded, "training": signature(self.manifest)}
+
+    def stale(self) -> list[str]:
+        """The upstream stages (e.g. ``transfer``) redone or gone since this run read them."""
+        return [name for name, digest in self.manifest.get("inputs", {}).items()
+                if not (up := Stage(self.stage.workdir, name)).is_complete()
+                or up.digest() != digest]
 
     def eval(self) -> dict[str, Any]:
         return read_eval(self.stage.path)
 
     def curve(self) -> list[dict[str, Any]]:
         return read_metrics(self.stage.path)
+
+
+#: the train keys that do not change what a run learns, or that tell methods and seeds
+#: apart (the fingerprint's data, tracked sections and epochs are compared on their own)
+NOT_TRAINING = ("seed", "aug", "device", "compile", "track", "labelled", "epochs",
+                "eval_batch_size", "keep_every", "checkpoint_every")
+
+
+def signature(manifest: dict[str, Any]) -> dict[str, Any]:
+    """How a run was trained, everything but its method and seed: the model and every
+    ``train`` key that changes what it learns (learning rate, batch size, class weights,
+    optimiser settings, precision, rotation range, batch limit), from the config it ran
+    with — so runs recorded before this existed are compared by it too."""
+    cfg = manifest["config"]
+    return {"model": cfg.get("model"),
+            **{k: v for k, v in cfg["train"].items() if k not in NOT_TRAINING}}
 
 
 def collect_runs(workdir: Path) -> list[Run]:
@@ -109,8 +134,12 @@ def select_runs(runs: list[Run]) -> Selection:
         diff = differences({k: v for k, v in reference.items() if k != "epochs"},
                            {k: v for k, v in r.fingerprint.items() if k != "epochs"})
         if diff:
-            out.left_out.append(f"{r.name}: trained or tracked on other data than "
-                                f"{runs[0].name} ({'; '.join(diff[:2])})")
+            out.left_out.append(f"{r.name}: trained or tracked on other data, or trained "
+                                f"otherwise, than {runs[0].name} ({'; '.join(diff[:2])})")
+            continue
+        if stale := r.stale():
+            out.left_out.append(f"{r.name}: stale — {', '.join(s + '/' for s in stale)} was "
+                                "redone after it trained on it; redo the run with --force")
             continue
         same.append(r)
     retrained = [r.epochs for r in same if r.name != "train"] or [r.epochs for r in same]
@@ -153,22 +182,35 @@ class Measured:
     heat: dict[str, dict[str, np.ndarray]]  # Fig. 5: per method, mean map per shown section
     heat_runs: dict[str, list[str]]  # the runs each method's Fig. 5 maps average
     pixels: dict[str, int]  # tracked pixels per class
+    chooser: int | None = None  # train/'s seed: the run whose ranking chose the sections
+
+
+def chooser_seed(by_method: dict[str, list[Run]]) -> int | None:
+    """The seed of ``train/``, whose forgetting chose the ranked sections and the style
+    sources: every method's run with this seed shares its initial weights and batch order,
+    so Fig. 5 and C3 leave all of them out (retraining seeds stay as configured)."""
+    return next((r.seed for rs in by_method.values() for r in rs if r.name == layout.TRAIN),
+                None)
 
 
 def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, window: int,
             rep: dict[str, Any], shown: list[str]) -> Measured:
     """Every run's metrics and forgetting statistics, and each method's mean heat maps of
-    the ``shown`` sections over its runs: the baseline's over the runs other than ``train/``
-    when there are any (train/ chose the sections: its maps are at their worst by selection)."""
+    the ``shown`` sections over its runs other than those with ``train/``'s seed (train/
+    chose the sections: its maps are at their worst by selection, and every method's run
+    with its seed shares its initialisation and batch order); a method with no other run
+    gets no column."""
     results: dict[str, list[cl.Result]] = {}
     evals: dict[str, list[dict[str, Any]]] = {}
     stats: dict[str, list[dict[str, Any]]] = {}
     heat: dict[str, dict[str, np.ndarray]] = {}
     heat_runs: dict[str, list[str]] = {}
     pixels: dict[str, int] = {}
+    chooser = chooser_seed(by_method)
     for method, rs in by_method.items():
-        drawn = [r for r in rs if r.name != "train"] or rs
-        heat_runs[method] = [r.name for r in drawn]
+        drawn = [r for r in rs if r.seed != chooser]
+        if drawn:
+            heat_runs[method] = [r.name for r in drawn]
         sums: dict[str, np.ma.MaskedArray] = {}
         for r in rs:
             flat = flatten_eval(r.eval())
@@ -184,12 +226,13 @@ def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, wi
             results.setdefault(method, []).append(cl.Result(r.seed, values))
             for name, m in h.items():
                 sums[name] = m.astype(np.float64) if name not in sums else sums[name] + m
-        heat[method] = {name: m / len(drawn) for name, m in sums.items()}
+        if drawn:
+            heat[method] = {name: m / len(drawn) for name, m in sums.items()}
     training = {m: [{"train": {"steps_per_epoch": r.manifest.get("steps_per_epoch"),
                                "train_samples": r.manifest.get("train_samples")}} for r in rs]
                 for m, rs in by_method.items()}
     rows = aggregate(evals) + aggregate(stats) + aggregate(training)
-    return Measured(rows, results, heat, heat_runs, pixels)
+    return Measured(rows, results, heat, heat_runs, pixels, chooser)
 
 
 def comparisons(results: dict[str, list[cl.Result]], classes: list[str], target: int
@@ -220,15 +263,23 @@ def comparisons(results: dict[str, list[cl.Result]], classes: list[str], target:
     return rows
 
 
-def claims(m: Measured, classes: list[str], target: int, tolerance: float,
+def claims(m: Measured, classes: list[str], target: int, rep: dict[str, Any],
            transfer: list[dict[str, Any]], identity: list[dict[str, Any]]) -> list[cl.Claim]:
-    """C1–C5 from the compared runs (C1, C2 on the baseline) and the rows of
-    ``transfer/changes.csv`` of the transfer samples and of their identity samples (C5a, C5b)."""
+    """C1–C5 from the compared runs (C1, C2 on the baseline; C3 without ``train/``'s seed),
+    and the rows of ``transfer/changes.csv`` of the transfer samples and of their identity
+    samples (C5a, C5b). C4 is judged on a test volume only: val holds the style sources,
+    whose labels shaped the transfer."""
     results = m.results
     base = results.get("baseline", [])
     tests = [k.split("/")[0] for k in (base[0].values if base else {})
              if k.endswith("/miou") and not k.startswith("val/")]
-    split = tests[0] if tests else "val"
-    return [cl.c1_boundaries(base), cl.c2_thin_classes(base, classes, m.pixels),
-            cl.c3_regions(results), cl.c4_accuracy(results, classes, classes[target], split),
-            *cl.c5_claims(transfer, identity, tolerance)]
+    unchosen = {k: kept for k, rs in results.items()
+                if (kept := [r for r in rs if r.seed != m.chooser])}
+    c4 = (cl.c4_accuracy(results, classes, classes[target], tests[0],
+                         rep["equivalence_margin"]) if tests else
+          cl.Claim("C4", f"transfer raises {classes[target]} accuracy and keeps the other "
+                   "classes", "no test volume: val holds the style sources, whose labels "
+                   "shaped the transfer, so it cannot judge it", "not measured"))
+    return [cl.c1_boundaries(base, m.pixels), cl.c2_thin_classes(base, classes, m.pixels),
+            cl.c3_regions(unchosen), c4,
+            *cl.c5_claims(transfer, identity, rep["surroundings_tolerance"])]

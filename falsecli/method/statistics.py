@@ -155,7 +155,8 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
 
     Besides the totals: the target class's events, density and high-density regions; each
     class's density (``density/<name>``); and the events per pixel within
-    :data:`BOUNDARY_PX` of a label boundary and in class interiors (claim C1); each class's
+    :data:`BOUNDARY_PX` of a label boundary and in class interiors, in all and per class
+    (``boundary_density/<name>``, ``interior_density/<name>``: claim C1); each class's
     share of pixels never classified right in the window (``never_learned/<name>``).
     """
     tracking = load_tracking(run)
@@ -186,6 +187,12 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         "boundary_density": per_pixel(edge),
         "interior_density": per_pixel(inner),
         **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
+        # C1 within each class: a thin class is mostly boundary, so across classes the
+        # boundary/interior ratio would partly measure the class's own forgetting rate
+        **{f"boundary_density/{c}": per_pixel(edge & (labels == k))
+           for k, c in enumerate(tracking.classes)},
+        **{f"interior_density/{c}": per_pixel(inner & (labels == k))
+           for k, c in enumerate(tracking.classes)},
         **{f"pixels/{c}": float((labels == k).sum()) for k, c in enumerate(tracking.classes)},
         # a pixel never right cannot be forgotten: a class the network never learns has a
         # low density for that reason alone (claim C2 says so)

@@ -73,8 +73,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
                    force=force) as out:
         shown = _ranked(workdir)[:rep["sections"]]
         measured = comparison.measure(by_method, classes, target, window, rep, shown)
-        claims = comparison.claims(measured, classes, target, rep["surroundings_tolerance"],
-                                   *_changes(workdir))
+        claims = comparison.claims(measured, classes, target, rep, *_changes(workdir))
         write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         compared = comparison.comparisons(measured.results, classes, target)
         write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, compared)

@@ -1,0 +1,168 @@
+"""How a claim's comparisons become a verdict (torch-free): exact sign-flip tests, Holm's
+step-down over a claim's comparisons, and what an inconclusive result could have detected.
+
+Seeds are few (2–8) and many per-run quantities are integer counts that tie, so a t interval
+can be zero-wide or too narrow; a verdict uses the *exact* sign-flip permutation test instead.
+Under the null hypothesis that the per-seed values (paired differences, or per-run values
+minus the claimed threshold) are symmetric about 0, every one of the 2ⁿ sign patterns of
+their magnitudes is equally likely, so the one-sided p-value — the share of patterns whose
+mean is at least the observed one — is exact for any distribution, ties included. Its
+smallest possible value is 2⁻ⁿ: at fewer than 6 seeds no single comparison can reach the
+one-sided 2.5 % a verdict needs, and the report says so instead of guessing.
+
+A claim is a set of comparisons, each with a claimed side. It *holds* when every comparison
+is significant on its claimed side at one-sided :data:`ALPHA` (an intersection–union test:
+the claim is their conjunction, so no correction is needed); it *does not hold* when Holm's
+step-down over the comparisons' other-side p-values rejects at least one at :data:`ALPHA`.
+A false verdict in either direction is therefore at most 2.5 % each, 5 % together
+(``benchmarks/calibration.py`` measures it). No verdict at fewer than :data:`MIN_SEEDS`
+values, nor from a comparison whose values have no spread (a zero-wide interval).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: one-sided level of each direction; both directions together: 5 %
+ALPHA = 0.025
+#: fewer seeds give no verdict, whatever the values
+MIN_SEEDS = 3
+#: the power the "smallest detectable effect" and "seeds needed" are stated at
+POWER = 0.8
+#: above this many values the sign patterns are sampled (fixed seed) instead of enumerated
+EXACT_UP_TO = 16
+
+
+def sign_flip_p(values: Sequence[float]) -> float:
+    """One-sided exact p-value that the values' mean is > 0 under sign symmetry about 0:
+    the share of the 2ⁿ sign patterns of ``|values|`` whose sum is at least the observed."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return 1.0
+    if len(x) <= EXACT_UP_TO:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(x))))
+    else:
+        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(1 << EXACT_UP_TO, len(x)))
+    sums = signs @ np.abs(x)
+    observed = x.sum()
+    # a relative tolerance so that float rounding cannot split equal sums
+    return float(np.mean(sums >= observed - 1e-12 * max(1.0, np.abs(x).sum())))
+
+
+def holm(p: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down: which hypotheses are rejected at familywise level ``alpha``."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    rejected = [False] * len(p)
+    for step, i in enumerate(order):
+        if p[i] > alpha / (len(p) - step):
+            break
+        rejected[i] = True
+    return rejected
+
+
+@dataclass(frozen=True)
+class Test:
+    """One comparison of a claim: the per-seed values whose mean the claim says is > 0
+    (already signed and shifted by the claimed threshold), and a name for the report."""
+
+    name: str
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def spread(self) -> float:
+        return float(np.std(self.values, ddof=1)) if self.n > 1 else float("nan")
+
+    def judged(self) -> bool:
+        """Enough values with some spread to be tested at all."""
+        return self.n >= MIN_SEEDS and self.spread > 0
+
+    def p_claimed(self) -> float:
+        return sign_flip_p(self.values) if self.judged() else 1.0
+
+    def p_other(self) -> float:
+        return sign_flip_p([-v for v in self.values]) if self.judged() else 1.0
+
+
+def seeds_for_exact(k: int = 1, alpha: float = ALPHA) -> int:
+    """The fewest values at which an exact sign-flip test can reject at ``alpha / k``."""
+    return max(MIN_SEEDS, math.ceil(math.log2(k / alpha)))
+
+
+def detectable(spread: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest mean effect a one-sided test at ``alpha`` detects with ``power`` at ``n``
+    values of standard deviation ``spread`` (t approximation; infinite when an exact test
+    cannot reject at this n)."""
+    from scipy import stats
+
+    if n < seeds_for_exact(1, alpha) or not spread > 0:
+        return math.inf
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * spread / math.sqrt(n))
+
+
+def seeds_needed(effect: float, spread: float, alpha: float = ALPHA, power: float = POWER,
+                 most: int = 10_000) -> int | None:
+    """The fewest values at which an effect of size ``|effect|`` is detected with ``power``
+    (None: no effect, or more than ``most``)."""
+    if not (spread > 0 and abs(effect) > 0):
+        return None
+    n = seeds_for_exact(1, alpha)
+    while n <= most:
+        if detectable(spread, n, alpha, power) <= abs(effect):
+            return n
+        n += 1
+    return None
+
+
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+
+
+def judge(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
+          unit: str = "seed") -> tuple[str, str]:
+    """A claim's verdict from its comparisons (each claimed > 0), and for an inconclusive
+    one what this n could detect: holds when every test is significant on its claimed side,
+    does not hold when Holm rejects a claimed side among the tests that ``can_fail`` the
+    claim (all by default; an equivalence bound that is only one side of a claim cannot)."""
+    n = min(t.n for t in tests)
+    units = f"{unit}{'s' * (n != 1)}"
+    if n < MIN_SEEDS:
+        return f"{UNSURE}: too few {unit}s: n = {n}, need {MIN_SEEDS}", ""
+    if all(t.p_claimed() <= ALPHA for t in tests):
+        return HOLDS, ""
+    can_fail = [True] * len(tests) if can_fail is None else can_fail
+    against = [t for t, f in zip(tests, can_fail) if f]
+    if any(holm([t.p_other() for t in against])):
+        return FAILS, ""
+    open_ = [t for t in tests if t.p_claimed() > ALPHA]
+    return f"{UNSURE} at {n} {units}", "; ".join(power_note(t, unit) for t in open_)
+
+
+def power_note(test: Test, unit: str = "seed") -> str:
+    """What an undecided comparison could detect at its n, and the n its effect needs."""
+    mean, spread = float(np.mean(test.values)), test.spread
+    if not spread > 0:
+        return (f"{test.name}: {mean:+.3g} in every {unit}, no spread: a zero-wide interval "
+                "decides nothing")
+    mde = detectable(spread, test.n)
+    could = (f"an exact test needs {seeds_for_exact()} {unit}s" if math.isinf(mde)
+             else f"smallest detectable {mde:.3g}")
+    needed = seeds_needed(mean, spread) if mean > 0 else None
+    wants = (f"{needed} {unit}s would detect it" if needed
+             else "no effect on the claimed side to detect")
+    return f"{test.name}: observed {mean:+.3g} (sd {spread:.3g}); {could}; {wants}"
+
+
+def paired(name: str, a: dict[int, float], b: dict[int, float], sign: int = 1,
+           shift: float = 0.0) -> Test:
+    """``sign · (a − b) + shift`` over the seeds both have: the values a paired comparison
+    tests (a seed one method lacks cannot be paired and is left out)."""
+    return Test(name, tuple(sign * (a[s] - b[s]) + shift for s in sorted(set(a) & set(b))))
