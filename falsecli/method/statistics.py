@@ -12,6 +12,7 @@ makes such regions disappear where flip and rotate only weaken them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(arr.mean()), std, len(arr)
 
 
+@functools.lru_cache(maxsize=1024)
 def _t(df: float) -> float:
     from scipy import stats
 

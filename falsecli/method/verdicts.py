@@ -21,6 +21,7 @@ values, nor from a comparison whose values have no spread (a zero-wide interval)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -44,14 +45,18 @@ def sign_flip_p(values: Sequence[float]) -> float:
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
         return 1.0
-    if len(x) <= EXACT_UP_TO:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(x))))
-    else:
-        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(1 << EXACT_UP_TO, len(x)))
-    sums = signs @ np.abs(x)
+    sums = _signs(len(x)) @ np.abs(x)
     observed = x.sum()
     # a relative tolerance so that float rounding cannot split equal sums
     return float(np.mean(sums >= observed - 1e-12 * max(1.0, np.abs(x).sum())))
+
+
+@functools.lru_cache(maxsize=32)
+def _signs(n: int) -> np.ndarray:
+    """Every sign pattern of n values (a fixed-seed sample of them above EXACT_UP_TO)."""
+    if n <= EXACT_UP_TO:
+        return np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    return np.random.default_rng(0).choice((1.0, -1.0), size=(1 << EXACT_UP_TO, n))
 
 
 def holm(p: Sequence[float], alpha: float = ALPHA) -> list[bool]:
@@ -101,12 +106,18 @@ def detectable(spread: float, n: int, alpha: float = ALPHA, power: float = POWER
     """The smallest mean effect a one-sided test at ``alpha`` detects with ``power`` at ``n``
     values of standard deviation ``spread`` (t approximation; infinite when an exact test
     cannot reject at this n)."""
-    from scipy import stats
-
     if n < seeds_for_exact(1, alpha) or not spread > 0:
         return math.inf
-    df = n - 1
-    return float((stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)) * spread / math.sqrt(n))
+    return (_quantile(1 - alpha, n - 1) + _quantile(power, n - 1)) * spread / math.sqrt(n)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quantile(q: float, df: int | None) -> float:
+    """Student's t quantile (the normal's for ``df`` None), cached: a report and the
+    calibration ask for the same few over and over."""
+    from scipy import stats
+
+    return float(stats.norm.ppf(q) if df is None else stats.t.ppf(q, df))
 
 
 def seeds_needed(effect: float, spread: float, alpha: float = ALPHA, power: float = POWER,
@@ -115,7 +126,9 @@ def seeds_needed(effect: float, spread: float, alpha: float = ALPHA, power: floa
     (None: no effect, or more than ``most``)."""
     if not (spread > 0 and abs(effect) > 0):
         return None
-    n = seeds_for_exact(1, alpha)
+    # the normal approximation is a lower bound (t quantiles exceed z's): start there
+    z = _quantile(1 - alpha, None) + _quantile(power, None)
+    n = max(seeds_for_exact(1, alpha), math.ceil((z * spread / abs(effect)) ** 2))
     while n <= most:
         if detectable(spread, n, alpha, power) <= abs(effect):
             return n
@@ -132,18 +145,25 @@ def judge(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
     one what this n could detect: holds when every test is significant on its claimed side,
     does not hold when Holm rejects a claimed side among the tests that ``can_fail`` the
     claim (all by default; an equivalence bound that is only one side of a claim cannot)."""
-    n = min(t.n for t in tests)
-    units = f"{unit}{'s' * (n != 1)}"
-    if n < MIN_SEEDS:
-        return f"{UNSURE}: too few {unit}s: n = {n}, need {MIN_SEEDS}", ""
-    if all(t.p_claimed() <= ALPHA for t in tests):
-        return HOLDS, ""
-    can_fail = [True] * len(tests) if can_fail is None else can_fail
-    against = [t for t, f in zip(tests, can_fail) if f]
-    if any(holm([t.p_other() for t in against])):
-        return FAILS, ""
+    verdict = decide(tests, can_fail, unit)
+    if not verdict.startswith(f"{UNSURE} at"):
+        return verdict, ""
     open_ = [t for t in tests if t.p_claimed() > ALPHA]
-    return f"{UNSURE} at {n} {units}", "; ".join(power_note(t, unit) for t in open_)
+    return verdict, "; ".join(power_note(t, unit) for t in open_)
+
+
+def decide(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
+           unit: str = "seed") -> str:
+    """The verdict alone (see :func:`judge`)."""
+    n = min(t.n for t in tests)
+    if n < MIN_SEEDS:
+        return f"{UNSURE}: too few {unit}s: n = {n}, need {MIN_SEEDS}"
+    if all(t.p_claimed() <= ALPHA for t in tests):
+        return HOLDS
+    can_fail = [True] * len(tests) if can_fail is None else can_fail
+    if any(holm([t.p_other() for t, f in zip(tests, can_fail) if f])):
+        return FAILS
+    return f"{UNSURE} at {n} {unit}{'s' * (n != 1)}"
 
 
 def power_note(test: Test, unit: str = "seed") -> str:
