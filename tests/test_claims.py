@@ -166,3 +166,26 @@ def test_claim_c1_is_measured_within_classes(tmp_path: Path) -> None:
     assert 0.7 < class_only.numbers["ratio"] < 1.3 and class_only.verdict != cl.HOLDS
     assert "thin" not in class_only.numbers["within"]  # all boundary: no interior
     assert claim(0.3).verdict == cl.HOLDS
+
+
+def test_claim_c3_is_judged_off_the_style_sources() -> None:
+    """Transfer that only clears the sections it learned the look of does not pass C3; the
+    sources' numbers are shown beside, labelled, and the all-class claim reads its own keys."""
+    def values(on: float, off: float, seed: int) -> dict[str, float]:
+        out = {}
+        for scope, v in (("sources", on), ("off_sources", off)):
+            for cls in ("", "all_classes/"):
+                out[f"tracked/{scope}/{cls}high_density_regions"] = v + seed % 3
+                out[f"tracked/{scope}/{cls}high_density_area"] = 10 * v + seed
+        return out
+
+    runs = {m: [cl.Result(s, values(on + (s % 2) * (m == "transfer"), 9.0, s))
+                for s in range(8)]
+            for m, on in (("baseline", 9.0), ("flip", 9.0), ("transfer", 1.0))}
+    got = cl.c3_regions(runs, "tracked/off_sources", ["inline_0000", "inline_0005"])
+    assert got.verdict.startswith("inconclusive")
+    assert "On the 2 style sources (inline_0000, inline_0005; not judged): regions vs " \
+           "baseline -7.5" in got.measured
+    assert cl.c3_regions(runs, "tracked/sources").verdict == cl.HOLDS  # where it did clear
+    every = cl.c3_regions(runs, "tracked/off_sources/all_classes", ["inline_0000"])
+    assert every.claim == "C3-all" and every.verdict.startswith("inconclusive")

@@ -62,3 +62,36 @@ def test_forgetting_statistics_match_an_independent_computation(tmp_path: Path) 
     assert {k for k in want if k.startswith("interior_density/")}  # and class interiors
     for key, value in want.items():
         assert got[key] == pytest.approx(value), key
+
+
+def test_regions_apart_on_and_off_the_style_sources_and_for_every_class(tmp_path: Path
+                                                                         ) -> None:
+    """Off-source numbers are those of a run that tracked only the other sections; the
+    all-class regions are the sum of each class's own (by the plain-loop flood fill)."""
+    rng = np.random.default_rng(5)
+    shapes = [("inline_0000", "inline", 0, (10, 8)), ("crossline_0003", "crossline", 3, (9, 7))]
+    sizes = [h * w for *_, (h, w) in shapes]
+    labels = (np.arange(sum(sizes)) // 48 % 3).astype(np.uint8)  # bands with interiors
+    preds = rng.integers(0, 3, (7, sum(sizes))).astype(np.uint8)
+    preds[::2] = labels  # right every other epoch: many pixels forgotten 3 times
+    independent.write_from_predictions(tmp_path / "all" / "tracking",
+                                       independent.section_entries(shapes), labels, preds,
+                                       ["a", "b", "c"])
+    got, _ = statistics.forgetting_stats(tmp_path / "all", 1, 6, region_events=3, min_region=2,
+                                         sources={"inline_0000"})
+    off = slice(sizes[0], None)
+    independent.write_from_predictions(tmp_path / "off" / "tracking",
+                                       independent.section_entries(shapes[1:]), labels[off],
+                                       preds[:, off], ["a", "b", "c"])
+    want = independent.report_stats(tmp_path / "off" / "tracking", 1, 6, 3, 2)
+    assert want["high_density_regions"] >= 1
+    assert got["off_sources/high_density_regions"] == want["high_density_regions"]
+    assert got["off_sources/high_density_area"] == want["high_density_area"]
+    assert got["off_sources/target_density"] == pytest.approx(want["target_density"])
+    per_class = [independent.report_stats(tmp_path / "all" / "tracking", k, 6, 3, 2)
+                 for k in range(3)]
+    assert got["all_classes/high_density_area"] == sum(w["high_density_area"] for w in per_class)
+    assert got["all_classes/high_density_regions"] == sum(w["high_density_regions"]
+                                                          for w in per_class)
+    assert got["sources/high_density_regions"] + got["off_sources/high_density_regions"] == \
+        got["high_density_regions"]

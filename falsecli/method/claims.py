@@ -154,16 +154,22 @@ def _not_measured(claim: str, statement: str, why: str) -> Claim:
     return Claim(claim, statement, why, "not measured")
 
 
-def c3_regions(runs: Mapping[str, Sequence[Result]], scope: str = "tracked") -> Claim:
-    """Transfer reduces the target class's high-density regions (number and area) more than
-    the controls: transfer − control < 0 for every control present, both measures, paired
-    per seed (values under ``scope/``: the tracked sections, or only those that were not
-    style sources)."""
-    statement = ("transfer reduces the target class's high-density regions (number and area) "
-                 "more than flip and rotate")
+def c3_regions(runs: Mapping[str, Sequence[Result]], scope: str = "tracked",
+               sources: Sequence[str] = ()) -> Claim:
+    """Transfer reduces the high-density regions (number and area) more than the controls:
+    transfer − control < 0 for every control present, both measures, paired per seed, on
+    the values under ``scope/`` — the target class's (``C3``) or every class's
+    (``…/all_classes``: ``C3-all``, as the paper states it), on the tracked sections that
+    were not style ``sources`` when there are any (their numbers are shown beside, not
+    judged: transfer learned the sources' look)."""
+    every = scope.endswith("/all_classes")
+    name, whose = ("C3-all", "every class's") if every else ("C3", "the target class's")
+    statement = (f"transfer reduces {whose} high-density regions (number and area) more "
+                 "than flip and rotate")
     if "transfer" not in runs or not any(c in runs for c in CONTROLS):
-        return _not_measured("C3", statement, "needs transfer and control runs")
-    parts, tests, numbers = [], [], {}
+        return _not_measured(name, statement, "needs transfer and control runs")
+    parts, beside, tests, numbers = [], [], [], {}
+    on_sources = scope.replace("off_sources", "sources")
     for control in (c for c in CONTROLS if c in runs):
         for key, label in (("high_density_regions", "regions"), ("high_density_area", "area")):
             a = by_seed(runs["transfer"], f"{scope}/{key}")
@@ -172,7 +178,17 @@ def c3_regions(runs: Mapping[str, Sequence[Result]], scope: str = "tracked") -> 
             parts.append(f"{label} vs {control} {_fmt(d, 1)}")
             tests.append(paired(f"{label} vs {control}", a, b, sign=-1))  # fewer is claimed
             numbers[f"{key}/{control}"] = _diff_json(d)
-    return _judged("C3", statement, "transfer − control: " + "; ".join(parts), tests, numbers)
+            if sources:
+                s = difference(by_seed(runs["transfer"], f"{on_sources}/{key}"),
+                               by_seed(runs[control], f"{on_sources}/{key}"))
+                beside.append(f"{label} vs {control} {_fmt(s, 1)}")
+                numbers[f"sources/{key}/{control}"] = _diff_json(s)
+    where = ("the tracked sections that were not style sources" if sources
+             else "the tracked sections")
+    measured = (f"transfer − control on {where}: " + "; ".join(parts)
+                + (f". On the {len(sources)} style sources ({', '.join(sources)}; not "
+                   "judged): " + "; ".join(beside) if sources else ""))
+    return _judged(name, statement, measured, tests, numbers)
 
 
 def c4_accuracy(runs: Mapping[str, Sequence[Result]], classes: Sequence[str], target: str,

@@ -12,6 +12,7 @@ run's tracking history over the one epoch window all compared runs share.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ class Measured:
     heat_runs: dict[str, list[str]]  # the runs each method's Fig. 5 maps average
     pixels: dict[str, int]  # tracked pixels per class
     chooser: int | None = None  # train/'s seed: the run whose ranking chose the sections
+    sources: list[str] = field(default_factory=list)  # the style sources transfer/ used
 
 
 def chooser_seed(by_method: dict[str, list[Run]]) -> int | None:
@@ -194,7 +196,7 @@ def chooser_seed(by_method: dict[str, list[Run]]) -> int | None:
 
 
 def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, window: int,
-            rep: dict[str, Any], shown: list[str]) -> Measured:
+            rep: dict[str, Any], shown: list[str], sources: Sequence[str] = ()) -> Measured:
     """Every run's metrics and forgetting statistics, and each method's mean heat maps of
     the ``shown`` sections over its runs other than those with ``train/``'s seed (train/
     chose the sections: its maps are at their worst by selection, and every method's run
@@ -215,7 +217,8 @@ def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, wi
         for r in rs:
             flat = flatten_eval(r.eval())
             s, h = forgetting_stats(r.stage.path, target, window, rep["region_events"],
-                                    rep["min_region"], keep=shown if r in drawn else ())
+                                    rep["min_region"], keep=shown if r in drawn else (),
+                                    sources=set(sources))
             # the tracked pixels per class are the same in every compared run
             pixels = {c: int(s.pop(f"pixels/{c}")) for c in classes}
             evals.setdefault(method, []).append(flat)
@@ -232,7 +235,7 @@ def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, wi
                                "train_samples": r.manifest.get("train_samples")}} for r in rs]
                 for m, rs in by_method.items()}
     rows = aggregate(evals) + aggregate(stats) + aggregate(training)
-    return Measured(rows, results, heat, heat_runs, pixels, chooser)
+    return Measured(rows, results, heat, heat_runs, pixels, chooser, list(sources))
 
 
 def comparisons(results: dict[str, list[cl.Result]], classes: list[str], target: int
@@ -265,7 +268,9 @@ def comparisons(results: dict[str, list[cl.Result]], classes: list[str], target:
 
 def claims(m: Measured, classes: list[str], target: int, rep: dict[str, Any],
            transfer: list[dict[str, Any]], identity: list[dict[str, Any]]) -> list[cl.Claim]:
-    """C1–C5 from the compared runs (C1, C2 on the baseline; C3 without ``train/``'s seed),
+    """C1–C5 from the compared runs (C1, C2 on the baseline; C3, for the target class and
+    for all, without ``train/``'s seed and on the tracked sections that were not style
+    sources, the sources' numbers beside),
     and the rows of ``transfer/changes.csv`` of the transfer samples and of their identity
     samples (C5a, C5b). C4 is judged on a test volume only: val holds the style sources,
     whose labels shaped the transfer."""
@@ -280,6 +285,8 @@ def claims(m: Measured, classes: list[str], target: int, rep: dict[str, Any],
           cl.Claim("C4", f"transfer raises {classes[target]} accuracy and keeps the other "
                    "classes", "no test volume: val holds the style sources, whose labels "
                    "shaped the transfer, so it cannot judge it", "not measured"))
+    scope = "tracked/off_sources" if m.sources else "tracked"
     return [cl.c1_boundaries(base, m.pixels), cl.c2_thin_classes(base, classes, m.pixels),
-            cl.c3_regions(unchosen), c4,
+            cl.c3_regions(unchosen, scope, m.sources),
+            cl.c3_regions(unchosen, f"{scope}/all_classes", m.sources), c4,
             *cl.c5_claims(transfer, identity, rep["surroundings_tolerance"])]

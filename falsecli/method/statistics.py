@@ -13,7 +13,7 @@ makes such regions disappear where flip and rotate only weaken them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,13 +149,45 @@ def boundary(labels: np.ndarray, ignore_index: int, px: int = BOUNDARY_PX) -> np
     return known & ((high != lab) | (low != lab))
 
 
+def region_stats(heat: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+                 target: int, classes: int, region_events: int, min_region: int,
+                 sources: Collection[str] = ()) -> dict[str, float]:
+    """High-density regions of the target class and of every class (``all_classes/``:
+    each class's own regions, so two classes' never merge), and the target's density, over
+    the tracked sections; with ``sources``, also over those that were style sources
+    (``sources/``) and those that were not (``off_sources/``): transfer learned from the
+    sources' look, so only the others test it fairly."""
+    scopes = {"": list(heat)}
+    if sources:
+        scopes.update({"off_sources/": [n for n in heat if n not in sources],
+                       "sources/": [n for n in heat if n in sources]})
+    out = {}
+    for scope, names in scopes.items():
+        target_areas, all_areas, events, pixels = [], [], 0.0, 0
+        for name in names:
+            hot, lab = heat[name] >= region_events, labels[name]
+            target_areas += regions(hot & (lab == target), min_region)
+            for k in range(classes):
+                all_areas += regions(hot & (lab == k), min_region)
+            events += float(heat[name][lab == target].sum())
+            pixels += int((lab == target).sum())
+        out.update({f"{scope}high_density_regions": float(len(target_areas)),
+                    f"{scope}high_density_area": float(sum(target_areas)),
+                    f"{scope}all_classes/high_density_regions": float(len(all_areas)),
+                    f"{scope}all_classes/high_density_area": float(sum(all_areas))})
+        if scope:
+            out[f"{scope}target_density"] = events / pixels if pixels else float("nan")
+    return out
+
+
 def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, min_region: int,
-                     keep: Sequence[str] = ()) -> tuple[dict[str, float],
-                                                         dict[str, np.ma.MaskedArray]]:
+                     keep: Sequence[str] = (), sources: Collection[str] = ()
+                     ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
     """Forgetting statistics of the run in folder ``run`` over its first ``epochs`` epochs,
     and the heat maps (ignored pixels masked) of the sections named in ``keep``.
 
-    Besides the totals: the target class's events, density and high-density regions; each
+    Besides the totals: the target class's events, density and high-density regions
+    (:func:`region_stats`, also apart on the style ``sources`` and off them); each
     class's density (``density/<name>``); and the events per pixel within
     :data:`BOUNDARY_PX` of a label boundary and in class interiors, in all and per class
     (``boundary_density/<name>``, ``interior_density/<name>``: claim C1); each class's
@@ -167,11 +199,10 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
     labels = np.asarray(tracking.labels)
     heat = tracking.images(forgetting)
     section_labels = tracking.images(labels)
-    areas, edge = [], np.zeros(labels.shape, dtype=bool)
-    for name, h in heat.items():
-        lab = section_labels[name]
-        areas += regions((h >= region_events) & (lab == target), min_region)
-        edge[tracking.section(name).pixels] = boundary(lab, tracking.ignore_index).ravel()
+    edge = np.zeros(labels.shape, dtype=bool)
+    for name in heat:
+        edge[tracking.section(name).pixels] = boundary(section_labels[name],
+                                                       tracking.ignore_index).ravel()
     labelled = labels != tracking.ignore_index
     inner = labelled & ~edge
 
@@ -184,8 +215,8 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         "never_learned": float(maps.never_learned.sum()),
         "target_events": float(forgetting[labels == target].sum()),
         "target_density": per_pixel(labels == target),
-        "high_density_regions": float(len(areas)),
-        "high_density_area": float(sum(areas)),
+        **region_stats(heat, section_labels, target, len(tracking.classes), region_events,
+                       min_region, sources),
         "boundary_density": per_pixel(edge),
         "interior_density": per_pixel(inner),
         **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
