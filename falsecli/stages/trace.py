@@ -75,8 +75,9 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
 
 
 def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Score every training section of ``trace.run`` by its influence on ``trace.section``'s
-    query region."""
+    """Score every training section ``trace.run`` trained on (its ``train.labelled``, or
+    all) by its influence on ``trace.section``'s query region: a pool section's labels
+    never reached the run, so its gradients say nothing of what the run learned."""
     from falsecli.core.runtime import resolve_device
     from falsecli.data.dataset import load_dataset
     from falsecli.method import influence
@@ -101,7 +102,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     region, what = _query_region(opts, run_cfg, labels)
     query = influence.Query(ds.image(section), labels, region)
     names = influence.parameter_names(model, opts["layers"])
-    sections = ds.sections("train")
+    sections = ds.trainable()
     n_params = sum(p.numel() for n, p in model.named_parameters() if n in names)
     n_batches = len(checkpoints) * sum(
         -(-len(g) // opts["batch_size"]) for g in by_shape(sections).values())
