@@ -50,7 +50,7 @@ def test_claim_c3_needs_every_comparison_and_holm_for_failure() -> None:
     # significant alone, not after Holm over the claim's four comparisons
     one = _c3([10, 9, 11, 9, 10, 11], [9, 7, 10, 6, 9, 9])
     assert one.verdict == "inconclusive at 6 seeds"
-    assert "regions vs flip: observed -1.67 (sd 0.816)" in one.note
+    assert "regions vs flip: -1.67 toward the claim (sd 0.816)" in one.note
     assert "no effect on the claimed side to detect" in one.note
     assert cl.c3_regions({"baseline": []}).verdict == "not measured"
 

@@ -178,7 +178,7 @@ def power_note(test: Test, unit: str = "seed") -> str:
     needed = seeds_needed(mean, spread) if mean > 0 else None
     wants = (f"{needed} {unit}s would detect it" if needed
              else "no effect on the claimed side to detect")
-    return f"{test.name}: observed {mean:+.3g} (sd {spread:.3g}); {could}; {wants}"
+    return f"{test.name}: {mean:+.3g} toward the claim (sd {spread:.3g}); {could}; {wants}"
 
 
 def paired(name: str, a: dict[int, float], b: dict[int, float], sign: int = 1,
