@@ -149,7 +149,9 @@ def judge(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
     if not verdict.startswith(f"{UNSURE} at"):
         return verdict, ""
     open_ = [t for t in tests if t.p_claimed() > ALPHA]
-    return verdict, "; ".join(power_note(t, unit) for t in open_)
+    n, exact = min(t.n for t in tests), seeds_for_exact()
+    lead = (f"no exact test decides anything below {exact} {unit}s; " if n < exact else "")
+    return verdict, lead + "; ".join(power_note(t, unit) for t in open_)
 
 
 def decide(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
@@ -173,12 +175,11 @@ def power_note(test: Test, unit: str = "seed") -> str:
         return (f"{test.name}: {mean:+.3g} in every {unit}, no spread: a zero-wide interval "
                 "decides nothing")
     mde = detectable(spread, test.n)
-    could = (f"an exact test needs {seeds_for_exact()} {unit}s" if math.isinf(mde)
-             else f"smallest detectable {mde:.3g}")
+    could = "" if math.isinf(mde) else f"smallest detectable {mde:.3g}; "
     needed = seeds_needed(mean, spread) if mean > 0 else None
     wants = (f"{needed} {unit}s would detect it" if needed
              else "no effect on the claimed side to detect")
-    return f"{test.name}: {mean:+.3g} toward the claim (sd {spread:.3g}); {could}; {wants}"
+    return f"{test.name}: {mean:+.3g} toward the claim (sd {spread:.3g}); {could}{wants}"
 
 
 def paired(name: str, a: dict[int, float], b: dict[int, float], sign: int = 1,
