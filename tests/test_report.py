@@ -11,6 +11,7 @@ import pytest
 import independent
 from falsecli.core import config, files
 from falsecli.core.errors import FalseCliError
+from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
 from falsecli.method import comparison, statistics
 from falsecli.present.document import cell_class
@@ -22,10 +23,12 @@ DATA = {"classes": ["a", "scruff"], "ignore_index": 255, "val_every": 5,
 
 
 def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None,
-         epochs: int = 3, data: dict | None = None, fingerprint: bool = True) -> None:
+         epochs: int = 3, data: dict | None = None, fingerprint: bool = True,
+         sets: tuple[str, ...] = (), upstream: tuple[str, ...] = ()) -> None:
     cfg = config.resolve(sets=[f"train.seed={seed}", f"train.epochs={epochs}",
-                               "data.classes=[a, scruff]"])
-    with stage_run(tmp, name, cfg, seed=seed) as run:
+                               "data.classes=[a, scruff]", *sets])
+    with stage_run(tmp, name, cfg, seed=seed,
+                   upstream=[Stage(tmp, u) for u in upstream]) as run:
         evaluation = {"val": {"pixel_acc": val_acc, "mean_class_acc": 0.5, "miou": 0.4,
                               "fwiou": 0.6, "class_acc": {"a": 0.9, "scruff": scruff}}}
         files.write_json(run.out("eval.json"), evaluation)
@@ -77,6 +80,40 @@ def test_runs_on_other_data_other_lengths_or_unfingerprinted_are_left_out(tmp_pa
     assert why["train"].startswith("3 epochs, the compared runs 2")
     assert "data.volumes.train.labels l0 -> l5" in why["retrain/flip/seed0"]
     assert "no fingerprint" in why["retrain/rotate/seed0"]
+
+
+def _transfer(tmp: Path, content: str) -> None:
+    with stage_run(tmp, "transfer", config.resolve(), force=True) as run:
+        files.write_text(run.out("changes.csv"), content)
+
+
+def test_runs_trained_otherwise_or_stale_are_left_out(tmp_path) -> None:
+    """The training signature (everything but method and seed) must match; settings that do
+    not change what a run learns may differ; a transfer run whose transfer/ was redone since
+    is stale."""
+    _run(tmp_path, "train", 0, 0.80, 0.2)
+    _run(tmp_path, "retrain/none/seed1", 1, 0.80, 0.2, sets=("train.lr=0.01",))
+    _run(tmp_path, "retrain/none/seed2", 2, 0.80, 0.2, sets=("train.batch_size=4",))
+    _run(tmp_path, "retrain/flip/seed1", 1, 0.80, 0.2, sets=("train.class_weights=true",))
+    _run(tmp_path, "retrain/flip/seed2", 2, 0.80, 0.2, sets=("model.aspp_channels=8",))
+    _run(tmp_path, "retrain/rotate/seed1", 1, 0.80, 0.2,
+         sets=("train.device=cpu", "train.keep_every=2", "train.aug=rotate"))
+    _transfer(tmp_path, "old")
+    _run(tmp_path, "retrain/transfer/seed1", 1, 0.80, 0.2, upstream=("transfer",))
+    _run(tmp_path, "retrain/transfer/seed2", 2, 0.80, 0.2, upstream=("transfer",))
+    chosen = comparison.select_runs(comparison.collect_runs(tmp_path))
+    assert [r.name for r in chosen.runs] == ["train", "retrain/rotate/seed1",
+                                             "retrain/transfer/seed1", "retrain/transfer/seed2"]
+    why = dict(line.split(": ", 1) for line in chosen.left_out)
+    assert "training.lr 0.001 -> 0.01" in why["retrain/none/seed1"]
+    assert "training.batch_size 8 -> 4" in why["retrain/none/seed2"]
+    assert "training.class_weights False -> True" in why["retrain/flip/seed1"]
+    assert "training.model" in why["retrain/flip/seed2"]
+    _transfer(tmp_path, "redone")
+    chosen = comparison.select_runs(comparison.collect_runs(tmp_path))
+    why = dict(line.split(": ", 1) for line in chosen.left_out)
+    assert why["retrain/transfer/seed1"].startswith("stale — transfer/ was redone")
+    assert "retrain/transfer/seed2" in why and len(chosen.runs) == 2
 
 
 def test_table_csv_round_trip(tmp_path: Path) -> None:
