@@ -230,3 +230,28 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
     sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
     half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / n ** 0.5
     return mean, mean - half, mean + half
+
+
+def exact_verdict(tests: list[list[float]], unit: str) -> str:
+    """A claim's verdict by plain loops: each test's values are claimed > 0; one-sided
+    sign-flip p-values by listing every sign pattern; holds when every test's p <= 2.5 %,
+    does not hold when Holm's step-down over the other-side p-values rejects one; none below
+    3 values or from a test whose values are all equal."""
+    from itertools import product
+
+    def p_greater(values: list[float]) -> float:
+        observed = sum(values)
+        hits = sum(1 for signs in product((1, -1), repeat=len(values))
+                   if sum(s * abs(v) for s, v in zip(signs, values)) >= observed - 1e-9)
+        return hits / 2 ** len(values)
+
+    n = min(len(t) for t in tests)
+    if n < 3:
+        return f"inconclusive: too few {unit}s: n = {n}, need 3"
+    usable = [t for t in tests if max(t) > min(t)]
+    if len(usable) == len(tests) and all(p_greater(t) <= 0.025 for t in tests):
+        return "holds"
+    other = sorted(p_greater([-v for v in t]) if t in usable else 1.0 for t in tests)
+    if other[0] <= 0.025 / len(other):  # Holm's first step; any rejection starts there
+        return "does not hold"
+    return f"inconclusive at {n} {unit}s"
