@@ -190,3 +190,16 @@ def test_claim_c3_is_judged_off_the_style_sources() -> None:
     assert cl.c3_regions(runs, "tracked/sources").verdict == cl.HOLDS  # where it did clear
     every = cl.c3_regions(runs, "tracked/off_sources/all_classes", ["inline_0000"])
     assert every.claim == "C3-all" and every.verdict.startswith("inconclusive")
+
+
+def test_claim_c3_tells_vanished_from_weakened_regions() -> None:
+    fate = {"transfer": (0.75, 0.25, 0.0), "flip": (0.0, 0.5, 0.5)}
+    runs = {m: [cl.Result(s, {"tracked/high_density_regions": 5.0 + s % 2,
+                              "tracked/high_density_area": 50.0 + s,
+                              **{f"tracked/regions_{k}": v + s / 100
+                                 for k, v in zip(("vanished", "weakened", "kept"), shares)}})
+                for s in range(3)] for m, shares in fate.items()}
+    got = cl.c3_regions(runs)
+    assert "transfer 0.76/0.26/0.01; flip 0.01/0.51/0.51" in got.measured
+    assert got.numbers["fate"]["flip"]["weakened"] == pytest.approx(0.51)
+    assert "vanished" not in cl.c3_regions(runs, "tracked/all_classes").measured

@@ -95,3 +95,36 @@ def test_regions_apart_on_and_off_the_style_sources_and_for_every_class(tmp_path
                                                           for w in per_class)
     assert got["sources/high_density_regions"] + got["off_sources/high_density_regions"] == \
         got["high_density_regions"]
+
+
+def test_regions_vanish_weaken_or_stay() -> None:
+    """Each reference region's fate in a run, by hand: no pixel still at region_events
+    (vanished), some still but fewer events on average (weakened), else kept."""
+    found = np.zeros((4, 6), dtype=np.int32)
+    found[0:2, 0:2], found[0:2, 4:6], found[3, 0:3] = 1, 2, 4  # id 3: dropped as too small
+    ref = np.where(found > 0, 4, 0)
+    heat = ref.copy()
+    heat[0:2, 0:2] = 2  # region 1: every pixel below 3 -> vanished
+    heat[0, 4] = 1  # region 2: one pixel falls, the rest stay at 4 -> weakened
+    got = statistics.region_fate({"s": heat}, {"s": (found, ref)}, region_events=3)
+    assert got == {"regions_vanished": 1 / 3, "regions_weakened": 1 / 3,
+                   "regions_kept": 1 / 3}
+    assert np.isnan(statistics.region_fate({}, {"s": (found, ref)}, 3)["regions_kept"])
+
+
+def test_reference_regions_are_the_flood_fill_regions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    shapes = [("inline_0000", "inline", 0, (10, 8)), ("crossline_0003", "crossline", 3, (9, 7))]
+    pixels = sum(h * w for *_, (h, w) in shapes)
+    labels = (np.arange(pixels) // 48 % 3).astype(np.uint8)
+    preds = rng.integers(0, 3, (7, pixels)).astype(np.uint8)
+    preds[::2] = labels
+    independent.write_from_predictions(tmp_path / "tracking", independent.section_entries(shapes),
+                                       labels, preds, ["a", "b", "c"])
+    want = independent.report_stats(tmp_path / "tracking", 1, 6, 3, 2)
+    ref = statistics.reference_regions(tmp_path, 1, 6, 3, 2)
+    found = [(k, int((f == k).sum())) for f, _ in ref.values() for k in np.unique(f) if k]
+    assert len(found) == want["high_density_regions"] >= 1
+    assert sum(n for _, n in found) == want["high_density_area"]
+    assert list(statistics.reference_regions(tmp_path, 1, 6, 3, 2, {"inline_0000"})) == \
+        ["crossline_0003"]

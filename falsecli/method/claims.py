@@ -187,8 +187,25 @@ def c3_regions(runs: Mapping[str, Sequence[Result]], scope: str = "tracked",
              else "the tracked sections")
     measured = (f"transfer − control on {where}: " + "; ".join(parts)
                 + (f". On the {len(sources)} style sources ({', '.join(sources)}; not "
-                   "judged): " + "; ".join(beside) if sources else ""))
+                   "judged): " + "; ".join(beside) if sources else "")
+                + ("" if every else _fates(runs, numbers)))
     return _judged(name, statement, measured, tests, numbers)
+
+
+def _fates(runs: Mapping[str, Sequence[Result]], numbers: dict[str, Any]) -> str:
+    """What became of train/'s high-density regions in each method's runs (shown, not
+    judged): vanished / weakened / kept, mean shares; empty when not measured."""
+    fates = ("vanished", "weakened", "kept")
+    means = {m: [float(np.mean(v)) if (v := list(by_seed(rs, f"tracked/regions_{f}")
+                                                   .values())) else math.nan
+                 for f in fates]
+             for m, rs in runs.items() if m == "transfer" or m in CONTROLS}
+    if all(math.isnan(v) for shares in means.values() for v in shares):
+        return ""
+    numbers["fate"] = {m: dict(zip(fates, shares)) for m, shares in means.items()}
+    return (". train/'s high-density regions vanished / weakened / kept, mean share per "
+            "method: " + "; ".join(f"{m} " + "/".join(f"{v:.2f}" for v in shares)
+                                   for m, shares in means.items()))
 
 
 def c4_accuracy(runs: Mapping[str, Sequence[Result]], classes: Sequence[str], target: str,

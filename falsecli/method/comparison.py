@@ -25,7 +25,8 @@ from falsecli.core.manifest import Stage
 from falsecli.data.provenance import differences
 from falsecli.method import claims as cl
 from falsecli.method.runfolder import read_eval, read_metrics
-from falsecli.method.statistics import aggregate, difference, flatten_eval, forgetting_stats
+from falsecli.method.statistics import (aggregate, difference, flatten_eval, forgetting_stats,
+                                         reference_regions)
 
 #: the retrain folder of each method (train/ is a baseline run too), in report order
 METHODS = {"baseline": "none", "flip": "flip", "rotate": "rotate", "transfer": "transfer",
@@ -209,6 +210,9 @@ def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, wi
     heat_runs: dict[str, list[str]] = {}
     pixels: dict[str, int] = {}
     chooser = chooser_seed(by_method)
+    train = next((r for rs in by_method.values() for r in rs if r.name == layout.TRAIN), None)
+    reference = None if train is None else reference_regions(
+        train.stage.path, target, window, rep["region_events"], rep["min_region"], sources)
     for method, rs in by_method.items():
         drawn = [r for r in rs if r.seed != chooser]
         if drawn:
@@ -218,7 +222,7 @@ def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, wi
             flat = flatten_eval(r.eval())
             s, h = forgetting_stats(r.stage.path, target, window, rep["region_events"],
                                     rep["min_region"], keep=shown if r in drawn else (),
-                                    sources=set(sources))
+                                    sources=set(sources), reference=reference)
             # the tracked pixels per class are the same in every compared run
             pixels = {c: int(s.pop(f"pixels/{c}")) for c in classes}
             evals.setdefault(method, []).append(flat)

@@ -180,14 +180,62 @@ def region_stats(heat: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray
     return out
 
 
+#: a reference region per section: its labelled region image and the reference's heat map
+Reference = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def reference_regions(run: Path, target: int, epochs: int, region_events: int,
+                      min_region: int, leave_out: Collection[str] = ()
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The target class's high-density regions of the run in ``run`` (``train/``, whose
+    forgetting chose the sections) on its tracked sections but ``leave_out`` (the style
+    sources), each section's as a labelled image (0: none) with that run's heat map, for
+    :func:`region_fate`."""
+    from scipy import ndimage
+
+    tracking = load_tracking(run)
+    heat = tracking.images(event_maps(tracking, epochs, "zero").forgetting)
+    labels = tracking.images(np.asarray(tracking.labels))
+    out = {}
+    for name in (n for n in heat if n not in leave_out):
+        found, n = ndimage.label((heat[name] >= region_events) & (labels[name] == target),
+                                 structure=np.ones((3, 3), dtype=bool))
+        sizes = np.bincount(found.ravel(), minlength=n + 1)
+        found[sizes[found] < min_region] = 0
+        out[name] = (found, heat[name])
+    return out
+
+
+def region_fate(heat: Mapping[str, np.ndarray], reference: Reference, region_events: int
+                ) -> dict[str, float]:
+    """What became of each reference region in a run: ``vanished`` (no pixel of it reaches
+    ``region_events`` any more), ``weakened`` (some still do, but its mean events fell) or
+    ``kept``; the share of each among the reference regions (NaN without any). The paper
+    says transfer makes regions vanish where flip and rotate only weaken them."""
+    fates = []
+    for name, (found, ref) in reference.items():
+        if name not in heat:
+            continue
+        for k in range(1, int(found.max()) + 1):
+            pixels = found == k
+            if pixels.any():
+                h = heat[name][pixels]
+                fates.append("vanished" if h.max() < region_events else
+                             "weakened" if h.mean() < ref[pixels].mean() else "kept")
+    return {f"regions_{fate}": fates.count(fate) / len(fates) if fates else float("nan")
+            for fate in ("vanished", "weakened", "kept")}
+
+
 def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, min_region: int,
-                     keep: Sequence[str] = (), sources: Collection[str] = ()
+                     keep: Sequence[str] = (), sources: Collection[str] = (),
+                     reference: Reference | None = None
                      ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
     """Forgetting statistics of the run in folder ``run`` over its first ``epochs`` epochs,
     and the heat maps (ignored pixels masked) of the sections named in ``keep``.
 
     Besides the totals: the target class's events, density and high-density regions
-    (:func:`region_stats`, also apart on the style ``sources`` and off them); each
+    (:func:`region_stats`, also apart on the style ``sources`` and off them; with a
+    ``reference``, the fate of its regions: :func:`region_fate`); each
     class's density (``density/<name>``); and the events per pixel within
     :data:`BOUNDARY_PX` of a label boundary and in class interiors, in all and per class
     (``boundary_density/<name>``, ``interior_density/<name>``: claim C1); each class's
@@ -222,9 +270,8 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
         # C1 within each class: a thin class is mostly boundary, so across classes the
         # boundary/interior ratio would partly measure the class's own forgetting rate
-        **{f"boundary_density/{c}": per_pixel(edge & (labels == k))
-           for k, c in enumerate(tracking.classes)},
-        **{f"interior_density/{c}": per_pixel(inner & (labels == k))
+        **{f"{where}_density/{c}": per_pixel(mask & (labels == k))
+           for where, mask in (("boundary", edge), ("interior", inner))
            for k, c in enumerate(tracking.classes)},
         **{f"pixels/{c}": float((labels == k).sum()) for k, c in enumerate(tracking.classes)},
         # a pixel never right cannot be forgotten: a class the network never learns has a
@@ -232,6 +279,7 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         **{f"never_learned/{c}": (float(maps.never_learned[labels == k].mean())
                                   if (labels == k).any() else float("nan"))
            for k, c in enumerate(tracking.classes)},
+        **(region_fate(heat, reference, region_events) if reference is not None else {}),
     }
     # ignored pixels masked: they are no forgetting, and a figure draws them grey
     ignore = tracking.ignore_index
