@@ -203,3 +203,19 @@ def test_claim_c3_tells_vanished_from_weakened_regions() -> None:
     assert "transfer 0.76/0.26/0.01; flip 0.01/0.51/0.51" in got.measured
     assert got.numbers["fate"]["flip"]["weakened"] == pytest.approx(0.51)
     assert "vanished" not in cl.c3_regions(runs, "tracked/all_classes").measured
+
+
+def test_claim_c1_shows_the_final_margin_beside() -> None:
+    pixels = {"a": 10}
+    base = [cl.Result(s, {"tracked/boundary_density/a": 2.0 + s / 10,
+                          "tracked/interior_density/a": 1.0,
+                          "tracked/boundary_density": 2.0, "tracked/interior_density": 1.0,
+                          "tracked/margin_spearman": -0.5 + s / 100,
+                          "tracked/margin_forgotten": 0.1, "tracked/margin_not_forgotten": 0.7})
+            for s in range(3)]
+    got = cl.c1_boundaries(base, pixels)
+    assert "Spearman ρ -0.49 [" in got.measured and "forgotten at least once +0.10" in got.measured
+    assert got.numbers["margin_spearman"] == pytest.approx(-0.49)
+    for r in base:
+        del r.values["tracked/margin_spearman"]
+    assert "Spearman" not in cl.c1_boundaries(base, pixels).measured

@@ -128,3 +128,22 @@ def test_reference_regions_are_the_flood_fill_regions(tmp_path: Path) -> None:
     assert sum(n for _, n in found) == want["high_density_area"]
     assert list(statistics.reference_regions(tmp_path, 1, 6, 3, 2, {"inline_0000"})) == \
         ["crossline_0003"]
+
+
+def test_forgetting_against_the_final_margin(tmp_path: Path) -> None:
+    """Spearman's ρ of events and final margin over the labelled pixels, by hand: margins
+    that fall as events rise (tied where they tie) give −1; the mean margins split at one
+    event."""
+    from falsecli.core.files import save_npy
+    from falsecli.method.margin import MARGIN
+    from falsecli.method.history import TRACKING
+
+    forgetting = np.array([0, 0, 1, 2, 3, 5])
+    labelled = np.array([True, True, True, True, True, False])
+    margin = np.array([0.8, 0.8, 0.3, 0.1, -0.2, np.nan], dtype=np.float16)  # ties as events
+    assert statistics.margin_relation(tmp_path, forgetting, labelled) == {}  # none recorded
+    save_npy(tmp_path / TRACKING / MARGIN, margin)
+    got = statistics.margin_relation(tmp_path, forgetting, labelled)
+    assert got["margin_spearman"] == pytest.approx(-1.0)
+    assert got["margin_forgotten"] == pytest.approx(np.mean(margin[2:5].astype(float)))
+    assert got["margin_not_forgotten"] == pytest.approx(np.mean(margin[:2].astype(float)))

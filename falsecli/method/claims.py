@@ -110,12 +110,33 @@ def c1_boundaries(baseline: Sequence[Result], pixels: Mapping[str, int]) -> Clai
                 f"same class, class-standardised, baseline: {mean:.2f}{_bounds(low, high)} "
                 f"(n={len(ratios)}); per class: "
                 + (", ".join(f"{c} {v:.2f}" for c, v in within.items()) or "no interiors")
-                + f"; across classes {float(np.mean(across)) if across else math.nan:.2f}")
+                + f"; across classes {float(np.mean(across)) if across else math.nan:.2f}"
+                + _margin_text(baseline))
     test = Test("log standardised ratio", tuple(math.log(v) for v in ratios.values()))
     return _judged("C1", "forgetting concentrates at class boundaries (within each class)",
                    measured, [test],
                    {"ratio": mean, "low": low, "high": high, "n": len(ratios),
-                    "within": within, "across": float(np.mean(across)) if across else None})
+                    "within": within, "across": float(np.mean(across)) if across else None,
+                    **{k: float(np.mean(v)) for k in MARGIN_KEYS
+                       if (v := list(by_seed(baseline, f"tracked/{k}").values()))}})
+
+
+#: how forgetting relates to the final softmax margin (:func:`statistics.margin_relation`)
+MARGIN_KEYS = ("margin_spearman", "margin_forgotten", "margin_not_forgotten")
+
+
+def _margin_text(baseline: Sequence[Result]) -> str:
+    """The decision boundary itself, shown, not judged: forgetting against the final
+    softmax margin (empty for runs recorded without margins)."""
+    found = {k: list(by_seed(baseline, f"tracked/{k}").values()) for k in MARGIN_KEYS}
+    if not found["margin_spearman"]:
+        return ""
+    rho, low, high = interval(found["margin_spearman"])
+    return (f"; forgetting events against the final softmax margin (p(label) − the likeliest "
+            f"other), Spearman ρ {rho:+.2f}{_bounds(low, high, '+.2f')} "
+            f"(n={len(found['margin_spearman'])}); mean margin of pixels forgotten at least "
+            f"once {np.mean(found['margin_forgotten']):+.2f}, of the others "
+            f"{np.mean(found['margin_not_forgotten']):+.2f}")
 
 
 def c2_thin_classes(baseline: Sequence[Result], classes: Sequence[str],

@@ -226,6 +226,31 @@ def region_fate(heat: Mapping[str, np.ndarray], reference: Reference, region_eve
             for fate in ("vanished", "weakened", "kept")}
 
 
+def margin_relation(run: Path, forgetting: np.ndarray, labelled: np.ndarray
+                    ) -> dict[str, float]:
+    """How forgetting relates to the final softmax margin (:mod:`falsecli.method.margin`):
+    Spearman's rank correlation of the events and the margin over the labelled tracked
+    pixels (negative when the most-forgotten pixels end nearest the decision boundary), and
+    the mean margin of the pixels forgotten at least once and of the others; nothing for a
+    run recorded without margins."""
+    from scipy import stats
+
+    from falsecli.method.margin import read_margins
+
+    margin = read_margins(run)
+    if margin is None or margin.shape != forgetting.shape:
+        return {}
+    ok = labelled & np.isfinite(margin)
+    m, events = margin[ok].astype(np.float64), forgetting[ok]
+    rho = stats.spearmanr(events, m).statistic if ok.sum() > 2 else float("nan")
+
+    def mean(mask: np.ndarray) -> float:
+        return float(m[mask].mean()) if mask.any() else float("nan")
+
+    return {"margin_spearman": float(rho), "margin_forgotten": mean(events > 0),
+            "margin_not_forgotten": mean(events == 0)}
+
+
 def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, min_region: int,
                      keep: Sequence[str] = (), sources: Collection[str] = (),
                      reference: Reference | None = None
@@ -235,8 +260,8 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
 
     Besides the totals: the target class's events, density and high-density regions
     (:func:`region_stats`, also apart on the style ``sources`` and off them; with a
-    ``reference``, the fate of its regions: :func:`region_fate`); each
-    class's density (``density/<name>``); and the events per pixel within
+    ``reference``, the fate of its regions: :func:`region_fate`); each class's density
+    (``density/<name>``); :func:`margin_relation`; and the events per pixel within
     :data:`BOUNDARY_PX` of a label boundary and in class interiors, in all and per class
     (``boundary_density/<name>``, ``interior_density/<name>``: claim C1); each class's
     share of pixels never classified right in the window (``never_learned/<name>``).
@@ -268,8 +293,7 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         "boundary_density": per_pixel(edge),
         "interior_density": per_pixel(inner),
         **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
-        # C1 within each class: a thin class is mostly boundary, so across classes the
-        # boundary/interior ratio would partly measure the class's own forgetting rate
+        # C1 within each class: across classes a thin class's own rate passes for boundary
         **{f"{where}_density/{c}": per_pixel(mask & (labels == k))
            for where, mask in (("boundary", edge), ("interior", inner))
            for k, c in enumerate(tracking.classes)},
@@ -280,6 +304,7 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
                                   if (labels == k).any() else float("nan"))
            for k, c in enumerate(tracking.classes)},
         **(region_fate(heat, reference, region_events) if reference is not None else {}),
+        **margin_relation(run, forgetting, labelled),
     }
     # ignored pixels masked: they are no forgetting, and a figure draws them grey
     ignore = tracking.ignore_index
