@@ -70,6 +70,8 @@ def test_values_without_spread_give_no_verdict() -> None:
                           "tracked/density/thinner": 0.5}) for s in range(8)]
     flat = cl.c2_thin_classes(base, classes, pixels)  # margin 0.4 in every seed, sd 0
     assert flat.verdict == "inconclusive at 8 seeds" and "no spread" in flat.note
+    rounded = [0.4 + s / 10 - s / 10 for s in range(8)]  # 0.4 up to float rounding
+    assert max(rounded) > min(rounded) and not vd.Test("d", tuple(rounded)).judged()
     for s, r in enumerate(base):
         r.values["tracked/density/thin"] += s / 100
         r.values["tracked/density/thinner"] += s / 100
@@ -219,3 +221,22 @@ def test_claim_c1_shows_the_final_margin_beside() -> None:
     for r in base:
         del r.values["tracked/margin_spearman"]
     assert "Spearman" not in cl.c1_boundaries(base, pixels).measured
+
+
+def test_no_c4_from_val_which_holds_the_style_sources() -> None:
+    from falsecli.method import comparison
+
+    def results(test: bool) -> dict[str, list[cl.Result]]:
+        split = "test1" if test else "val"
+        return {m: [cl.Result(s, {"val/miou": 0.5, f"{split}/miou": 0.5,
+                                  f"{split}/class_acc/scruff": 0.3 + s / 10
+                                  + (m == "transfer") * (1 + s % 2 / 10)})
+                    for s in range(6)] for m in ("baseline", "transfer")}
+
+    rep = {"equivalence_margin": 0.05, "surroundings_tolerance": 0.1}
+    for test, want in ((False, "not measured"), (True, cl.HOLDS)):
+        m = comparison.Measured([], results(test), {}, {}, {})
+        c4 = next(c for c in comparison.claims(m, ["a", "scruff"], 1, rep, [], [])
+                  if c.claim == "C4")
+        assert c4.verdict == want, c4.measured
+        assert ("val holds the style sources" in c4.measured) == (not test)

@@ -87,8 +87,9 @@ class Test:
         return float(np.std(self.values, ddof=1)) if self.n > 1 else float("nan")
 
     def judged(self) -> bool:
-        """Enough values with some spread to be tested at all."""
-        return self.n >= MIN_SEEDS and self.spread > 0
+        """Enough values with some spread to be tested at all (a spread within float
+        rounding of the values is none: differences of equal-step values are not exact)."""
+        return self.n >= MIN_SEEDS and self.spread > 1e-9 * max(1.0, *map(abs, self.values))
 
     def p_claimed(self) -> float:
         return sign_flip_p(self.values) if self.judged() else 1.0
@@ -171,7 +172,7 @@ def decide(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
 def power_note(test: Test, unit: str = "seed") -> str:
     """What an undecided comparison could detect at its n, and the n its effect needs."""
     mean, spread = float(np.mean(test.values)), test.spread
-    if not spread > 0:
+    if not test.judged():
         return (f"{test.name}: {mean:+.3g} in every {unit}, no spread: a zero-wide interval "
                 "decides nothing")
     mde = detectable(spread, test.n)
