@@ -240,3 +240,18 @@ def test_no_c4_from_val_which_holds_the_style_sources() -> None:
                   if c.claim == "C4")
         assert c4.verdict == want, c4.measured
         assert ("val holds the style sources" in c4.measured) == (not test)
+
+
+def test_c3_leaves_out_every_run_with_the_choosing_seed() -> None:
+    """train/'s seed chose the sections and shares its initial weights with every method's
+    run of that seed: C3 compares the other seeds only."""
+    from falsecli.method import comparison
+
+    results = {m: [cl.Result(s, {"tracked/high_density_regions": 5.0 + s % 2 + (m == "flip"),
+                                 "tracked/high_density_area": 50.0 + s})
+                   for s in range(6)] for m in ("baseline", "flip", "transfer")}
+    m = comparison.Measured([], results, {}, {}, {}, chooser=0)
+    rep = {"equivalence_margin": 0.05, "surroundings_tolerance": 0.1}
+    c3 = next(c for c in comparison.claims(m, ["a"], 0, rep, [], []) if c.claim == "C3")
+    assert {v["n"] for v in c3.numbers.values()} == {5}
+    assert c3.verdict == "inconclusive at 5 seeds"
