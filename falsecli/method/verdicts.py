@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 #: one-sided level of each direction; both directions together: 5 %
 ALPHA = 0.025
 #: fewer seeds give no verdict, whatever the values
@@ -137,15 +138,14 @@ def seeds_needed(effect: float, spread: float, alpha: float = ALPHA, power: floa
     return None
 
 
-HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
-
 
 def judge(tests: Sequence[Test], can_fail: Sequence[bool] | None = None,
           unit: str = "seed") -> tuple[str, str]:
     """A claim's verdict from its comparisons (each claimed > 0), and for an inconclusive
     one what this n could detect: holds when every test is significant on its claimed side,
-    does not hold when Holm rejects a claimed side among the tests that ``can_fail`` the
-    claim (all by default; an equivalence bound that is only one side of a claim cannot)."""
+    does not hold when Holm's step-down finds one significantly on the other side among the
+    tests that ``can_fail`` the claim (all by default; C4's upper equivalence bound cannot:
+    a class that rises beyond the margin does the claim no harm)."""
     verdict = decide(tests, can_fail, unit)
     if not verdict.startswith(f"{UNSURE} at"):
         return verdict, ""
