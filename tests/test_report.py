@@ -154,13 +154,15 @@ def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path)
         preds = rng.integers(0, 2, (3, pixels)).astype(np.uint8)
         independent.write_from_predictions(tmp_path / name / "tracking", sections, labels,
                                            preds, ["a", "scruff"])
-    chosen = comparison.select_runs(comparison.collect_runs(tmp_path))
+    found = comparison.collect_runs(tmp_path)
+    chosen = comparison.select_runs(found)
     assert len(chosen.runs) == len(names) and chosen.window == 3
     by_method = chosen.by_method()
     assert list(by_method) == ["baseline", "flip"]
     shown = ["crossline_0002"]
     measured = comparison.measure(by_method, ["a", "scruff"], 1, chosen.window,
-                                  config.resolve()["report"], shown)
+                                  config.resolve()["report"], shown, chooser=found[0])
+    assert measured.chooser == 0 and found[0].name == "train"
     maps = {r: independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"][shown[0]]
             for r in names}
     drawn = {"baseline": names[1:3], "flip": names[4:]}
@@ -173,6 +175,11 @@ def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path)
     assert not np.allclose(measured.heat["baseline"][shown[0]], with_train)  # the case can fail
     with_seed0 = np.mean([maps[r] for r in names[3:]], axis=0)
     assert not np.allclose(measured.heat["flip"][shown[0]], with_seed0)
+    # train/ left out of the comparison (say, another length) still chose the sections
+    others = {"baseline": by_method["baseline"][1:], "flip": by_method["flip"]}
+    again = comparison.measure(others, ["a", "scruff"], 1, chosen.window,
+                               config.resolve()["report"], shown, chooser=found[0])
+    assert again.heat_runs == drawn
 
 
 def test_report_page_wraps_prose_and_keeps_numbers_on_one_line() -> None:

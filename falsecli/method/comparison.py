@@ -188,33 +188,27 @@ class Measured:
     sources: list[str] = field(default_factory=list)  # the style sources transfer/ used
 
 
-def chooser_seed(by_method: dict[str, list[Run]]) -> int | None:
-    """The seed of ``train/``, whose forgetting chose the ranked sections and the style
-    sources: every method's run with this seed shares its initial weights and batch order,
-    so Fig. 5 and C3 leave all of them out (retraining seeds stay as configured)."""
-    return next((r.seed for rs in by_method.values() for r in rs if r.name == layout.TRAIN),
-                None)
-
-
 def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, window: int,
-            rep: dict[str, Any], shown: list[str], sources: Sequence[str] = ()) -> Measured:
+            rep: dict[str, Any], shown: list[str], sources: Sequence[str] = (),
+            chooser: Run | None = None) -> Measured:
     """Every run's metrics and forgetting statistics, and each method's mean heat maps of
-    the ``shown`` sections over its runs other than those with ``train/``'s seed (train/
-    chose the sections: its maps are at their worst by selection, and every method's run
-    with its seed shares its initialisation and batch order); a method with no other run
-    gets no column."""
+    the ``shown`` sections over its runs other than those with the seed of ``chooser``
+    (``train/``, compared or not: its forgetting chose the sections and the style sources,
+    so its maps are at their worst by selection, and every method's run with its seed shares
+    its initialisation and batch order); a method with no other run gets no column. The
+    fate of ``chooser``'s high-density regions off the ``sources`` is measured in every run
+    (when it tracked at least the compared epochs)."""
     results: dict[str, list[cl.Result]] = {}
     evals: dict[str, list[dict[str, Any]]] = {}
     stats: dict[str, list[dict[str, Any]]] = {}
     heat: dict[str, dict[str, np.ndarray]] = {}
     heat_runs: dict[str, list[str]] = {}
     pixels: dict[str, int] = {}
-    chooser = chooser_seed(by_method)
-    train = next((r for rs in by_method.values() for r in rs if r.name == layout.TRAIN), None)
-    reference = None if train is None else reference_regions(
-        train.stage.path, target, window, rep["region_events"], rep["min_region"], sources)
+    seed = None if chooser is None else chooser.seed
+    reference = None if chooser is None or chooser.epochs < window else reference_regions(
+        chooser.stage.path, target, window, rep["region_events"], rep["min_region"], sources)
     for method, rs in by_method.items():
-        drawn = [r for r in rs if r.seed != chooser]
+        drawn = [r for r in rs if r.seed != seed]
         if drawn:
             heat_runs[method] = [r.name for r in drawn]
         sums: dict[str, np.ma.MaskedArray] = {}
@@ -239,7 +233,7 @@ def measure(by_method: dict[str, list[Run]], classes: list[str], target: int, wi
                                "train_samples": r.manifest.get("train_samples")}} for r in rs]
                 for m, rs in by_method.items()}
     rows = aggregate(evals) + aggregate(stats) + aggregate(training)
-    return Measured(rows, results, heat, heat_runs, pixels, chooser, list(sources))
+    return Measured(rows, results, heat, heat_runs, pixels, seed, list(sources))
 
 
 def comparisons(results: dict[str, list[cl.Result]], classes: list[str], target: int

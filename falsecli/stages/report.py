@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, read_json, save_with, write_csv, write_json, write_text
@@ -74,8 +74,9 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
         changes = _changes(workdir)
         sources = list(dict.fromkeys(row["source"] for row in changes[0]))
         shown = [s for s in _ranked(workdir) if s not in sources][:rep["sections"]]
+        chooser = next((r for r in found if r.name == layout.TRAIN), None)
         measured = comparison.measure(by_method, classes, target, window, rep, shown,
-                                      sources)
+                                      sources, chooser)
         claims = comparison.claims(measured, classes, target, rep, *changes)
         write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         compared = comparison.comparisons(measured.results, classes, target)
