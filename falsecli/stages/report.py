@@ -118,7 +118,7 @@ def _figures(workdir: Path, out: StageRun, chosen: Selection, measured: Measured
     from falsecli.present import figures
 
     drawn, name = [], classes[target]
-    if shown:
+    if shown and measured.heat:  # no method has a run other than train/'s seed: no Fig. 5
         figures.save_figure(figures.heatmap_grid(
             measured.heat, context=_context(chosen.runs[0], shown), classes=classes,
             outline=target,
