@@ -147,3 +147,5 @@ def test_forgetting_against_the_final_margin(tmp_path: Path) -> None:
     assert got["margin_spearman"] == pytest.approx(-1.0)
     assert got["margin_forgotten"] == pytest.approx(np.mean(margin[2:5].astype(float)))
     assert got["margin_not_forgotten"] == pytest.approx(np.mean(margin[:2].astype(float)))
+    never = statistics.margin_relation(tmp_path, np.zeros(6, int), labelled)  # no events
+    assert np.isnan(never["margin_spearman"]) and np.isnan(never["margin_forgotten"])

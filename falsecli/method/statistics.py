@@ -242,7 +242,8 @@ def margin_relation(run: Path, forgetting: np.ndarray, labelled: np.ndarray
         return {}
     ok = labelled & np.isfinite(margin)
     m, events = margin[ok].astype(np.float64), forgetting[ok]
-    rho = stats.spearmanr(events, m).statistic if ok.sum() > 2 else float("nan")
+    varies = ok.sum() > 2 and np.ptp(events) > 0 and np.ptp(m) > 0  # else ρ is undefined
+    rho = stats.spearmanr(events, m).statistic if varies else float("nan")
 
     def mean(mask: np.ndarray) -> float:
         return float(m[mask].mean()) if mask.any() else float("nan")
