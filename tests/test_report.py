@@ -97,7 +97,8 @@ def test_runs_trained_otherwise_or_stale_are_left_out(tmp_path) -> None:
     _run(tmp_path, "retrain/flip/seed1", 1, 0.80, 0.2, sets=("train.class_weights=true",))
     _run(tmp_path, "retrain/flip/seed2", 2, 0.80, 0.2, sets=("model.aspp_channels=8",))
     _run(tmp_path, "retrain/rotate/seed1", 1, 0.80, 0.2,
-         sets=("train.device=cpu", "train.keep_every=2", "train.aug=rotate"))
+         sets=("train.device=cpu", "train.keep_every=2", "train.aug=rotate",
+               "train.late_from=2"))
     _transfer(tmp_path, "old")
     _run(tmp_path, "retrain/transfer/seed1", 1, 0.80, 0.2, upstream=("transfer",))
     _run(tmp_path, "retrain/transfer/seed2", 2, 0.80, 0.2, upstream=("transfer",))

@@ -79,7 +79,7 @@ class Run:
 #: the train keys that do not change what a run learns, or that tell methods and seeds
 #: apart (the fingerprint's data, tracked sections and epochs are compared on their own)
 NOT_TRAINING = ("seed", "aug", "device", "compile", "track", "labelled", "epochs",
-                "eval_batch_size", "keep_every", "checkpoint_every")
+                "eval_batch_size", "keep_every", "checkpoint_every", "late_from")
 
 
 def signature(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 For every volume with tracked sections (``train`` for the validation sections, a test
 volume's name for its tracked sections) it writes ``--out DIR/<volume>/forgetting.sgy``,
-``switch.sgy`` and ``never_learned.sgy``: IEEE-float cubes with the volume's geometry — its
+``switch.sgy``, ``never_learned.sgy`` and, when the heat maps include data maps,
+``label_issues.sgy`` (1 on the likely label issues): IEEE-float cubes with the volume's geometry — its
 own textual, binary and trace headers when it was read from SEG-Y, else the regular grid of
 ``synth --format segy``. Traces on no tracked section are 0. A trace where a tracked inline
 and a tracked crossline cross lies on both sections and holds the larger of their two
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from falsecli.core import layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import atomic_dir, write_json
@@ -26,11 +28,23 @@ from falsecli.core.manifest import Stage
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import Volume
 from falsecli.method.history import TrackedSection
+from falsecli.stages.datamaps import has_issue_mask, load_issue_mask
 from falsecli.stages.heatmap import MAPS, load_heatmap
 from falsecli.stages.predict import BLOCK_SAMPLES, check_out
 
 #: the summary of an export folder
 SUMMARY_JSON = "export.json"
+#: the likely label issues (1) of the data maps, beside the heat maps
+ISSUES_SGY = "label_issues.sgy"
+
+
+def _issue_mask(workdir: Path, run: str, tracking: Any) -> dict[str, np.ndarray] | None:
+    """The heatmap stage's label-issue mask per section, None when it drew no data maps
+    (a run trained before them)."""
+    folder = Stage(workdir, layout.heatmap_folder(run)).path
+    if not has_issue_mask(folder):
+        return None
+    return tracking.images(load_issue_mask(folder, tracking).astype(np.float32))
 
 
 def volume_map(shape: tuple[int, int, int], sections: list[TrackedSection],
@@ -87,18 +101,21 @@ def export(cfg: Config, workdir: Path, out: Path, *, force: bool = False) -> dic
                 raise FalseCliError(f"export: section {s.name} does not fit {vol.source} "
                                     f"(shape {tuple(vol.seismic.shape)}) — the data changed "
                                     "since training; restore it or retrain")
+    cubes = {Path(file).with_suffix(".sgy").name:
+             (f"{key} events", maps.tracking.images(getattr(maps, key)))
+             for file, (key, _) in MAPS.items()}
+    issues = _issue_mask(Path(workdir), run, maps.tracking)
+    if issues is not None:
+        cubes[ISSUES_SGY] = ("likely label issue", issues)
     outputs, written = [], {}
     with atomic_dir(out) as tmp:
         for split, secs in by_split.items():
             vol = vols[split]
-            for file, (key, _) in MAPS.items():
-                name = Path(file).with_suffix(".sgy").name
-                images = maps.tracking.images(getattr(maps, key))
+            for name, (key, images) in cubes.items():
                 _write(tmp / vol.name / name, vol, secs, images, data["segy"],
-                       f"falsecli export: {key} events of {run} ({vol.name})")
+                       f"falsecli export: {key} of {run} ({vol.name})")
                 outputs.append(str(out / vol.name / name))
-            written[vol.name] = {"sections": len(secs), "files": [
-                Path(file).with_suffix(".sgy").name for file in MAPS]}
+            written[vol.name] = {"sections": len(secs), "files": list(cubes)}
         summary = {"stage": "export", "run": run, "epochs": maps.epochs,
                    "never_learned": maps.never_learned_mode, "crossings": "max",
                    "volumes": written}

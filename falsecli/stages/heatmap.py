@@ -24,6 +24,7 @@ from falsecli.core.swap import stage_run
 from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
 from falsecli.method.history import Tracking, load_tracking
 from falsecli.stages import Step
+from falsecli.stages.datamaps import write_datamaps
 
 FORGETTING_NPZ = "forgetting.npz"
 SWITCH_NPZ = "switch.npz"
@@ -158,8 +159,12 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:
             _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)
-        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"])
-    return _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
+        datamaps = write_datamaps(out, cfg, source.path, tracking, drawn)
+        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"],
+                         **{k: v for k, v in datamaps.items() if k != "line"})
+    summary = _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
+    summary["lines"].append(datamaps.pop("line"))
+    return {**summary, "datamaps": datamaps}
 
 
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
