@@ -128,13 +128,14 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                  boundary_px: int = 2) -> dict[str, float]:
     """The report's forgetting statistics by plain loops: totals, the target class's events,
     density, high-density regions (flood fill, 8-neighbours) and their area, and the event
-    density within ``boundary_px`` of another labelled class against the interior's, and each
-    class's share of never-learned pixels."""
+    density within ``boundary_px`` of another labelled class against the interior's, in all
+    and per class, and each class's share of never-learned pixels."""
     meta, labels, _, _ = read(folder)
     forgetting, _, never = pixel_events(folder, epochs)
     ignore = meta["ignore_index"]
     regions, area = 0, 0
     edge_events = edge_pixels = inner_events = inner_pixels = 0
+    per_class: dict[tuple[bool, int], list[int]] = {}  # (near, class): [events, pixels]
     for s in meta["sections"]:
         depth, width = s["shape"]
 
@@ -164,6 +165,9 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                 near = any(at(rr, cc, labels) not in (y, ignore)
                            for rr in range(max(r - boundary_px, 0), min(r + boundary_px + 1, depth))
                            for cc in range(max(c - boundary_px, 0), min(c + boundary_px + 1, width)))
+                tally = per_class.setdefault((near, y), [0, 0])
+                tally[0] += at(r, c, forgetting)
+                tally[1] += 1
                 if near:
                     edge_events += at(r, c, forgetting)
                     edge_pixels += 1
@@ -178,6 +182,8 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
             "high_density_regions": float(regions), "high_density_area": float(area),
             "boundary_density": edge_events / edge_pixels,
             "interior_density": inner_events / inner_pixels,
+            **{f"{'boundary' if near else 'interior'}_density/{meta['classes'][k]}": e / n
+               for (near, k), (e, n) in per_class.items()},
             **{f"never_learned/{c}": sum(never[i] for i, y in enumerate(labels) if y == k)
                / sum(1 for y in labels if y == k)
                for k, c in enumerate(meta["classes"]) if k in labels}}
@@ -272,6 +278,33 @@ def traced_shares(model, params: list[str], batches: list, masks: list, optimize
             with torch.no_grad():
                 named[n].copy_(w[n] + sum(steps))
     return {n: torch.stack(total[n]) for n in params}
+
+
+def exact_verdict(tests: list[list[float]], unit: str) -> str:
+    """A claim's verdict by plain loops: each test's values are claimed > 0; one-sided
+    sign-flip p-values by listing every sign pattern; holds when every test's p <= 2.5 %,
+    does not hold when Holm's step-down over the other-side p-values rejects one; none below
+    3 values or from a test whose values are all equal."""
+    from itertools import product
+
+    def p_greater(values: list[float]) -> float:
+        observed = sum(values)
+        hits = sum(1 for signs in product((1, -1), repeat=len(values))
+                   if sum(s * abs(v) for s, v in zip(signs, values)) >= observed - 1e-9)
+        return hits / 2 ** len(values)
+
+    n = min(len(t) for t in tests)
+    if n < 3:
+        return f"inconclusive: too few {unit}s: n = {n}, need 3"
+    usable = [t for t in tests if max(t) > min(t)]
+    if len(usable) == len(tests) and all(p_greater(t) <= 0.025 for t in tests):
+        return "holds"
+    other = sorted(p_greater([-v for v in t]) if t in usable else 1.0 for t in tests)
+    if other[0] <= 0.025 / len(other):  # Holm's first step; any rejection starts there
+        return "does not hold"
+    return f"inconclusive at {n} {unit}s"
+
+
 def datamap(probs: np.ndarray, preds: np.ndarray, late_from: int) -> dict[str, np.ndarray]:
     """The data-map accumulators from a whole history: ``probs`` (E, 2, P) of the label and
     the top wrong class, ``preds`` (E, P); per pixel, by plain loops over the late window."""

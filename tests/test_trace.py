@@ -335,3 +335,15 @@ def test_trace_refusals(run, planted, cli, tmp_path) -> None:
                  "--method", "representation")
     assert result.exit_code == 1 and "recorded no shares" in result.stderr
     assert "train.trace={layers: [head]" in result.stderr
+
+
+def test_trace_scores_only_the_sections_the_run_trained_on(planted, cli, tmp_path) -> None:
+    """With ``train.labelled`` the other training sections are the pool: their labels never
+    trained the run, so trace leaves them out."""
+    labelled = ["inline_0001", "inline_0002", "crossline_0003"]
+    sets = planted + [f"train.labelled=[{','.join(labelled)}]", "train.epochs=1"]
+    train(config.resolve(sets=sets), tmp_path)
+    result = cli("trace", "-w", tmp_path, "--section", QUERY, *sets_args(sets), "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = load_influence(tmp_path / "trace" / QUERY / INFLUENCE_CSV)
+    assert sorted(r["section"] for r in rows) == sorted(labelled)

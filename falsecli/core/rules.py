@@ -185,4 +185,6 @@ RULES: dict[str, Rule] = {
     "report.min_region": _COUNT,
     "report.surroundings_tolerance": Rule(float, gt=0, why="claim C5: the change outside the "
                                           "class relative to the target's own amplitude"),
+    "report.equivalence_margin": Rule(float, gt=0, le=1, why="claim C4: a class accuracy "
+                                      "difference, a fraction in (0, 1]"),
 }

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, read_json, save_with, write_csv, write_json, write_text
@@ -75,10 +75,13 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
     by_method = chosen.by_method()
     with stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
                    force=force) as out:
-        shown = _ranked(workdir)[:rep["sections"]]
-        measured = comparison.measure(by_method, classes, target, window, rep, shown)
-        claims = comparison.claims(measured, classes, target, rep["surroundings_tolerance"],
-                                   *_changes(workdir))
+        changes = _changes(workdir)
+        sources = list(dict.fromkeys(row["source"] for row in changes[0]))
+        shown = [s for s in _ranked(workdir) if s not in sources][:rep["sections"]]
+        chooser = next((r for r in found if r.name == layout.TRAIN), None)
+        measured = comparison.measure(by_method, classes, target, window, rep, shown,
+                                      sources, chooser)
+        claims = comparison.claims(measured, classes, target, rep, *changes)
         write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         compared = comparison.comparisons(measured.results, classes, target)
         write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, compared)
@@ -120,14 +123,15 @@ def _figures(workdir: Path, out: StageRun, chosen: Selection, measured: Measured
     from falsecli.present import figures
 
     drawn, name = [], classes[target]
-    if shown:
+    if shown and measured.heat:  # no method has a run other than train/'s seed: no Fig. 5
         figures.save_figure(figures.heatmap_grid(
             measured.heat, context=_context(chosen.runs[0], shown), classes=classes,
             outline=target,
             label="forgetting events (mean over runs)",
             title="Forgetting events per method, mean over its runs, one colour scale"),
             out.out(FIG5))
-        drawn.append(captions.fig5(FIG5, len(shown), name, chosen.window, measured.heat_runs))
+        drawn.append(captions.fig5(FIG5, len(shown), name, chosen.window, measured.heat_runs,
+                                   measured.sources))
     drawn += _borrowed_figures(workdir, out, name)
     figures.save_figure(figures.training_curves(
         {m: [r.curve() for r in rs] for m, rs in chosen.by_method().items()}), out.out(CURVES))
@@ -180,6 +184,8 @@ def _active_learning(workdir: Path, out: StageRun, doc: Document) -> None:
     figures.save_figure(figures.learning_curves(found.bands, found.titles),
                         out.out(AL_FIGURE))
     doc.extra.append(captions.learning_areas(found.header, found.body, found.last))
+    if found.paired[1]:
+        doc.extra.append(captions.learning_differences(*found.paired, found.last))
     doc.figures.append(captions.learning_curves(AL_FIGURE))
 
 

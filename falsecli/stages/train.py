@@ -25,6 +25,7 @@ from falsecli.core.checkpoint import CHECKPOINT, FORCE, BackgroundSaver
 from falsecli.core.config import Config, run_signature
 from falsecli.core.distributed import Ranks
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import save_npy
 from falsecli.core.manifest import Stage, StageRun
 from falsecli.core.swap import stage_run
 from falsecli.data.provenance import run_fingerprint
@@ -249,6 +250,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     write_metrics(run.out(METRICS), history)
     tracker.finish()
     _write_confidence(s, run)
+    _write_margins(s, run)
     mean, std = ds.stats
     save_model(run.out(MODEL), {"state_dict": s.model.state_dict(), "config": cfg,
                                 "classes": ds.classes, "norm": {"mean": mean, "std": std},
@@ -272,6 +274,15 @@ def _write_confidence(s: Session, run: StageRun) -> None:
         s.model.eval()
         values = section_confidence(s.model, s.ds, pool, s.tc["eval_batch_size"], s.amp)
         write_confidence(run.out(f"{TRACKING}/{CONFIDENCE}"), [t.name for t in pool], values)
+
+
+def _write_margins(s: Session, run: StageRun) -> None:
+    """Each tracked pixel's final softmax margin (claim C1 at the decision boundary)."""
+    from falsecli.method.margin import MARGIN, label_margins
+
+    s.model.eval()
+    save_npy(run.out(f"{TRACKING}/{MARGIN}"),
+             label_margins(s.model, s.ds, s.tracked, s.tc["eval_batch_size"], s.amp))
 
 
 def _metric_lines(results: dict[str, dict[str, Any]]) -> list[str]:
