@@ -227,6 +227,10 @@ class Survey:
         """The 240-byte headers (len(traces), 240) of the given trace numbers."""
         return np.ascontiguousarray(self._map()[traces, :240])
 
+    def field(self, byte: int, key: str) -> np.ndarray:
+        """Trace-header field ``byte`` of every grid cell, (inlines, crosslines) int64."""
+        return _field(self.path, self._map()[:, :240], byte, key)[self.index]
+
     def samples(self, traces: np.ndarray) -> np.ndarray:
         """Samples (len(traces), n_samples) float32 of the given trace numbers."""
         dtype = MAPPED.get(self.fmt)

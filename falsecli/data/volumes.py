@@ -16,6 +16,7 @@ import numpy as np
 
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import fs_error
+from falsecli.data.geometry import Geometry
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 #: samples per block when scanning a volume (about 64 MB of float64)
@@ -31,6 +32,13 @@ class Volume:
     labels: np.ndarray | None
     source: str = ""  # where it came from, for messages
     labels_source: str = ""  # where the labels came from, when that is another file
+    #: the survey's numbers (SEG-Y); None: the volume's indices (:meth:`Geometry.index`)
+    survey: Geometry | None = None
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where the volume lies in its survey: the SEG-Y's numbers, else its indices."""
+        return self.survey or Geometry.index(self.seismic.shape)
 
     @property
     def labels_origin(self) -> str:
@@ -82,11 +90,24 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
     return array
 
 
+def survey_geometry(path: Path | str, seismic: np.ndarray, segy_bytes: dict[str, Any]
+                    ) -> Geometry | None:
+    """The survey geometry of a SEG-Y volume (its trace headers), None for ``.npy``."""
+    from falsecli.data import geometry, segy
+
+    if Path(path).suffix.lower() not in SEGY_SUFFIXES:
+        return None
+    grid = seismic.survey if isinstance(seismic, segy.SegyVolume) else segy.survey(
+        path, segy_bytes["iline"], segy_bytes["xline"])
+    return geometry.from_survey(grid, segy_bytes)
+
+
 def _volume(name: str, seismic: Path | str, labels: Path | str | None,
-            segy_bytes: dict[str, int], lazy: bool = False) -> Volume:
+            segy_bytes: dict[str, Any], lazy: bool = False) -> Volume:
     seis = read_array(seismic, segy_bytes, lazy=lazy)
     lab = None if labels is None else read_array(labels, segy_bytes, labels=True)
-    return Volume(name, seis, lab, str(seismic), "" if labels is None else str(labels))
+    return Volume(name, seis, lab, str(seismic), "" if labels is None else str(labels),
+                  survey_geometry(seismic, seis, segy_bytes))
 
 
 def _f3(d: dict[str, Any], lazy: bool) -> tuple[Volume, list[Volume]]:

@@ -21,6 +21,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import save_npz, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import NUMBERS, Geometry, recorded, section_numbers
 from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
 from falsecli.method.history import Tracking, load_tracking
 from falsecli.stages import Step
@@ -88,11 +89,12 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
                      maps["forgetting"], maps["switch"], maps["never_learned"])
 
 
-def _summary_csv(stats: SectionStats) -> str:
-    """summary.csv: one row per section; density is empty where the section lacks the class."""
+def _summary_csv(stats: SectionStats, geometries: dict[str, Geometry]) -> str:
+    """summary.csv: one row per section, with its survey line numbers; density is empty where
+    the section lacks the class."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["section", "split", "pixels", "events", "switch_events", "never_learned"]
+    writer.writerow(["section", *NUMBERS, "split", "pixels", "events", "switch_events", "never_learned"]
                     + [f"{c}_{k}" for c in stats.classes for k in ("pixels", "events",
                                                                      "density")])
     density = stats.density("forgetting")
@@ -102,7 +104,8 @@ def _summary_csv(stats: SectionStats) -> str:
             d = density[i, k]
             per_class += [int(stats.class_pixels[i, k]), int(stats.class_events[i, k]),
                           "" if np.isnan(d) else float(d)]
-        writer.writerow([s.name, s.split, int(stats.pixels[i]), int(stats.events[i]),
+        numbers = section_numbers(geometries, s.split, s.axis, s.index)
+        writer.writerow([s.name, *numbers.values(), s.split, int(stats.pixels[i]), int(stats.events[i]),
                          int(stats.switch_events[i]), int(stats.never_learned[i]), *per_class])
     return buf.getvalue()
 
@@ -154,7 +157,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         stats = maps.stats()
         for file, (key, _) in MAPS.items():
             save_npz(out.out(file), **tracking.images(getattr(maps, key)))
-        write_text(out.out(SUMMARY_CSV), _summary_csv(stats))
+        write_text(out.out(SUMMARY_CSV), _summary_csv(stats, recorded(run_manifest)))
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:
             _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)

@@ -21,6 +21,7 @@ from falsecli.core import console, layout
 from falsecli.core.config import Config, class_id
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv, write_json, write_text
+from falsecli.data.geometry import NUMBERS, Geometry
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
 from falsecli.stages import Step
@@ -115,10 +116,11 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
         task = bar.add_task("trace", total=n_batches, info="")
         scores = influence.class_scores(model, checkpoints, names, query, ds, sections,
                                         opts["batch_size"], lambda: bar.advance(task))
-        rows = _rows(scores, sections, ds.classes)
+        rows = _rows(scores, sections, ds.classes, ds.train.geometry)
         top = opts["top"]
         maps = _top_maps(model, checkpoints, names, query, ds, sections, rows, opts)
-        write_csv(out.out(INFLUENCE_CSV), ["section", "score", "rank", *ds.classes], rows)
+        write_csv(out.out(INFLUENCE_CSV), ["section", *NUMBERS, "score", "rank", *ds.classes],
+                  rows)
         per_epoch = scores.sum(0)  # (checkpoints, classes)
         epochs = [c.epoch for c in checkpoints]
         write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
@@ -159,12 +161,16 @@ def _tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
     return tracked[name]
 
 
-def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[dict[str, Any]]:
-    """Rows of influence.csv, most positive first (ties: section order)."""
+def _rows(scores: np.ndarray, sections: list[Any], classes: list[str], geometry: Geometry
+          ) -> list[dict[str, Any]]:
+    """Rows of influence.csv (with the training sections' line numbers), most positive first
+    (ties: section order)."""
     totals = scores.sum((1, 2))
     order = np.lexsort((np.arange(len(totals)), -totals))
     per_class = scores.sum(1)
-    return [{"section": sections[i].name, "score": float(totals[i]), "rank": r + 1,
+    return [{"section": sections[i].name,
+             **geometry.numbers(sections[i].axis, sections[i].index),
+             "score": float(totals[i]), "rank": r + 1,
              **{c: float(per_class[i, k]) for k, c in enumerate(classes)}}
             for r, i in enumerate(order)]
 
@@ -179,13 +185,17 @@ def _epochs_csv(per_epoch: np.ndarray, epochs: list[int], classes: list[str]) ->
 
 
 def load_influence(path: Path) -> list[dict[str, Any]]:
-    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, score, rank
-    and one float per class."""
+    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, its line
+    numbers (int, or '' where blank), score, rank and one float per class."""
+    def value(key: str, text: str) -> Any:
+        if key == "section" or (key in NUMBERS and not text):
+            return text
+        return int(text) if key in ("rank", *NUMBERS) else float(text)
+
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        out = [{k: v if k == "section" else int(v) if k == "rank" else float(v)
-                for k, v in row.items()} for row in rows]
+        out = [{k: value(k, v) for k, v in row.items()} for row in rows]
     except (OSError, ValueError, TypeError) as exc:
         raise FalseCliError(f"{path}: missing or unreadable ({exc}) — redo the trace with "
                             "--force") from None
