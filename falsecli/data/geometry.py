@@ -17,11 +17,13 @@ the data again; :func:`recorded` reads it back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import segyio
 
+from falsecli.data import segy
 from falsecli.data.segy import Survey
 
 #: the manifest key under which a training run records its volumes' geometry
@@ -31,6 +33,11 @@ DIMS = {"ms": "twt", "m": "depth", "ft": "depth", "sample": "sample"}
 #: the trace-header bytes that ``data.segy`` may leave out (CDP X/Y: SEG-Y rev 1)
 SEGY_DEFAULTS = {"iline": 189, "xline": 193, "cdp_x": 181, "cdp_y": 185, "coord_scalar": None,
                  "domain": "time"}
+#: inline/crossline byte pairs in common use, tried (never taken silently) when the
+#: configured ones do not form a grid
+BYTE_PAIRS = ((189, 193, "SEG-Y rev 1"), (5, 21, "Petrel"), (9, 21, "field record / CDP"),
+              (17, 21, "energy source point / CDP"), (9, 13, "field record / channel"),
+              (17, 13, "energy source point / channel"))
 #: the CSV columns that name a section by its survey line numbers, beside its name
 NUMBERS = ("inline", "crossline")
 #: the splits whose sections belong to the training volume (others are test volume names)
@@ -150,8 +157,8 @@ def scale(values: np.ndarray, scalar: np.ndarray | int) -> np.ndarray:
     """Coordinates with the SEG-Y scalar applied: negative divides by its magnitude, positive
     multiplies, 0 is 1 (SEG-Y rev 1, trace bytes 71-72)."""
     s = np.asarray(scalar, dtype=np.float64)
-    factor = np.where(s < 0, 1.0 / np.where(s < 0, -s, 1.0), np.where(s > 0, s, 1.0))
-    return np.asarray(values, dtype=np.float64) * factor
+    v = np.asarray(values, dtype=np.float64)
+    return np.where(s < 0, v / np.where(s < 0, -s, 1.0), v * np.where(s > 0, s, 1.0))
 
 
 def from_survey(grid: Survey, segy_bytes: Mapping[str, Any]) -> Geometry:
@@ -170,6 +177,35 @@ def from_survey(grid: Survey, segy_bytes: Mapping[str, Any]) -> Geometry:
             unit = "ft" if int.from_bytes(fh.read(2), "big") == 2 else "m"
     return Geometry(np.asarray(grid.ilines, np.int64), np.asarray(grid.xlines, np.int64),
                     float(delay), grid.dt_us / 1000.0, grid.n_samples, unit, *coords)
+
+
+def regular_pairs(path: Path | str, skip: tuple[int, int] | None = None
+                  ) -> list[tuple[int, int, str, tuple[int, int]]]:
+    """The common byte pairs (other than ``skip``) whose numbers put the traces of ``path``
+    on a regular grid of more than one inline and crossline: (iline, xline, name, grid)."""
+    out = []
+    for iline, xline, name in BYTE_PAIRS:
+        if (iline, xline) == skip:
+            continue
+        try:
+            grid = segy.survey(path, iline, xline)
+        except segy.GridError:
+            continue
+        if min(grid.index.shape) > 1:
+            out.append((iline, xline, name, grid.index.shape))
+    return out
+
+
+def byte_hint(path: Path | str, iline: int, xline: int) -> str:
+    """What to tell a user whose inline/crossline bytes form no grid: the common pairs that
+    would, or that none does (the caller appends it to its error; nothing is switched)."""
+    pairs = regular_pairs(path, (int(iline), int(xline)))
+    if not pairs:
+        tried = ", ".join(f"{a}/{b}" for a, b, _ in BYTE_PAIRS)
+        return f" (no common byte pair — {tried} — forms a grid either)"
+    shown = "; ".join(f"data.segy.iline={a} xline={b} ({name}) gives {n} x {m}"
+                      for a, b, name, (n, m) in pairs)
+    return f" — these bytes would form a regular grid: {shown}"
 
 
 def volume_of(split: str) -> str:

@@ -35,6 +35,11 @@ MAPPED = {2: ">i4", 3: ">i2", 5: ">f4", 8: "i1"}
 FORMAT_OFFSET = 3224
 
 
+class GridError(FalseCliError):
+    """The traces do not form a regular inline/crossline grid with the configured bytes
+    (then other byte pairs are worth trying: :func:`falsecli.data.geometry.byte_hint`)."""
+
+
 def _open(path: Path) -> segyio.SegyFile:
     """Open ``path`` as an unstructured SEG-Y file, turning segyio's errors into ours."""
     if not path.exists():
@@ -117,16 +122,16 @@ def _grid(path: Path, headers: np.ndarray, iline: int, xline: int
     """Number of inlines and crosslines and each trace's flat grid position (None when the
     traces are already in inline-major order, the common case: then nothing is reordered)."""
     if int(iline) == int(xline):
-        raise FalseCliError(f"data.segy.iline and data.segy.xline are both byte {iline}; the "
-                            "inline and crossline numbers live in different fields")
+        raise GridError(f"data.segy.iline and data.segy.xline are both byte {iline}; the "
+                        "inline and crossline numbers live in different fields")
     il = _field(path, headers, iline, "iline")
     xl = _field(path, headers, xline, "xline")
     for values, key, byte in ((il, "iline", iline), (xl, "xline", xline)):
         if not values.any():
-            raise FalseCliError(f"{path}: trace-header byte {byte} is 0 in every trace, so it "
-                                f"holds no {key} numbers — set data.segy.{key} to the byte that "
-                                "does (standard: 189 inline, 193 crossline; some files use 9 "
-                                "and 21)")
+            raise GridError(f"{path}: trace-header byte {byte} is 0 in every trace, so it "
+                            f"holds no {key} numbers — set data.segy.{key} to the byte that "
+                            "does (standard: 189 inline, 193 crossline; some files use 9 "
+                            "and 21)")
     regular = _inline_major(il, xl)
     if regular is not None:
         return regular[0], regular[1], None
@@ -144,11 +149,11 @@ def _grid(path: Path, headers: np.ndarray, iline: int, xline: int
                 f"{path}: prestack — {int(counts.max())} traces with offsets "
                 f"{', '.join(str(v) for v in offsets[:5])} at {where}; give a stacked "
                 "(post-stack) volume")
-        raise FalseCliError(
+        raise GridError(
             f"{path}: {int(counts.max())} traces at {where} — not a regular inline/crossline "
             f"grid (duplicate traces); check data.segy.iline={iline} and xline={xline}")
     if counts.min() == 0:
-        raise FalseCliError(
+        raise GridError(
             f"{path}: not a regular inline/crossline grid — {len(flat)} traces for "
             f"{len(ilines)} inlines x {len(xlines)} crosslines ({cells - len(flat)} missing); "
             f"fill the missing traces or check data.segy.iline={iline} and xline={xline}")

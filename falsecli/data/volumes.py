@@ -16,7 +16,7 @@ import numpy as np
 
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import fs_error
-from falsecli.data.geometry import Geometry
+from falsecli.data.geometry import Geometry, byte_hint
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 #: samples per block when scanning a volume (about 64 MB of float64)
@@ -66,10 +66,13 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
         raise FalseCliError(f"{path}: a folder, not a volume file — give the path of a .npy or "
                             "SEG-Y (.sgy/.segy) file")
     if suffix in SEGY_SUFFIXES:
-        if lazy and not labels:
-            return segy.SegyVolume(segy.survey(path, segy_bytes["iline"], segy_bytes["xline"]))
-        read = segy.read_labels if labels else segy.read
-        return read(path, segy_bytes["iline"], segy_bytes["xline"])
+        iline, xline = segy_bytes["iline"], segy_bytes["xline"]
+        try:
+            if lazy and not labels:
+                return segy.SegyVolume(segy.survey(path, iline, xline))
+            return (segy.read_labels if labels else segy.read)(path, iline, xline)
+        except segy.GridError as exc:
+            raise FalseCliError(f"{exc}{byte_hint(path, iline, xline)}") from None
     if suffix != ".npy":
         raise FalseCliError(f"{path}: unsupported file type '{path.suffix}'; give a .npy or a "
                             "SEG-Y (.sgy/.segy) volume")
