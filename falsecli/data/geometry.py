@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import segyio
 
+from falsecli.core.errors import GridError
 from falsecli.data import segy
 from falsecli.data.segy import Survey
 
@@ -189,7 +190,7 @@ def regular_pairs(path: Path | str, skip: tuple[int, int] | None = None
             continue
         try:
             grid = segy.survey(path, iline, xline)
-        except segy.GridError:
+        except GridError:
             continue
         if min(grid.index.shape) > 1:
             out.append((iline, xline, name, grid.index.shape))
@@ -225,6 +226,13 @@ def recorded(manifest: Mapping[str, Any]) -> dict[str, Geometry]:
         return {name: Geometry.from_json(d) for name, d in manifest[MANIFEST_KEY].items()}
     volumes = manifest.get("fingerprint", {}).get("data", {}).get("volumes", {})
     return {name: Geometry.index(v["shape"]) for name, v in volumes.items()}
+
+
+def section_frame(geometries: Mapping[str, Geometry], split: str, axis: str, index: int
+                  ) -> SectionFrame | None:
+    """A tracked section's survey axes (None when its volume's geometry is unknown)."""
+    geometry = geometries.get(volume_of(split))
+    return None if geometry is None else geometry.frame(axis, index)
 
 
 def section_numbers(geometries: Mapping[str, Geometry], split: str, axis: str, index: int

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import segyio
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, GridError
 
 #: standard SEG-Y rev1 trace-header bytes of the inline and crossline numbers
 INLINE_BYTE, XLINE_BYTE = 189, 193
@@ -33,11 +33,6 @@ IEEE_FLOAT = 5
 MAPPED = {2: ">i4", 3: ">i2", 5: ">f4", 8: "i1"}
 #: byte offset of the sample format code in the file (binary header bytes 3225-3226)
 FORMAT_OFFSET = 3224
-
-
-class GridError(FalseCliError):
-    """The traces do not form a regular inline/crossline grid with the configured bytes
-    (then other byte pairs are worth trying: :func:`falsecli.data.geometry.byte_hint`)."""
 
 
 def _open(path: Path) -> segyio.SegyFile:

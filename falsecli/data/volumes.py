@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, GridError
 from falsecli.core.files import fs_error
 from falsecli.data.geometry import Geometry, byte_hint
 
@@ -71,7 +71,7 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
             if lazy and not labels:
                 return segy.SegyVolume(segy.survey(path, iline, xline))
             return (segy.read_labels if labels else segy.read)(path, iline, xline)
-        except segy.GridError as exc:
+        except GridError as exc:
             raise FalseCliError(f"{exc}{byte_hint(path, iline, xline)}") from None
     if suffix != ".npy":
         raise FalseCliError(f"{path}: unsupported file type '{path.suffix}'; give a .npy or a "

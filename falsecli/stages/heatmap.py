@@ -21,7 +21,8 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import save_npz, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
-from falsecli.data.geometry import NUMBERS, Geometry, recorded, section_numbers
+from falsecli.data.geometry import (NUMBERS, Geometry, recorded, section_frame,
+                                    section_numbers)
 from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
 from falsecli.method.history import Tracking, load_tracking
 from falsecli.stages import Step
@@ -160,13 +161,14 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         write_text(out.out(SUMMARY_CSV), _summary_csv(stats, recorded(run_manifest)))
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:
-            _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)
+            _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn,
+                  recorded(run_manifest))
         out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"])
     return _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
 
 
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
-          names: list[str]) -> None:
+          names: list[str], geometries: dict[str, Geometry]) -> None:
     """``figures/<section>.png`` on one colour scale (the largest count of any tracked pixel)."""
     from falsecli.present.figures import save_figure, section_figure
 
@@ -179,11 +181,13 @@ def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.
         task = bar.add_task(f"{out.stage.name}: figures", total=len(names), info="")
         for name in names:
             section = tracking.section(name)
-            title = (f"{name} ({section.split}): {events[name]:,} forgetting events "
-                     f"in {maps.epochs} epochs")
+            frame = section_frame(geometries, section.split, section.axis, section.index)
+            where = (f"{name} ({section.split})" if frame is None
+                     else f"{frame.title} ({name}, {section.split})")
+            title = f"{where}: {events[name]:,} forgetting events in {maps.epochs} epochs"
             fig = section_figure(seismic[name], labels[name], heat[name],
                                  classes=tracking.classes, ignore_index=tracking.ignore_index,
-                                 title=title, vmax=vmax)
+                                 title=title, vmax=vmax, frame=frame)
             save_figure(fig, out.out(figure_path(name)))
             bar.advance(task)
 

@@ -127,7 +127,9 @@ def _figure(path: Path, ds: Any, tracking: Tracking, choice: Choice, pool: PoolS
         switch[name] = bits.sum(0, dtype=np.uint16).reshape(section.shape)
         seismic[name] = np.asarray(ds.raw(by_name[name]), dtype=np.float32)
         captions[name] = f"score {choice.scores[i]:.3g}, gap {gap}"
-    save_figure(query_figure(seismic, switch, captions,
+    frames = {name: ds.train.geometry.frame(by_name[name].axis, by_name[name].index)
+              for name in seismic}
+    save_figure(query_figure(seismic, switch, captions, frames=frames,
                              title=f"{strategy}: the {len(seismic)} sections chosen from the "
                                    f"pool of {run}"), path)
 
