@@ -31,6 +31,9 @@ from falsecli.stages.predict import BLOCK_SAMPLES, check_out
 
 #: the summary of an export folder
 SUMMARY_JSON = "export.json"
+#: the heat maps of one volume as a Zarr store (``--format zarr``), for xarray
+ZARR_STORE = "heatmaps.zarr"
+FORMATS = ("segy", "zarr")
 
 
 def volume_map(shape: tuple[int, int, int], sections: list[TrackedSection],
@@ -63,8 +66,30 @@ def _write(path: Path, vol: Volume, sections: list[TrackedSection],
             w.write(start, volume_map(shape, sections, images, rows))
 
 
-def export(cfg: Config, workdir: Path, out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Write the heat maps of ``heatmap.run`` as SEG-Y cubes under ``out``."""
+def _write_zarr(path: Path, vol: Volume, sections: list[TrackedSection],
+                maps: dict[str, dict[str, np.ndarray]], title: str) -> None:
+    """The maps of ``vol`` (name -> section images) as one Zarr store on its survey axes."""
+    from falsecli.data.zarrstore import ZarrCube
+
+    shape = tuple(vol.seismic.shape)
+    cube = ZarrCube(path, vol.geometry, dict.fromkeys(maps, np.float32), {"title": title})
+    for start in range(0, shape[0], cube.step):
+        rows = slice(start, min(start + cube.step, shape[0]))
+        for name, images in maps.items():
+            cube.write(name, start, volume_map(shape, sections, images, rows))
+    cube.close()
+
+
+def export(cfg: Config, workdir: Path, out: Path, *, fmt: str = "segy", force: bool = False
+           ) -> dict[str, Any]:
+    """Write the heat maps of ``heatmap.run`` as SEG-Y cubes (or one Zarr store per volume,
+    ``fmt='zarr'``) under ``out``."""
+    if fmt not in FORMATS:
+        raise FalseCliError(f"--format {fmt}: expected segy or zarr")
+    if fmt == "zarr":
+        from falsecli.data.zarrstore import require_zarr
+
+        require_zarr()
     out = Path(out)
     check_out(out, force, SUMMARY_JSON, "export")
     run = cfg["heatmap"]["run"]
@@ -91,19 +116,24 @@ def export(cfg: Config, workdir: Path, out: Path, *, force: bool = False) -> dic
     with atomic_dir(out) as tmp:
         for split, secs in by_split.items():
             vol = vols[split]
-            for file, (key, _) in MAPS.items():
-                name = Path(file).with_suffix(".sgy").name
-                images = maps.tracking.images(getattr(maps, key))
-                _write(tmp / vol.name / name, vol, secs, images, data["segy"],
-                       f"falsecli export: {key} events of {run} ({vol.name})")
-                outputs.append(str(out / vol.name / name))
-            written[vol.name] = {"sections": len(secs), "files": [
-                Path(file).with_suffix(".sgy").name for file in MAPS]}
+            images = {key: maps.tracking.images(getattr(maps, key)) for key, _ in MAPS.values()}
+            if fmt == "zarr":
+                _write_zarr(tmp / vol.name / ZARR_STORE, vol, secs, images,
+                            f"falsecli export: forgetting events of {run} ({vol.name})")
+                files = [ZARR_STORE]
+            else:
+                files = [Path(file).with_suffix(".sgy").name for file in MAPS]
+                for name, key in zip(files, images):
+                    _write(tmp / vol.name / name, vol, secs, images[key], data["segy"],
+                           f"falsecli export: {key} events of {run} ({vol.name})")
+            outputs += [str(out / vol.name / name) for name in files]
+            written[vol.name] = {"sections": len(secs), "files": files,
+                                 "geometry": vol.geometry.describe()}
         summary = {"stage": "export", "run": run, "epochs": maps.epochs,
                    "never_learned": maps.never_learned_mode, "crossings": "max",
                    "volumes": written}
         write_json(tmp / SUMMARY_JSON, summary)
     outputs.append(str(out / SUMMARY_JSON))
-    line = (f"export: {len(maps.tracking.sections)} tracked sections of {run} as SEG-Y in "
-            f"{out}")
+    line = (f"export: {len(maps.tracking.sections)} tracked sections of {run} as "
+            f"{'Zarr' if fmt == 'zarr' else 'SEG-Y'} in {out}")
     return {**summary, "path": str(out), "outputs": outputs, "lines": [line]}

@@ -220,6 +220,10 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
 
     if fmt not in (None, *FORMATS):
         raise FalseCliError(f"--format {fmt}: expected npy, segy or zarr")
+    if fmt == "zarr":
+        from falsecli.data.zarrstore import require_zarr
+
+        require_zarr()
     out = Path(out)
     check_out(out, force, SUMMARY_JSON, "predict")
     model, payload, model_path, device = _model(cfg, workdir)
