@@ -55,6 +55,7 @@ class SectionFrame:
     y_label: str  # "time (ms)"
     y_start: float
     y_step: float
+    rows: int  # samples down the section
 
     def x(self, column: float) -> str:
         """The line number at a (fractional) column, for a tick label; '' outside."""
@@ -125,7 +126,7 @@ class Geometry:
         return SectionFrame(self.label(axis, index),
                             "crossline" if axis == "inline" else "inline",
                             tuple(int(v) for v in across), self.vertical_label,
-                            self.sample_start, self.sample_interval)
+                            self.sample_start, self.sample_interval, self.n_samples)
 
     def describe(self) -> dict[str, Any]:
         """Line ranges and steps, the sample axis and the coordinate extent (inspect)."""

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator
 
 from falsecli.core.files import save_with
 from falsecli.data.geometry import SectionFrame
@@ -69,11 +69,15 @@ def section_axes(ax: Any, *, x: bool = True, y: bool = True,
                  frame: SectionFrame | None = None) -> None:
     """The axes of a section panel: with its ``frame``, ticks in the survey's line numbers
     and time/depth (labelled on the outer panels, ``x``/``y``); else traces and samples."""
-    if frame is not None:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    if frame is not None:  # columns ticked at whole lines, rows at round times/depths
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins="auto"))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: frame.x(v)))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: frame.y(v)))
+        end = frame.y_start + frame.y_step * (frame.rows - 1)
+        times = [t for t in MaxNLocator(nbins=6).tick_values(frame.y_start, end)
+                 if frame.y_start <= t <= end]
+        rows = [(t - frame.y_start) / frame.y_step for t in times]
+        ax.yaxis.set_major_locator(FixedLocator(rows))
+        ax.yaxis.set_major_formatter(FixedFormatter([frame.y(r) for r in rows]))
     if x:
         ax.set_xlabel(TRACE_LABEL if frame is None else frame.x_label)
     if y:
