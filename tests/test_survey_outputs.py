@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,15 @@ def test_the_f3_crop_end_to_end(work, tmp_path, f3_crop) -> None:
     with segyio.open(f3_crop) as f:
         np.testing.assert_allclose(ds["cdp_y"].values, f.attributes(185)[:].reshape(23, 18) / 10)
     assert (tmp_path / "sgy" / "f3-crop" / "preview.png").stat().st_size > 0
+
+
+def test_the_report_names_sections_by_survey_line(work, tmp_path) -> None:
+    w = tmp_path / "w"
+    shutil.copytree(work["w"], w)
+    result = invoke("report", "-w", w, *work["flags"], "-q")
+    assert result.exit_code == 0, result.output
+    text = (w / "report" / "report.md").read_text()
+    top = _rows(w / "rank" / "ranking.csv")[0]
+    il, xl = _expected_numbers(top["section"], work["shape"])
+    named = f"inline {il} ({top['section']})" if il else f"crossline {xl} ({top['section']})"
+    assert named in text
