@@ -209,17 +209,21 @@ def _draw(out: Any, ds: Any, section: Any, query: Any, rows: list[dict[str, Any]
     from falsecli.present.trace_figures import epoch_class_figure, influence_figure
 
     by_name = {s.name: s for s in ds.sections("train")}
-    title = (f"{options['section']} ({options['query']}, {options['query_pixels']} px): "
+    frame = ds.volumes[section.volume].geometry.frame(section.axis, section.index)
+    title = (f"{frame.title} ({options['section']}; {options['query']}, "
+             f"{options['query_pixels']} px): "
              f"{{}} of {options['run']} ({options['layers']} layers, epochs "
              f"{', '.join(map(str, epochs))})")
     for kind, chosen, png in (("proponents", rows[:top], PROPONENTS_PNG),
                               ("opponents", rows[::-1][:top], OPPONENTS_PNG)):
         panels = [{"name": r["section"], "score": r["score"],
-                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]]}
+                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]],
+                   "frame": ds.train.geometry.frame(by_name[r["section"]].axis,
+                                                    by_name[r["section"]].index)}
                   for r in chosen]
         fig = influence_figure(query.image, query.labels, query.region, panels,
                                classes=ds.classes, ignore_index=ds.ignore_index,
-                               title=title.format(kind))
+                               title=title.format(kind), frame=frame)
         save_figure(fig, out.out(png))
     fig = epoch_class_figure(per_epoch, epochs, ds.classes,
                              title=title.format("influence by epoch and class"))
