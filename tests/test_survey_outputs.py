@@ -18,24 +18,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import segyio
-from typer.testing import CliRunner
 
 import make_data
 import make_segy
 from conftest import TINY, sets_args, shared
-from falsecli.cli import app
+from test_predict import invoke
 from falsecli.core import config
 from falsecli.data import synthetic
 
 xr = pytest.importorskip("xarray", reason="the zarr extra (xarray, zarr) is not installed")
 pytest.importorskip("zarr", reason="the zarr extra (xarray, zarr) is not installed")
 
-ILINES = lambda n: [1001 + 2 * i for i in range(n)]  # noqa: E731
-XLINES = lambda n: [2001 + 3 * j for j in range(n)]  # noqa: E731
+
+def survey_ilines(n: int) -> list[int]:
+    """The inline numbers of a volume with ``n`` inlines (tests/make_segy.py's survey)."""
+    return [1001 + 2 * i for i in range(n)]
 
 
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+def survey_xlines(n: int) -> list[int]:
+    """The crossline numbers of a volume with ``n`` crosslines."""
+    return [2001 + 3 * j for j in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,8 @@ def _expected_numbers(name: str, shape: tuple[int, ...]) -> tuple[str, str]:
     """(inline, crossline) columns of a section named ``inline_0005``/``crossline_0010``."""
     axis, index = name.rsplit("_", 1)
     if axis.endswith("inline") and not axis.endswith("crossline"):
-        return str(ILINES(shape[0])[int(index)]), ""
-    return "", str(XLINES(shape[1])[int(index)])
+        return str(survey_ilines(shape[0])[int(index)]), ""
+    return "", str(survey_xlines(shape[1])[int(index)])
 
 
 def test_csvs_carry_the_survey_numbers(work) -> None:
@@ -115,7 +117,7 @@ def test_predict_zarr_matches_the_segy_output(work, tmp_path) -> None:
     assert ds["facies"].dtype == np.uint8 and ds["facies"].dims == ("iline", "xline", "twt")
     assert ds["facies"].attrs["flag_meanings"].split() == config.load_defaults()["data"][
         "classes"]
-    assert ds["iline"].values.tolist() == ILINES(work["test_shape"][0])
+    assert ds["iline"].values.tolist() == survey_ilines(work["test_shape"][0])
     assert ds["twt"].values[0] == make_segy.DELAY_MS and ds["twt"].attrs["units"] == "ms"
     with segyio.open(work["test_sgy"], ignore_geometry=True) as f:  # CDP X by hand: cm
         il, xl, x = f.attributes(189)[:], f.attributes(193)[:], f.attributes(181)[:]
