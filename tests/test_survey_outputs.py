@@ -26,8 +26,14 @@ from test_predict import invoke
 from falsecli.core import config
 from falsecli.data import synthetic
 
-xr = pytest.importorskip("xarray", reason="the zarr extra (xarray, zarr) is not installed")
-pytest.importorskip("zarr", reason="the zarr extra (xarray, zarr) is not installed")
+
+
+@pytest.fixture
+def xr():
+    """xarray, for the Zarr tests (they skip where the zarr extra is not installed)."""
+    pytest.importorskip("zarr", reason="the zarr extra (zarr, xarray) is not installed")
+    return pytest.importorskip("xarray", reason="the zarr extra (zarr, xarray) is not "
+                                                "installed")
 
 
 def survey_ilines(n: int) -> list[int]:
@@ -91,7 +97,7 @@ def test_csvs_carry_the_survey_numbers(work) -> None:
             row["section"].removeprefix("test1_"), work["test_shape"])
 
 
-def _by_trace(store: Path, var: str, sgy: Path) -> tuple[np.ndarray, np.ndarray, object]:
+def _by_trace(xr, store: Path, var: str, sgy: Path) -> tuple[np.ndarray, np.ndarray, object]:
     """The store's ``var`` at every SEG-Y trace's inline/crossline, and the traces."""
     ds = xr.open_zarr(store)
     with segyio.open(sgy, ignore_geometry=True) as f:
@@ -103,7 +109,7 @@ def _by_trace(store: Path, var: str, sgy: Path) -> tuple[np.ndarray, np.ndarray,
     return at.values, traces, ds
 
 
-def test_predict_zarr_matches_the_segy_output(work, tmp_path) -> None:
+def test_predict_zarr_matches_the_segy_output(xr, work, tmp_path) -> None:
     base = ["predict", "-w", work["w"], *work["flags"]]
     assert invoke(*base, "--out", tmp_path / "sgy").exit_code == 0
     result = invoke(*base, "--out", tmp_path / "zarr", "--format", "zarr", "--json")
@@ -112,7 +118,8 @@ def test_predict_zarr_matches_the_segy_output(work, tmp_path) -> None:
     assert str(store) in json.loads(result.stdout)["outputs"]
     assert not (tmp_path / "zarr" / "test1" / "facies.sgy").exists()
     for var in ("facies", "confidence", "entropy"):
-        values, traces, ds = _by_trace(store, var, tmp_path / "sgy" / "test1" / f"{var}.sgy")
+        values, traces, ds = _by_trace(xr, store, var,
+                                       tmp_path / "sgy" / "test1" / f"{var}.sgy")
         np.testing.assert_array_equal(values.astype(np.float32), traces)
     assert ds["facies"].dtype == np.uint8 and ds["facies"].dims == ("iline", "xline", "twt")
     assert ds["facies"].attrs["flag_meanings"].split() == config.load_defaults()["data"][
@@ -125,18 +132,19 @@ def test_predict_zarr_matches_the_segy_output(work, tmp_path) -> None:
     np.testing.assert_allclose(at.values, x / 100)
 
 
-def test_export_zarr_matches_the_segy_export(work, tmp_path) -> None:
+def test_export_zarr_matches_the_segy_export(xr, work, tmp_path) -> None:
     base = ["export", "-w", work["w"], *work["flags"]]
     assert invoke(*base, "--out", tmp_path / "sgy").exit_code == 0
     assert invoke(*base, "--out", tmp_path / "zarr", "--format", "zarr").exit_code == 0
     store = tmp_path / "zarr" / "train" / "heatmaps.zarr"
     for var in ("forgetting", "switch", "never_learned"):
-        values, traces, _ = _by_trace(store, var, tmp_path / "sgy" / "train" / f"{var}.sgy")
+        values, traces, _ = _by_trace(xr, store, var,
+                                      tmp_path / "sgy" / "train" / f"{var}.sgy")
         np.testing.assert_array_equal(values, traces)
         assert traces.any() or var == "never_learned"
 
 
-def test_npy_input_has_index_coordinates(work, tmp_path) -> None:
+def test_npy_input_has_index_coordinates(xr, work, tmp_path) -> None:
     src = tmp_path / "vol.npy"
     np.save(src, make_data.seismic((4, 9, 32)))
     out = tmp_path / "pred"
@@ -150,25 +158,36 @@ def test_npy_input_has_index_coordinates(work, tmp_path) -> None:
 
 def test_the_f3_crop_end_to_end(work, tmp_path, f3_crop) -> None:
     """The real crop predicted by the model trained on the synthetic volume: its line numbers
-    and times in predict.json, the SEG-Y, the Zarr store and the preview's title."""
-    base = ["predict", "-w", work["w"], *work["flags"], "--input", f3_crop]
-    result = invoke(*base, "--out", tmp_path / "sgy", "--json")
+    and times in predict.json and in the SEG-Y outputs' headers."""
+    result = invoke("predict", "-w", work["w"], *work["flags"], "--input", f3_crop,
+                    "--out", tmp_path, "--force", "--json")
     assert result.exit_code == 0, result.output
     geometry = json.loads(result.stdout)["volumes"][0]["geometry"]
     assert geometry["inline"] == {"first": 111, "last": 133, "count": 23, "step": 1}
     assert geometry["crossline"] == {"first": 875, "last": 892, "count": 18, "step": 1}
-    assert (geometry["sample_start"], geometry["sample_interval"], geometry["unit"]) == (
-        4.0, 4.0, "ms")
+    assert (geometry["sample_start"], geometry["sample_interval"], geometry["sample_end"],
+            geometry["unit"]) == (4.0, 4.0, 300.0, "ms")
+    for name in ("facies", "confidence", "entropy"):
+        with segyio.open(tmp_path / "f3-crop" / f"{name}.sgy") as f:
+            assert f.ilines.tolist() == list(range(111, 134))
+            assert f.xlines.tolist() == list(range(875, 893))
+            assert f.samples.tolist() == [4.0 * k for k in range(1, 76)]
+    assert (tmp_path / "f3-crop" / "preview.png").stat().st_size > 0
+
+
+def test_the_f3_crop_as_zarr(xr, work, tmp_path, f3_crop) -> None:
+    base = ["predict", "-w", work["w"], *work["flags"], "--input", f3_crop]
+    assert invoke(*base, "--out", tmp_path / "sgy").exit_code == 0
     assert invoke(*base, "--out", tmp_path / "zarr", "--format", "zarr").exit_code == 0
-    values, traces, ds = _by_trace(tmp_path / "zarr" / "f3-crop" / "prediction.zarr",
+    values, traces, ds = _by_trace(xr, tmp_path / "zarr" / "f3-crop" / "prediction.zarr",
                                    "facies", tmp_path / "sgy" / "f3-crop" / "facies.sgy")
     np.testing.assert_array_equal(values.astype(np.float32), traces)
     assert ds["iline"].values.tolist() == list(range(111, 134))
     assert ds["xline"].values.tolist() == list(range(875, 893))
     assert ds["twt"].values.tolist() == [4.0 * k for k in range(1, 76)]
     with segyio.open(f3_crop) as f:
-        np.testing.assert_allclose(ds["cdp_y"].values, f.attributes(185)[:].reshape(23, 18) / 10)
-    assert (tmp_path / "sgy" / "f3-crop" / "preview.png").stat().st_size > 0
+        np.testing.assert_allclose(ds["cdp_y"].values,
+                                   f.attributes(185)[:].reshape(23, 18) / 10)
 
 
 def test_the_report_names_sections_by_survey_line(work, tmp_path) -> None:

@@ -95,7 +95,8 @@ def _summary_csv(stats: SectionStats, geometries: dict[str, Geometry]) -> str:
     the section lacks the class."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["section", *NUMBERS, "split", "pixels", "events", "switch_events", "never_learned"]
+    writer.writerow(["section", *NUMBERS, "split", "pixels", "events", "switch_events",
+                     "never_learned"]
                     + [f"{c}_{k}" for c in stats.classes for k in ("pixels", "events",
                                                                      "density")])
     density = stats.density("forgetting")
@@ -106,8 +107,9 @@ def _summary_csv(stats: SectionStats, geometries: dict[str, Geometry]) -> str:
             per_class += [int(stats.class_pixels[i, k]), int(stats.class_events[i, k]),
                           "" if np.isnan(d) else float(d)]
         numbers = section_numbers(geometries, s.split, s.axis, s.index)
-        writer.writerow([s.name, *numbers.values(), s.split, int(stats.pixels[i]), int(stats.events[i]),
-                         int(stats.switch_events[i]), int(stats.never_learned[i]), *per_class])
+        writer.writerow([s.name, *numbers.values(), s.split, int(stats.pixels[i]),
+                         int(stats.events[i]), int(stats.switch_events[i]),
+                         int(stats.never_learned[i]), *per_class])
     return buf.getvalue()
 
 

@@ -95,8 +95,8 @@ def _pool_csv(pool: PoolStats, choice: Choice, geometries: dict[str, Geometry]) 
     """pool.csv: every pool section with its survey line numbers, scores and order."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["section", *NUMBERS, "axis", "index", "switch", *CONFIDENCE_STATS, "score", "order",
-                     "chosen"])
+    writer.writerow(["section", *NUMBERS, "axis", "index", "switch", *CONFIDENCE_STATS,
+                     "score", "order", "chosen"])
     place = np.empty(len(pool), dtype=np.int64)
     place[choice.order] = np.arange(len(pool))
     taken = dict(zip(choice.chosen, range(1, len(choice.chosen) + 1)))
@@ -104,9 +104,9 @@ def _pool_csv(pool: PoolStats, choice: Choice, geometries: dict[str, Geometry]) 
         conf = ([f"{v:.6g}" for v in pool.confidence[i]] if pool.confidence is not None
                 else [""] * len(CONFIDENCE_STATS))
         numbers = section_numbers(geometries, "pool", pool.axes[i], int(pool.indices[i]))
-        writer.writerow([name, *numbers.values(), pool.axes[i], int(pool.indices[i]), f"{pool.switch[i]:.6g}",
-                         *conf, f"{choice.scores[i]:.6g}", int(place[i]) + 1,
-                         taken.get(i, "")])
+        writer.writerow([name, *numbers.values(), pool.axes[i], int(pool.indices[i]),
+                         f"{pool.switch[i]:.6g}", *conf, f"{choice.scores[i]:.6g}",
+                         int(place[i]) + 1, taken.get(i, "")])
     return buf.getvalue()
 
 
