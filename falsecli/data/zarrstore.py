@@ -100,15 +100,17 @@ class ZarrCube:
             require_zarr().consolidate_metadata(self.root.store)
 
 
-def write_volumes(path: Path | str, geometry: Geometry, sources: Mapping[str, Any],
+def write_volumes(path: Path | str, geometry: Geometry, sources: Mapping[str, Path],
                   attrs: Mapping[str, Any] | None = None,
                   var_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
-    """A store of volume-shaped arrays (``.npy`` memory maps or any sliceable), copied a
-    chunk-aligned block of inlines at a time."""
-    cube = ZarrCube(path, geometry, {k: np.dtype(v.dtype) for k, v in sources.items()}, attrs,
-                    var_attrs)
+    """A store of the volume-shaped ``.npy`` files ``sources`` (name -> path), copied a
+    chunk-aligned block of inlines at a time; each block maps its file afresh, so the pages
+    read do not stay counted in the process's memory."""
+    dtypes = {k: np.load(v, mmap_mode="r").dtype for k, v in sources.items()}
+    cube = ZarrCube(path, geometry, dtypes, attrs, var_attrs)
     for name, source in sources.items():
         for start in range(0, geometry.shape[0], cube.step):
-            cube.write(name, start, np.asarray(source[start: start + cube.step]))
+            cube.write(name, start, np.array(np.load(source, mmap_mode="r")[
+                start: start + cube.step]))
     cube.close()
     return Path(path)

@@ -153,8 +153,7 @@ def _write_zarr(paths: dict[str, Path], vol: Volume, classes: list[str], run: st
 
     target = paths["facies"].with_name(ZARR_STORE)
     return write_volumes(
-        target, vol.geometry, {name: np.load(path, mmap_mode="r") for name, path in
-                               paths.items()},
+        target, vol.geometry, paths,
         {"title": f"falsecli predict: {run} applied to {vol.source}"},
         {"facies": class_attrs(classes),
          "confidence": {"long_name": "largest softmax probability"},
