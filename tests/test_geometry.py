@@ -3,6 +3,7 @@ against segyio's own reading and hand-computed values; the byte-pair hint; index
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,11 @@ def test_the_f3_crop_geometry() -> None:
         y = f.attributes(185)[:].reshape(23, 18) / 10
     assert np.array_equal(g.cdp_x, x) and np.array_equal(g.cdp_y, y)
     assert isinstance(segy.survey(F3_CROP), segy.Survey)
+
+
+def test_zarr_missing_is_one_line(monkeypatch) -> None:
+    from falsecli.data.zarrstore import require_zarr
+
+    monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr raises ImportError
+    with pytest.raises(FalseCliError, match=r"pip install 'falsecli\[zarr\]'"):
+        require_zarr()
