@@ -267,7 +267,7 @@ def predict_cmd(
     ] = None,
     fmt: Annotated[Optional[OutFormat], typer.Option(
         "--format", metavar="npy|segy|zarr", help="segy: also SEG-Y for .npy input; npy: no "
-        "SEG-Y; zarr: a Zarr store for xarray instead of SEG-Y (pip install 'falsecli[zarr]') "
+        "SEG-Y; zarr: a Zarr store for xarray instead of SEG-Y (pip install 'falsecli\\[zarr]') "
         "\\[default: SEG-Y for SEG-Y input]")] = None,
     force: Force = False,
 ) -> None:
@@ -287,7 +287,7 @@ def export_cmd(
                                       help="Folder to write the cubes to.")],
     fmt: Annotated[CubeFormat, typer.Option(
         "--format", metavar="segy|zarr", help="zarr: one Zarr store per volume for xarray "
-        "(pip install 'falsecli[zarr]')")] = CubeFormat.segy,
+        "(pip install 'falsecli\\[zarr]')")] = CubeFormat.segy,
     force: Force = False,
 ) -> None:
     """Heat maps (forgetting, switch, never-learned) as SEG-Y cubes (or Zarr) with the
