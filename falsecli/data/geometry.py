@@ -236,6 +236,20 @@ def section_frame(geometries: Mapping[str, Geometry], split: str, axis: str, ind
     return None if geometry is None else geometry.frame(axis, index)
 
 
+def role_numbers(geometry: Geometry, sections: Mapping[str, Any], row: Mapping[str, Any],
+                 roles: tuple[str, ...]) -> dict[str, int | str]:
+    """``<role>_inline``/``<role>_crossline`` columns of a row that names sections (by name,
+    under each of ``roles``, e.g. source and target), from ``sections`` (name -> an object
+    with ``axis`` and ``index``); blank for a name not among them."""
+    out: dict[str, int | str] = {}
+    for role in roles:
+        found = sections.get(row[role])
+        numbers = (dict.fromkeys(NUMBERS, "") if found is None
+                   else geometry.numbers(found.axis, found.index))
+        out.update({f"{role}_{key}": value for key, value in numbers.items()})
+    return out
+
+
 def section_numbers(geometries: Mapping[str, Geometry], split: str, axis: str, index: int
                     ) -> dict[str, int | str]:
     """The ``inline``/``crossline`` CSV columns of a tracked section (blank when its volume's
