@@ -94,13 +94,16 @@ def geometry_line(g: dict[str, Any]) -> str:
     """A volume's geometry in one line: line ranges and steps, samples, CDP extent."""
     def lines(key: str) -> str:
         d = g[key]
+        if d["count"] == 1:
+            return f"{key} {d['first']} only"
         step = "irregular steps" if d["step"] is None else f"step {d['step']}"
         return f"{key}s {d['first']}-{d['last']} ({d['count']}, {step})"
 
     if g["unit"] == "sample":
         samples = f"samples 0-{g['sample_end']:g} (indices: a .npy or synthetic volume)"
     else:
-        samples = (f"{g['sample_start']:g}-{g['sample_end']:g} {g['unit']} every "
+        what = "time" if g["unit"] == "ms" else "depth"
+        samples = (f"{what} {g['sample_start']:g}-{g['sample_end']:g} {g['unit']} every "
                    f"{g['sample_interval']:g} {g['unit']}")
     out = f"{lines('inline')}, {lines('crossline')}, {samples}"
     if "cdp_x" in g:
