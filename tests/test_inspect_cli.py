@@ -73,7 +73,7 @@ def test_inspect_text_on_the_f3_crop(cli, crop_args):
     out = result.stdout
     for needle in ("23 x 18 x 75", "-10239", "10827", *CLASSES, "32 train", "9 tracked val",
                    "crop: 9 tracked, 23 inlines", "normalisation",
-                   "inlines 111-133 (23, step 1), crosslines 875-892 (18, step 1), 4-300 ms "
+                   "inlines 111-133 (23, step 1), crosslines 875-892 (18, step 1), time 4-300 ms "
                    "every 4 ms; CDP X 620181.9-620622.1, Y 6074232.9-6074794.5"):
         assert needle in out, needle
     assert result.stderr == ""
