@@ -231,3 +231,50 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
     sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
     half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / n ** 0.5
     return mean, mean - half, mean + half
+
+
+def datamap(probs: np.ndarray, preds: np.ndarray, late_from: int) -> dict[str, np.ndarray]:
+    """The data-map accumulators from a whole history: ``probs`` (E, 2, P) of the label and
+    the top wrong class, ``preds`` (E, P); per pixel, by plain loops over the late window."""
+    E, _, P = probs.shape
+    late = range(late_from - 1, E)
+    margin = [min(float(probs[t, 1, i] - probs[t, 0, i]) for t in late) if late else 0.0
+              for i in range(P)]
+    stable = [bool(late) and all(preds[t, i] == preds[late[0], i] for t in late)
+              for i in range(P)]
+    return {"label_mean": probs[:, 0].mean(0).astype(np.float32),
+            "label_var": probs[:, 0].var(0).astype(np.float32),
+            "wrong_mean": probs[:, 1].mean(0).astype(np.float32),
+            "wrong_var": probs[:, 1].var(0).astype(np.float32),
+            "late_margin": np.array(margin, np.float32),
+            "late_class": np.array([preds[late[0], i] if stable[i] else 255
+                                    for i in range(P)], np.uint8),
+            "epochs": np.array(E), "late_from": np.array(late_from),
+            "late_epochs": np.array(len(late))}
+
+
+def regions(mask: np.ndarray, labels: np.ndarray, pred: np.ndarray, score: np.ndarray
+            ) -> list[dict]:
+    """4-connected regions of ``mask`` pixels sharing (label, pred), by flood fill: each with
+    its depth and trace range, classes, size and mean score; unordered."""
+    seen = np.zeros(mask.shape, bool)
+    out = []
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        key = (labels[start], pred[start])
+        stack, cells = [start], []
+        seen[start] = True
+        while stack:
+            r, c = stack.pop()
+            cells.append((r, c))
+            for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if (0 <= rr < mask.shape[0] and 0 <= cc < mask.shape[1] and not seen[rr, cc]
+                        and mask[rr, cc] and (labels[rr, cc], pred[rr, cc]) == key):
+                    seen[rr, cc] = True
+                    stack.append((rr, cc))
+        rows, cols = [r for r, _ in cells], [c for _, c in cells]
+        out.append({"top": min(rows), "bottom": max(rows), "cols": (min(cols), max(cols)),
+                    "given": int(key[0]), "predicted": int(key[1]), "pixels": len(cells),
+                    "score": sum(float(score[r, c]) for r, c in cells) / len(cells)})
+    return out

@@ -40,7 +40,7 @@ RETRAIN = ["--aug", "flip", "--seeds", "1", *sets_args([*TINY, "retrain.epochs=1
 STEP = [*TINY, "train.limit_batches=1", "train.aug=rotate"]
 RUN_FILES = ["manifest.json", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
              "tracking/labels.npy", "tracking/correct.npy", "tracking/switch.npy",
-             "tracking/pred_last.npy"]
+             "tracking/pred_last.npy", "tracking/datamap.npz"]
 
 
 def one_step(sets: list[str]) -> dict[str, torch.Tensor]:
@@ -123,6 +123,19 @@ def _run_equal(ddp, one, epochs: int) -> None:
     correct_a = np.unpackbits(np.load(a / "correct.npy"), axis=1)
     correct_b = np.unpackbits(np.load(b / "correct.npy"), axis=1)
     assert (correct_a == correct_b).mean() > 0.85
+    # the data maps: each process scores its own share, gathered in pixel order on rank 0
+    with np.load(a / "datamap.npz") as dm_a, np.load(b / "datamap.npz") as dm_b:
+        assert sorted(dm_a.files) == sorted(dm_b.files)
+        assert int(dm_a["epochs"]) == int(dm_b["epochs"]) == epochs
+        assert np.abs(dm_a["label_mean"] - dm_b["label_mean"]).mean() < 0.05
+        # exact, and broken by any misplaced share: a pixel right in every epoch had its
+        # label above the top wrong class each time, one wrong in every epoch below it
+        labelled = np.load(a / "labels.npy") != 255
+        right = correct_a[:, :n_pixels].astype(bool)
+        always, never = right.all(0), ~right.any(0) & labelled
+        assert always.any() and never.any()
+        lead = dm_a["label_mean"] - dm_a["wrong_mean"]
+        assert (lead[always] > 0).all() and (lead[never] < 0).all()
     rows_a = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows_a] == [r["epoch"] for r in rows_b] == list(range(1, epochs + 1))

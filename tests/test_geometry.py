@@ -118,3 +118,16 @@ def test_zarr_missing_is_one_line(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr raises ImportError
     with pytest.raises(FalseCliError, match=r"pip install 'falsecli\[zarr\]'"):
         require_zarr()
+
+
+def test_a_label_issue_region_in_survey_numbers() -> None:
+    """label_issues.csv: the section's own line and the span of lines it covers, by hand."""
+    from falsecli.method.history import TrackedSection
+    from falsecli.stages.datamaps import section_position
+
+    g = Geometry(1001 + 2 * np.arange(4), 2001 + 3 * np.arange(8), 4.0, 4.0, 10, "ms")
+    inline = TrackedSection("inline_0002", "val", "inline", 2, (10, 8), 0)
+    crossline = TrackedSection("crossline_0005", "val", "crossline", 5, (10, 4), 0)
+    assert section_position(inline, (3, 5), g) == ("1005", "2010-2016")
+    assert section_position(crossline, (1, 1), g) == ("1003", "2016")
+    assert section_position(inline, (3, 5)) == ("2", "3-5")  # no geometry: indices

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import independent
 from falsecli.data.dataset import Section
 from falsecli.core.errors import FalseCliError
+from falsecli.method.datamaptrack import DataMapTracker, label_probs
 from falsecli.method.history import HEADER_BYTES, RowFile
 from falsecli.method.tracking import Tracker, offsets, packbits
 
@@ -127,3 +129,49 @@ def test_tracker_resume_truncates_to_checkpoint(tmp_path) -> None:
     for name in ("correct.npy", "switch.npy", "pred_last.npy"):
         assert np.array_equal(np.load(tmp_path / "cut" / name), np.load(tmp_path / "full" / name))
     assert json.loads((tmp_path / "cut" / "sections.json").read_text())["epochs"] == 5
+
+
+# ---------------------------------------------------------------- data-map accumulators
+
+
+def test_label_probs_by_hand() -> None:
+    """Two pixels, three classes: the label's probability and the likeliest other class's,
+    whether or not the label is the argmax; an unlabelled pixel is read as class 0."""
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.3, 0.2]])
+    scores = p.log().T.reshape(1, 3, 1, 3)  # softmax(log p) = p
+    labels = torch.tensor([[[0, 2, 255]]], dtype=torch.uint8)
+    out = label_probs(scores, labels, 255)
+    assert torch.allclose(out, torch.tensor([[0.7, 0.6, 0.5], [0.2, 0.3, 0.3]]))
+
+
+def test_datamap_tracker_matches_the_whole_history_and_resumes(tmp_path) -> None:
+    """Welford's running mean and variance, the late minimum margin and the late window's
+    one class equal those of the full history; a tracker rebuilt from its checkpoint state
+    after epoch 3 ends with the very same bytes."""
+    rng = np.random.default_rng(2)
+    epochs, late_from = 6, 3
+    probs = rng.uniform(0, 1, (epochs, 2, P)).astype(np.float32)
+    probs[:, 0, :5] = 0.999 + rng.uniform(0, 1e-3, (epochs, 5))  # near 1: cancellation-prone
+    preds = rng.integers(0, 2, (epochs, P)).astype(np.uint8)
+    preds[late_from - 1:, :10] = 1  # one class through the late window
+    full = DataMapTracker(P, late_from, torch.device("cpu"))
+    for t in range(epochs):
+        full.record(torch.from_numpy(probs[t]), torch.from_numpy(preds[t]))
+    full.save(tmp_path / "full")
+    with np.load(tmp_path / "full" / "tracking" / "datamap.npz") as npz:
+        got = dict(npz.items())
+    for key, want in independent.datamap(probs.astype(np.float64), preds, late_from).items():
+        np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-7, err_msg=key)
+    assert (got["late_class"][:10] == 1).all()
+    assert (int(got["epochs"]), int(got["late_from"]), int(got["late_epochs"])) == (6, 3, 4)
+
+    cut = DataMapTracker(P, late_from, torch.device("cpu"))
+    for t in range(3):
+        cut.record(torch.from_numpy(probs[t]), torch.from_numpy(preds[t]))
+    state = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in cut.state().items()}
+    resumed = DataMapTracker(P, late_from, torch.device("cpu"), state)
+    for t in range(3, epochs):
+        resumed.record(torch.from_numpy(probs[t]), torch.from_numpy(preds[t]))
+    resumed.save(tmp_path / "cut")
+    assert ((tmp_path / "cut" / "tracking" / "datamap.npz").read_bytes()
+            == (tmp_path / "full" / "tracking" / "datamap.npz").read_bytes())

@@ -29,11 +29,12 @@ from falsecli.stages.train import train
 
 #: two section shapes (13 and 12 wide), a group of 9 (its last batch of one merges), and
 #: 2175 tracked pixels (not a multiple of 8)
-SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]"]
+SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6,13,29]",
+                "train.late_from=2"]
 EPOCHS = 3
 ARTIFACTS = ["manifest.json", "config.yaml", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
              "tracking/labels.npy", "tracking/correct.npy", "tracking/switch.npy",
-             "tracking/pred_last.npy"]
+             "tracking/pred_last.npy", "tracking/datamap.npz"]
 
 
 def run_cli(*args: str):
@@ -59,8 +60,11 @@ def history(stage_dir) -> dict:
     rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         del row["seconds"]
-    return {"metrics": rows, **{name: np.load(stage_dir / "tracking" / name) for name in
-                                ("correct.npy", "switch.npy", "pred_last.npy", "labels.npy")}}
+    with np.load(stage_dir / "tracking" / "datamap.npz") as npz:
+        datamap = dict(npz.items())
+    return {"metrics": rows, "datamap": datamap,
+            **{name: np.load(stage_dir / "tracking" / name) for name in
+               ("correct.npy", "switch.npy", "pred_last.npy", "labels.npy")}}
 
 
 def assert_same_history(a, b) -> None:
@@ -68,6 +72,11 @@ def assert_same_history(a, b) -> None:
     assert ha["metrics"] == hb["metrics"]
     for name in ("correct.npy", "switch.npy", "pred_last.npy", "labels.npy"):
         assert np.array_equal(ha[name], hb[name]), name
+    # the data-map accumulators, from the checkpoint when resumed, bit for bit
+    assert ha["datamap"].keys() == hb["datamap"].keys()
+    for key, value in ha["datamap"].items():
+        assert np.array_equal(value, hb["datamap"][key]), key
+    assert int(ha["datamap"]["late_epochs"]) == EPOCHS - 1
 
 
 # ---------------------------------------------------------------- the stage
@@ -153,6 +162,27 @@ def test_tracking_pixel_order_and_consistency(trained, cfg) -> None:
     valid = labels != 255
     evals = json.loads((work / "train" / "eval.json").read_text())
     assert evals["val"]["pixel_acc"] == pytest.approx((pred_last == labels)[valid].mean())
+
+
+def test_data_map_agrees_with_the_history(trained) -> None:
+    """The accumulators against the run's own history, exactly: a pixel right in every
+    epoch had its label above the top wrong class each time (wrong: below); the late
+    window's class is the last prediction, and a positive late margin means wrong in every
+    late epoch."""
+    h = history(trained[0] / "train")
+    dm, labels = h["datamap"], h["labels.npy"]
+    labelled = labels != 255
+    right = np.unpackbits(h["correct.npy"], axis=1)[:, :labels.size].astype(bool)
+    always, never = right.all(0), ~right.any(0) & labelled
+    assert always.any() and never.any()
+    lead = dm["label_mean"] - dm["wrong_mean"]
+    assert (lead[always] > 0).all() and (lead[never] < 0).all()
+    assert ((dm["label_var"] >= 0) & (dm["label_var"] <= 0.25)).all()
+    stable = dm["late_class"] != 255
+    assert stable.any() and (dm["late_class"][stable] == h["pred_last.npy"][stable]).all()
+    late_from = int(dm["late_from"])
+    wrong_late = ~right[late_from - 1:].any(0) & labelled
+    assert (wrong_late[(dm["late_margin"] > 0) & labelled]).all()
 
 
 def test_second_run_without_force_refuses(trained) -> None:

@@ -29,6 +29,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.runtime import seed_everything
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.method.augment import augment
+from falsecli.method.datamaptrack import label_probs
 from falsecli.method.metrics import ConfusionMatrix, confusion
 from falsecli.method.model import build_model
 from falsecli.method.pool import Arrays, Pool, by_shape, fits, pinned_like, store
@@ -94,15 +95,24 @@ class EvalSet:
             i += len(run)
         self.labels = torch.from_numpy(np.concatenate(
             [ds.label(s).ravel() for s in sections])).to(device) if ranks.main else None
+        # each process scores the label probabilities of its own share (data maps)
+        self.own_labels = self.labels if not ranks.multi else torch.from_numpy(np.concatenate(
+            [ds.label(s).ravel() for s in sections[mine]] or [np.zeros(0, np.uint8)])).to(device)
+        self.ignore_index = ds.ignore_index
+        self.probs: torch.Tensor | None = None  # (2, pixels): see predict(probs=True)
         self.n_tracked = sum(sizes[:len(tracked)])
         val = [i for i, s in enumerate(sections) if s.split == "val"]  # consecutive
         self.val = slice(starts[val[0]], starts[val[-1]] + sizes[val[-1]])
 
-    def predict(self, model: torch.nn.Module, batch_size: int, amp: bool
+    def predict(self, model: torch.nn.Module, batch_size: int, amp: bool, probs: bool = False
                 ) -> torch.Tensor | None:
         """(pixels,) uint8 predictions of every section, left on the device (rank 0; None on
-        the other ranks, whose shares are gathered there)."""
-        out = torch.empty(self.sizes[self.ranks.rank], dtype=torch.uint8, device=self.device)
+        the other ranks, whose shares are gathered there). With ``probs``, :attr:`probs`
+        becomes the (2, pixels) probabilities of each pixel's label and top wrong class
+        (:func:`~falsecli.method.datamaptrack.label_probs`), on rank 0 likewise."""
+        size = self.sizes[self.ranks.rank]
+        out = torch.empty(size, dtype=torch.uint8, device=self.device)
+        p = torch.empty((2, size), dtype=torch.float32, device=self.device) if probs else None
         for start, images in self.runs:
             n_pix = images[0].numel()
             for i in range(0, len(images), batch_size):
@@ -110,8 +120,16 @@ class EvalSet:
                 if not self.resident:
                     batch = pinned_like(batch, len(batch)).copy_(batch).to(
                         self.device, non_blocking=True)
-                pred = predict(model, batch, amp)
-                out[start + i * n_pix: start + i * n_pix + pred.numel()] = pred.reshape(-1)
+                scores = logits(model, batch, amp)
+                pred = scores.argmax(1).to(torch.uint8)
+                at = slice(start + i * n_pix, start + i * n_pix + pred.numel())
+                out[at] = pred.reshape(-1)
+                if p is not None:
+                    p[:, at] = label_probs(scores, self.own_labels[at].view_as(pred),
+                                           self.ignore_index)
+        if p is not None:
+            rows = [distributed.gather(self.ranks, row, self.sizes) for row in p]
+            self.probs = torch.stack(rows) if self.ranks.main else None
         return distributed.gather(self.ranks, out, self.sizes)
 
 
@@ -271,10 +289,11 @@ class Session:
             advance()
         return loss_sum
 
-    def predict(self) -> torch.Tensor | None:
-        """Predictions of every evaluated pixel, on the device of rank 0 (None elsewhere)."""
+    def predict(self, probs: bool = False) -> torch.Tensor | None:
+        """Predictions of every evaluated pixel, on the device of rank 0 (None elsewhere);
+        with ``probs``, also the label probabilities in ``evalset.probs``."""
         self.eval_net.eval()
-        return self.evalset.predict(self.eval_net, self.tc["eval_batch_size"], self.amp)
+        return self.evalset.predict(self.eval_net, self.tc["eval_batch_size"], self.amp, probs)
 
 
 def prepare(cfg: Config, ranks: Ranks, device: torch.device,

@@ -4,6 +4,8 @@ what the colours mean). Each takes the figure's file under report/ (its owner na
 
 from __future__ import annotations
 
+from typing import Any
+
 from falsecli.present.document import FigureRef, Table
 
 
@@ -82,3 +84,44 @@ def learning_areas(header: list[str], body: list[list[str]], last: int) -> Table
             f"divided by their range: the metric's mean over the labelling budget) from "
             f"round 0 to round {last}, the last round every curve reached; mean ± half-width "
             "of the 95 % Student-t interval over seeds. Higher is better.")
+
+
+def datamap_classes(rows: list[dict[str, Any]], late_window: str, issues: int) -> Table:
+    """The data maps' per-class summary (heatmap/datamap_classes.csv)."""
+    body = [[r["class"], f"{r['pixels']:,}", f"{r['confidence']:.3f}", f"{r['variability']:.3f}",
+             *(f"{100 * r[z]:.1f} %" for z in ("easy", "ambiguous", "hard")),
+             f"{r['issue_pixels']:,}"] for r in rows]
+    return ("Data maps per class", ["class", "tracked pixels", "confidence", "variability",
+                                    "easy", "ambiguous", "hard", "likely label issues"], body,
+            "Per given class of the tracked pixels of train/: confidence = mean over epochs of "
+            "the softmax probability of the pixel's label, variability = its standard "
+            "deviation, averaged over the class's pixels; the shares of its pixels in the "
+            "cartography zones (docs/definitions.md); and its pixels that the network, in every "
+            f"epoch of the late window ({late_window}), gave to one other class by at least "
+            f"heatmap.issue_margin — {issues} regions in heatmap/label_issues.csv, largest "
+            "summed score first: places to re-check, not verdicts.")
+
+
+def cartography(rel: str) -> FigureRef:
+    """The data map of train/'s tracked pixels, as heatmap/ drew it."""
+    return FigureRef(rel, "Data map of the tracked pixels", (
+        "Each labelled tracked pixel of train/ (a seeded sample of at most 20,000) by the "
+        "variability (x) and confidence (y) of its label's softmax probability over the "
+        "epochs, coloured by its given class, on the easy (green), ambiguous (orange) and "
+        "hard-to-learn (purple) zones (Swayamdipta et al., 2020). Hard-to-learn pixels the "
+        "network confidently gives another class are the likely label issues."))
+
+
+def label_issues(rows: list[dict[str, Any]]) -> Table:
+    """The first regions of heatmap/label_issues.csv."""
+    body = [[r["section"], r["inline"], r["crossline"], f"{r['top']}–{r['bottom']}",
+             r["given_class"], r["predicted_class"], f"{r['pixels']:,}", f"{r['score']:.3f}"]
+            for r in rows]
+    return (f"Likely label issues: the first {len(rows)} regions", [
+        "section", "inline", "crossline", "depth", "given class", "predicted class", "pixels",
+        "score"], body,
+        "Connected regions of train/'s tracked pixels that the network, in every epoch of the "
+        "late window, gave to one other class by at least heatmap.issue_margin, ranked by "
+        "pixels × mean score; inline and crossline are volume indices, depth in samples. "
+        "Places to re-check in the interpretation, not verdicts: a region can as well be "
+        "the network's own confusion.")

@@ -2,13 +2,15 @@
 
 For every volume with tracked sections (``train`` for the validation sections, a test
 volume's name for its tracked sections) it writes ``--out DIR/<volume>/forgetting.sgy``,
-``switch.sgy`` and ``never_learned.sgy``: IEEE-float cubes with the volume's geometry — its
+``switch.sgy``, ``never_learned.sgy`` and, when the heat maps include data maps,
+``label_issues.sgy`` (1 on the likely label issues): IEEE-float cubes with the volume's geometry — its
 own textual, binary and trace headers when it was read from SEG-Y, else the regular grid of
 ``synth --format segy``. Traces on no tracked section are 0. A trace where a tracked inline
 and a tracked crossline cross lies on both sections and holds the larger of their two
 counts (never-learned: 1 if either marks it), so a hot spot is never hidden. Like
 ``predict``, the folder is built beside ``DIR`` and renamed into place; ``DIR/export.json``
-summarises it.
+summarises it. ``--format zarr`` writes the same maps as the variables of one Zarr store per
+volume (``DIR/<volume>/heatmaps.zarr``) on the volume's survey coordinates.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from falsecli.core import layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import atomic_dir, write_json
@@ -26,6 +29,7 @@ from falsecli.core.manifest import Stage
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import Volume
 from falsecli.method.history import TrackedSection
+from falsecli.stages.datamaps import has_issue_mask, load_issue_mask
 from falsecli.stages.heatmap import MAPS, load_heatmap
 from falsecli.stages.predict import BLOCK_SAMPLES, check_out
 
@@ -34,6 +38,17 @@ SUMMARY_JSON = "export.json"
 #: the heat maps of one volume as a Zarr store (``--format zarr``), for xarray
 ZARR_STORE = "heatmaps.zarr"
 FORMATS = ("segy", "zarr")
+#: the likely label issues (1) of the data maps, beside the heat maps
+ISSUES_SGY = "label_issues.sgy"
+
+
+def _issue_mask(workdir: Path, run: str, tracking: Any) -> dict[str, np.ndarray] | None:
+    """The heatmap stage's label-issue mask per section, None when it drew no data maps
+    (a run trained before them)."""
+    folder = Stage(workdir, layout.heatmap_folder(run)).path
+    if not has_issue_mask(folder):
+        return None
+    return tracking.images(load_issue_mask(folder, tracking).astype(np.float32))
 
 
 def volume_map(shape: tuple[int, int, int], sections: list[TrackedSection],
@@ -80,6 +95,22 @@ def _write_zarr(path: Path, vol: Volume, sections: list[TrackedSection],
     cube.close()
 
 
+def _write_volume(folder: Path, vol: Volume, sections: list[TrackedSection],
+                  cubes: dict[str, tuple[str, dict[str, np.ndarray]]], fmt: str,
+                  segy_bytes: dict[str, int], run: str) -> list[str]:
+    """The maps of one volume in ``folder``: one SEG-Y per map (``cubes``: file name ->
+    (what, section images)), or one Zarr store holding them all; returns the file names."""
+    if fmt == "zarr":
+        _write_zarr(folder / ZARR_STORE, vol, sections,
+                    {Path(n).stem: images for n, (_, images) in cubes.items()},
+                    f"falsecli export: heat maps of {run} ({vol.name})")
+        return [ZARR_STORE]
+    for name, (key, images) in cubes.items():
+        _write(folder / name, vol, sections, images, segy_bytes,
+               f"falsecli export: {key} of {run} ({vol.name})")
+    return list(cubes)
+
+
 def export(cfg: Config, workdir: Path, out: Path, *, fmt: str = "segy", force: bool = False
            ) -> dict[str, Any]:
     """Write the heat maps of ``heatmap.run`` as SEG-Y cubes (or one Zarr store per volume,
@@ -112,20 +143,17 @@ def export(cfg: Config, workdir: Path, out: Path, *, fmt: str = "segy", force: b
                 raise FalseCliError(f"export: section {s.name} does not fit {vol.source} "
                                     f"(shape {tuple(vol.seismic.shape)}) — the data changed "
                                     "since training; restore it or retrain")
+    cubes = {Path(file).with_suffix(".sgy").name:
+             (f"{key} events", maps.tracking.images(getattr(maps, key)))
+             for file, (key, _) in MAPS.items()}
+    issues = _issue_mask(Path(workdir), run, maps.tracking)
+    if issues is not None:
+        cubes[ISSUES_SGY] = ("likely label issue", issues)
     outputs, written = [], {}
     with atomic_dir(out) as tmp:
         for split, secs in by_split.items():
             vol = vols[split]
-            images = {key: maps.tracking.images(getattr(maps, key)) for key, _ in MAPS.values()}
-            if fmt == "zarr":
-                _write_zarr(tmp / vol.name / ZARR_STORE, vol, secs, images,
-                            f"falsecli export: forgetting events of {run} ({vol.name})")
-                files = [ZARR_STORE]
-            else:
-                files = [Path(file).with_suffix(".sgy").name for file in MAPS]
-                for name, key in zip(files, images):
-                    _write(tmp / vol.name / name, vol, secs, images[key], data["segy"],
-                           f"falsecli export: {key} events of {run} ({vol.name})")
+            files = _write_volume(tmp / vol.name, vol, secs, cubes, fmt, data["segy"], run)
             outputs += [str(out / vol.name / name) for name in files]
             written[vol.name] = {"sections": len(secs), "files": files,
                                  "geometry": vol.geometry.describe()}

@@ -26,6 +26,7 @@ from falsecli.data.geometry import (NUMBERS, Geometry, recorded, section_frame,
 from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
 from falsecli.method.history import Tracking, load_tracking
 from falsecli.stages import Step
+from falsecli.stages.datamaps import write_datamaps
 
 FORGETTING_NPZ = "forgetting.npz"
 SWITCH_NPZ = "switch.npz"
@@ -154,19 +155,24 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
     tracking = load_tracking(source.path)
     T = tracking.window(opts["epochs"])
     _figure_sections(cfg, tracking, None)  # unknown names fail before anything is written
+    geometries = recorded(run_manifest)
     with stage_run(workdir, name, cfg, upstream=[source], force=force) as out:
         console.log(f"{name}: counting events of {tracking.n_pixels:,} pixels over {T} epochs")
         maps = event_maps(tracking, T, opts["never_learned"])
         stats = maps.stats()
         for file, (key, _) in MAPS.items():
             save_npz(out.out(file), **tracking.images(getattr(maps, key)))
-        write_text(out.out(SUMMARY_CSV), _summary_csv(stats, recorded(run_manifest)))
+        write_text(out.out(SUMMARY_CSV), _summary_csv(stats, geometries))
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:
             _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn,
-                  recorded(run_manifest))
-        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"])
-    return _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
+                  geometries)
+        datamaps = write_datamaps(out, cfg, source.path, tracking, drawn, geometries)
+        out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"],
+                         **{k: v for k, v in datamaps.items() if k != "line"})
+    summary = _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
+    summary["lines"].append(datamaps.pop("line"))
+    return {**summary, "datamaps": datamaps}
 
 
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],

@@ -22,7 +22,7 @@ from falsecli.stages import Step
 DEMO: dict[str, Any] = {
     "data": {"synthetic": {"shape": [48, 48, 80], "test_shape": [16, 48, 80]}},
     "model": {"output_stride": 8, "aspp_channels": 64},
-    "train": {"epochs": 12, "batch_size": 8, "lr": 0.002, "device": "auto"},
+    "train": {"epochs": 12, "batch_size": 8, "lr": 0.002, "device": "auto", "late_from": 7},
     "rank": {"min_pixels": 40},
     "transfer": {"iterations": 300, "crop": [48, 48], "batch_size": 4, "channels": 16,
                  "style_dim": 16, "sources": 4, "per_source": 16},

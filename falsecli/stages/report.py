@@ -51,6 +51,10 @@ TRANSFER_FIGURE = "figures/fig3_transfer.png"
 STYLE_FIGURE = "figures/fig3b_style.png"
 #: the learning curves of ``falsecli al``, when it has run here
 AL_FIGURE = "figures/learning_curves.png"
+#: the data map of train/'s tracked pixels, copied from heatmap/
+CARTOGRAPHY_FIGURE = "figures/cartography.png"
+#: likely label-issue regions listed in the report (all are in heatmap/label_issues.csv)
+ISSUES_SHOWN = 10
 #: the columns of table.csv and the type of each
 TABLE_COLUMNS = {"method": str, "split": str, "metric": str, "mean": float, "std": float,
                  "n": int}
@@ -84,6 +88,7 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
         doc = Document(classes, target, measured.rows, compared, claims, by_method, runs,
                        chosen.left_out, cfg, rep, window, shown_figures)
         _active_learning(workdir, out, doc)
+        _data_maps(workdir, out, doc)
         write_text(out.out(REPORT_MD), doc.markdown())
         write_text(out.out(REPORT_HTML), doc.html(out.path))
         out.extra.update(runs=[r.name for r in runs], left_out=chosen.left_out,
@@ -188,6 +193,22 @@ def _active_learning(workdir: Path, out: StageRun, doc: Document) -> None:
                         out.out(AL_FIGURE))
     doc.extra.append(captions.learning_areas(found.header, found.body, found.last))
     doc.figures.append(captions.learning_curves(AL_FIGURE))
+
+
+def _data_maps(workdir: Path, out: StageRun, doc: Document) -> None:
+    """train/'s data maps per class and its cartography figure, when heatmap/ drew them."""
+    from falsecli.stages.datamaps import CARTOGRAPHY_PNG, data_maps_summary, load_label_issues
+
+    heat = Stage(workdir, "heatmap")
+    found = data_maps_summary(workdir) if heat.is_complete() else None
+    if found is None:
+        return
+    rows, late_window, regions = found
+    doc.extra.append(captions.datamap_classes(rows, late_window, regions))
+    if regions:
+        doc.extra.append(captions.label_issues(load_label_issues(workdir)[:ISSUES_SHOWN]))
+    _copy(heat.path / CARTOGRAPHY_PNG, out.out(CARTOGRAPHY_FIGURE))
+    doc.figures.append(captions.cartography(CARTOGRAPHY_FIGURE))
 
 
 def _copy(source: Path, target: Path) -> None:

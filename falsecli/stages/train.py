@@ -29,6 +29,7 @@ from falsecli.core.manifest import Stage, StageRun
 from falsecli.core.swap import stage_run
 from falsecli.data.geometry import MANIFEST_KEY, record
 from falsecli.data.provenance import run_fingerprint
+from falsecli.method.datamaptrack import DataMapTracker
 from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
 from falsecli.method.metrics import scores
 from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
@@ -40,7 +41,8 @@ from falsecli.stages import Step
 from falsecli.stages.transfer import load_samples
 
 #: what a checkpoint holds (see :func:`_epochs`)
-CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "history", "val", "previous", "rng")
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "history", "val", "previous", "rng",
+                   "datamap")
 
 
 
@@ -149,44 +151,51 @@ def _train_run(cfg: Config, stage: str, run: StageRun | None, ranks: Ranks,
         done, history, val_scores = ckpt["epoch"], ckpt["history"], ckpt["val"]
         previous = ckpt["previous"].to(device)
         console.log(f"{stage}: resuming after epoch {done}")
-    tracker = None
+    tracker, datamap = None, None
     if run is not None:
         tracker = Tracker(run.path / TRACKING, s.tracked,
                           s.evalset.labels[:s.evalset.n_tracked], s.ds.classes,
                           s.ds.ignore_index, epochs=done, previous=previous)
+        datamap = DataMapTracker(s.evalset.n_tracked, cfg["train"]["late_from"],
+                                 device, None if ckpt is None else ckpt["datamap"])
         for path in tracker.paths():
             run.out(str(path.relative_to(run.path)))
         _keep_kept(run, done)
-    val_scores = _epochs(cfg, stage, s, run, tracker, done, history, val_scores, on_epoch)
-    if run is None or tracker is None:  # ranks other than 0
+    val_scores = _epochs(cfg, stage, s, run, (tracker, datamap), done, history, val_scores,
+                         on_epoch)
+    if run is None or tracker is None or datamap is None:  # ranks other than 0
         return {"stage": stage, "outputs": [], "rank": ranks.rank}
+    run.out(str(datamap.save(run.path).relative_to(run.path)))
     return _finish(cfg, stage, s, run, tracker, history, val_scores)
 
 
-def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: Tracker | None,
-            done: int, history: list[dict[str, Any]], val_scores: dict[str, Any],
+def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None,
+            trackers: tuple[Tracker | None, DataMapTracker | None], done: int,
+            history: list[dict[str, Any]], val_scores: dict[str, Any],
             on_epoch: Callable[[int, dict[str, Any]], None] | None) -> dict[str, Any]:
     """Train the epochs after ``done``; after each, rank 0 records the tracking row, appends
     to ``history`` and the metrics, takes a checkpoint and calls ``on_epoch``. Returns the last
     epoch's val scores."""
     tc, ds, n_batches, ev = cfg["train"], s.ds, s.n_batches, s.evalset
     epochs = tc["epochs"]
+    tracker, datamap = trackers
     with console.progress() as bar, BackgroundSaver() as saver:
         task = bar.add_task(stage, total=epochs * n_batches, completed=done * n_batches,
                             info="")
         for epoch in range(done + 1, epochs + 1):
             t0 = time.perf_counter()
             loss_sum = s.train_epoch(lambda: bar.advance(task))
-            pred = s.predict()
-            if tracker is not None:
+            pred = s.predict(probs=True)
+            if tracker is not None and datamap is not None:
                 hist = chunked_confusion(pred[ev.val], ev.labels[ev.val], len(ds.classes),
                                          ds.ignore_index)
+                datamap.record(ev.probs[:, :ev.n_tracked], pred[:ev.n_tracked])
                 tracker.record(pred[:ev.n_tracked])  # the one wait for the device
             train_loss = distributed.all_sum(s.ranks, loss_sum).item() / n_batches
             if not math.isfinite(train_loss):
                 raise FalseCliError(f"{stage}: the training loss became {train_loss} at epoch "
                                     f"{epoch} — lower train.lr (now {tc['lr']})")
-            if run is None or tracker is None:
+            if run is None or tracker is None or datamap is None:
                 continue
             val_scores = scores(hist.cpu().numpy(), ds.classes)
             history.append({"epoch": epoch, "train_loss": train_loss,
@@ -199,6 +208,7 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None, tracker: 
                     "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                     "epoch": epoch, "config": cfg, "history": list(history),
                     "val": val_scores, "previous": tracker.previous,
+                    "datamap": datamap.state(),
                     "rng": checkpoint.capture_rng(s.device, s.gens)})
             if tc["keep_every"] and epoch % tc["keep_every"] == 0:
                 kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
