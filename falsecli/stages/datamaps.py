@@ -20,7 +20,7 @@ from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, save_npz, write_csv
 from falsecli.core.manifest import Stage
-from falsecli.data.geometry import Geometry, volume_of
+from falsecli.data.geometry import Geometry, section_frame, volume_of
 from falsecli.method.datamaps import (CLASS_COLUMNS, Region, class_summary, has_datamap,
                                       issue_score, load_datamap, section_regions)
 from falsecli.method.history import TrackedSection, Tracking
@@ -95,7 +95,7 @@ def write_datamaps(out: Any, cfg: Config, run_path: Path, tracking: Tracking,
               f"empty: train.late_from={dm.late_from} > {dm.epochs} epochs")
     if not dm.late_epochs:
         console.log(f"{out.stage.name}: no late window ({window}), so no label issue")
-    _draw(out, tracking, dm, score, mask, drawn, window)
+    _draw(out, tracking, dm, score, mask, drawn, window, geometries or {})
     return {"issue_pixels": int(mask.sum()), "issue_regions": len(found),
             "late_window": window, "line": f"{out.stage.name}: {int(mask.sum()):,} pixels "
             f"in {len(found)} regions are likely label issues (late window {window}); "
@@ -103,7 +103,7 @@ def write_datamaps(out: Any, cfg: Config, run_path: Path, tracking: Tracking,
 
 
 def _draw(out: Any, tracking: Tracking, dm: Any, score: np.ndarray, mask: np.ndarray,
-          drawn: list[str], window: str) -> None:
+          drawn: list[str], window: str, geometries: Mapping[str, Geometry]) -> None:
     from falsecli.present.datamap_figures import cartography_figure, datamap_figure
     from falsecli.present.figures import save_figure
 
@@ -117,9 +117,12 @@ def _draw(out: Any, tracking: Tracking, dm: Any, score: np.ndarray, mask: np.nda
         ("labels", labels), ("confidence", dm.confidence), ("variability", dm.variability),
         ("score", score), ("mask", mask))}
     for name in drawn:
+        s = tracking.section(name)
+        frame = section_frame(geometries, s.split, s.axis, s.index)
+        where = name if frame is None else f"{frame.title} ({name})"
         fig = datamap_figure(*(images[k][name] for k in images), classes=tracking.classes,
-                             ignore_index=tracking.ignore_index,
-                             title=f"{name}: data map over {dm.epochs} epochs; label issues "
+                             ignore_index=tracking.ignore_index, frame=frame,
+                             title=f"{where}: data map over {dm.epochs} epochs; label issues "
                                    f"over the late window ({window})")
         save_figure(fig, out.out(figure_path(name)))
 
