@@ -131,3 +131,10 @@ def test_a_label_issue_region_in_survey_numbers() -> None:
     assert section_position(inline, (3, 5), g) == ("1005", "2010-2016")
     assert section_position(crossline, (1, 1), g) == ("1003", "2016")
     assert section_position(inline, (3, 5)) == ("2", "3-5")  # no geometry: indices
+
+
+def test_a_cdp_byte_inside_a_field_names_the_standard_one(tmp_path: Path) -> None:
+    path = make_segy.surveyed(tmp_path / "s.sgy")
+    vol = volumes.read_array(path, BYTES, lazy=True)
+    with pytest.raises(FalseCliError, match=r"data.segy.cdp_y=186 .* \(SEG-Y rev 1: 185\)"):
+        volumes.survey_geometry(path, vol, {**BYTES, "cdp_y": 186})

@@ -106,8 +106,8 @@ def _field(path: Path, headers: np.ndarray, byte: int, key: str) -> np.ndarray:
     if width is None:
         raise FalseCliError(
             f"{path}: data.segy.{key}={byte} is not the first byte of a trace-header field; use "
-            f"the byte of the {key} number (standard: "
-            f"{INLINE_BYTE if key == 'iline' else XLINE_BYTE})")
+            f"the byte of the {key} field (SEG-Y rev 1: "
+            f"{dict(iline=INLINE_BYTE, xline=XLINE_BYTE, cdp_x=181, cdp_y=185).get(key)})")
     raw = np.ascontiguousarray(headers[:, byte - 1: byte - 1 + width])
     return raw.view(">i4" if width == 4 else ">i2").ravel().astype(np.int64)
 
