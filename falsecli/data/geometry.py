@@ -104,7 +104,7 @@ class Geometry:
     def vertical_label(self) -> str:
         """The vertical axis label with its unit."""
         return {"twt": f"time ({self.unit})", "depth": f"depth ({self.unit})"}.get(
-            self.vertical, "sample")
+            self.vertical, "depth (samples)")
 
     def line(self, axis: str, index: int) -> int:
         """The survey number of section ``index`` along ``axis`` (inline or crossline)."""
