@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import segyio
 
 from falsecli.core.errors import GridError
-from falsecli.data import segy
-from falsecli.data.segy import Survey
+
+if TYPE_CHECKING:  # segyio is imported where a SEG-Y is read, not by every figure
+    from falsecli.data.segy import Survey
 
 #: the manifest key under which a training run records its volumes' geometry
 MANIFEST_KEY = "geometry"
@@ -165,6 +165,8 @@ def scale(values: np.ndarray, scalar: np.ndarray | int) -> np.ndarray:
 
 def from_survey(grid: Survey, segy_bytes: Mapping[str, Any]) -> Geometry:
     """The geometry of a SEG-Y file from its trace headers (``segy_bytes``: ``data.segy``)."""
+    import segyio
+
     opts = {**SEGY_DEFAULTS, **segy_bytes}
     first = grid.headers(grid.index.ravel()[:1])
     delay = int(first[0, 108:110].view(">i2")[0])  # trace bytes 109-110, ms (or depth)
@@ -185,6 +187,8 @@ def regular_pairs(path: Path | str, skip: tuple[int, int] | None = None
                   ) -> list[tuple[int, int, str, tuple[int, int]]]:
     """The common byte pairs (other than ``skip``) whose numbers put the traces of ``path``
     on a regular grid of more than one inline and crossline: (iline, xline, name, grid)."""
+    from falsecli.data import segy
+
     out = []
     for iline, xline, name in BYTE_PAIRS:
         if (iline, xline) == skip:
