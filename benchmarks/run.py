@@ -23,6 +23,8 @@ Measured in this one process (``--memory`` adds a child process), one line per b
 - ``segy_load``: falsecli's SEG-Y reader over ``segyio.tools.cube`` on a 200 x 300 x 255 file.
 - ``train_throughput``: pixels per second of a training epoch and of the prediction pass.
 - ``train_memory_f3`` (``--memory``): peak RSS of ``train`` on an F3-shaped float64 volume.
+- ``epoch_precision``, ``jobs_throughput`` and (``--demo``) ``demo_wall``: the speed issue's
+  ratios on a CPU (benchmarks/speed.py).
 
 Times are the best of several repeats (the fairest figure on a shared machine); every line
 also has the individual times. ``--quick`` uses small sections; the full run uses F3-sized
@@ -57,6 +59,8 @@ from falsecli.method.datamaptrack import DataMapTracker
 from falsecli.method.tracking import Tracker, offsets
 from falsecli.method.training import Session, chunked_confusion, prepare
 from falsecli.stages.train import train
+
+import speed  # benchmarks/speed.py, beside this file
 
 #: goals of the issue
 GOALS = {"epoch_overhead": 1.10, "tracking_overhead": 0.03, "heatmap_seconds": 5.0,
@@ -473,6 +477,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak RSS of train on an F3-shaped volume (minutes)")
+    parser.add_argument("--demo", action="store_true",
+                        help="also time `falsecli demo` from an empty workdir (minutes)")
+    parser.add_argument("--compile", action="store_true",
+                        help="epoch_precision also times torch.compile (minutes)")
     parser.add_argument("--pool", action="store_true",
                         help="only tracking_overhead_pool: the pool tracked (issue 14)")
     args = parser.parse_args(argv)
@@ -483,6 +491,11 @@ def main(argv: list[str] | None = None) -> None:
     jobs: list[Callable[[], Any]] = [
         lambda: training(profile, device), lambda: pool_tracking(profile, device), heatmap_f3,
         lambda: segy_load(3 if args.quick else 5)]
+    if device.type == "cpu":
+        jobs += [lambda: speed.epoch_precision(_config(profile, device), profile["repeats"],
+                                               args.compile), speed.jobs_throughput]
+    if args.demo:
+        jobs.append(speed.demo_wall)
     if args.pool:
         jobs = [lambda: pool_tracking(profile, device)]
     if args.memory:

@@ -22,6 +22,7 @@ import make_segy
 from conftest import TINY, sets_args, shared
 from falsecli.cli import app
 from falsecli.core import config
+from falsecli.core.runtime import bf16_autocast
 from falsecli.data import segy, synthetic
 from falsecli.method.inference import probabilities, scores, sweep
 from falsecli.method.model import load_model
@@ -115,7 +116,8 @@ def test_predict_test_volume_copies_the_survey(work, tmp_path) -> None:
     model, payload = load_model(Path(work["w"]) / "train" / "model.pt")
     norm = payload["norm"]
     images = (work["test"].transpose(0, 2, 1) - norm["mean"]) / norm["std"]
-    ids = predict_ids(model, torch.from_numpy(images.astype(np.float32)), False).numpy()
+    amp = bf16_autocast(torch.device("cpu"), payload["config"]["train"]["amp"])  # as predict
+    ids = predict_ids(model, torch.from_numpy(images.astype(np.float32)), amp).numpy()
     np.testing.assert_array_equal(facies, ids.transpose(0, 2, 1))
     m = summary["volumes"][0]["metrics"]
     assert m["pixel_acc"] == pytest.approx(float(np.mean(facies == work["test_labels"])))

@@ -21,6 +21,7 @@ from falsecli.method.augment import flip, rotate, rotate_by
 from falsecli.cli import app
 from falsecli.data.dataset import load_dataset
 from falsecli.core.errors import FalseCliError
+from falsecli.core.runtime import bf16_autocast
 from falsecli.method.model import load_model
 from falsecli.method.tracking import RowFile
 from falsecli.method.pool import Pool
@@ -153,9 +154,10 @@ def test_tracking_pixel_order_and_consistency(trained, cfg) -> None:
     assert np.all(sw[1:] >= (acc[1:] != acc[:-1]))
 
     # the saved model reproduces the last predictions, section by section, in this order
-    model, _ = load_model(work / "train" / "model.pt")
+    model, payload = load_model(work / "train" / "model.pt")
+    amp = bf16_autocast(torch.device("cpu"), payload["config"]["train"]["amp"])  # as trained
     for sec, entry in zip(tracked, meta["sections"]):
-        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=False)[0].numpy()
+        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=amp)[0].numpy()
         o = entry["offset"]
         assert np.array_equal(pred.ravel(), pred_last[o:o + pred.size]), sec.name
     # val metrics of the last epoch come from these very predictions
@@ -256,10 +258,11 @@ def test_extra_samples_rotate_weights_and_a_tracked_test_volume(cfg, tmp_path) -
     assert np.array_equal(labels_npy, np.concatenate([ds.label(s).ravel() for s in tracked]))
     assert np.load(stage / "tracking" / "correct.npy").shape == (1, math.ceil(labels_npy.size / 8))
     # the val metrics are those of the untracked val sections, predicted in the same pass
-    model, _ = load_model(stage / "model.pt")
+    model, payload = load_model(stage / "model.pt")
+    amp = bf16_autocast(torch.device("cpu"), payload["config"]["train"]["amp"])  # as trained
     hits = total = 0
     for sec in ds.sections("val"):
-        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=False)[0].numpy()
+        pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=amp)[0].numpy()
         lab = ds.label(sec)
         hits += int(((pred == lab) & (lab != 255)).sum())
         total += int((lab != 255).sum())
@@ -401,3 +404,14 @@ def test_rotated_in_pixels_are_ignored() -> None:
         assert corner == 255
     assert rl[0, 10, 15] == 3 and ri[0, 10, 15] == pytest.approx(1.0)
     assert torch.all(ri[rl == 255] < 1.0)  # image padding is zero (the mean)
+
+
+def test_bf16_autocast_only_where_the_cpu_computes_in_bf16(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    cpu = torch.device("cpu")
+    assert not bf16_autocast(cpu, False)  # train.amp: false is fp32 everywhere
+    for avx512_bf16, amx, expected in ((True, False, True), (False, True, True),
+                                       (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert bf16_autocast(cpu, True) is expected

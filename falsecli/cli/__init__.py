@@ -16,7 +16,8 @@ import typer
 
 from falsecli import __version__
 from falsecli.core import layout
-from falsecli.cli.options import Context, Force, Group, Key, Resume, registrar
+from falsecli.cli.options import (Address, Context, Executor, Force, Group, Jobs, Key,
+                                  Resume, registrar)
 
 app = typer.Typer(
     name="falsecli",
@@ -140,12 +141,15 @@ def transfer_cmd(ctx: Context, resume: Resume = False, force: Force = False) -> 
 
 @command("retrain", Key("retrain.augs", "--aug"), "retrain.seeds", "retrain.epochs",
          "train.device")
-def retrain_cmd(ctx: Context, resume: Resume = False, force: Force = False) -> None:
+def retrain_cmd(ctx: Context, resume: Resume = False, force: Force = False,
+                jobs: Jobs = "auto", executor: Executor = "local", address: Address = None
+                ) -> None:
     """Stage 5: train from scratch per method and seed into retrain/<aug>/seed<k>/."""
     cfg = ctx.config()
     from falsecli.stages.retrain import retrain
 
-    ctx.emit(retrain(cfg, ctx.workdir, force=force, resume=resume))
+    ctx.emit(retrain(cfg, ctx.workdir, force=force, resume=resume,
+                     parallel=ctx.parallel(jobs, executor, address)))
 
 
 @command("report")
@@ -187,14 +191,15 @@ def query_cmd(ctx: Context, force: Force = False) -> None:
 
 @command("al", "al.initial", "al.rounds", "query.budget", "al.strategies", "al.seeds",
          "train.epochs", "train.device")
-def al_cmd(ctx: Context, force: Force = False) -> None:
+def al_cmd(ctx: Context, force: Force = False, jobs: Jobs = "auto",
+           executor: Executor = "local", address: Address = None) -> None:
     """Simulate active learning on the labelled volume: per strategy and seed, train from
     scratch, query, reveal, round after round, into al/<strategy>/seed<k>/round<r>/ and
     al/curves.csv (resumes where it stopped)."""
     cfg = ctx.config()
     from falsecli.stages.al import al
 
-    ctx.emit(al(cfg, ctx.workdir, force=force))
+    ctx.emit(al(cfg, ctx.workdir, force=force, parallel=ctx.parallel(jobs, executor, address)))
 
 
 @command("show")
@@ -217,12 +222,13 @@ _WORKFLOW = ("train.device", "train.seed")
 
 
 @command("run", *_WORKFLOW)
-def run_cmd(ctx: Context, force: Force = False) -> None:
+def run_cmd(ctx: Context, force: Force = False, jobs: Jobs = "auto",
+            executor: Executor = "local", address: Address = None) -> None:
     """All six stages in order from the config, skipping the complete ones."""
     cfg = ctx.config(retrain=force)
     from falsecli.stages.pipeline import run
 
-    ctx.emit(run(cfg, ctx.workdir, force=force))
+    ctx.emit(run(cfg, ctx.workdir, force=force, parallel=ctx.parallel(jobs, executor, address)))
 
 
 def _profiles() -> type[Enum]:
@@ -242,12 +248,15 @@ def demo_cmd(
         help="demo: 2 seeds, minutes; study: 4 seeds of every method and the "
         "transfer-identity control, ~12 min on 2 CPU cores")] = "demo",
     force: Force = False,
+    jobs: Jobs = "auto",
+    executor: Executor = "local",
+    address: Address = None,
 ) -> None:
     """The whole workflow on the built-in synthetic volume with a small CPU profile."""
     from falsecli.stages.pipeline import demo_config, run
 
     cfg = ctx.config(base=demo_config(Profile(profile).value), retrain=force)
-    ctx.emit(run(cfg, ctx.workdir, force=force))
+    ctx.emit(run(cfg, ctx.workdir, force=force, parallel=ctx.parallel(jobs, executor, address)))
 
 
 # ---------------------------------------------------------------- interpretation

@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 
 from falsecli.core import config, console, defaults, rules
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, did_you_mean
 from falsecli.core.config import remembered_config
 from falsecli.core.files import fs_error
 from falsecli.core.layout import default_workdir
@@ -147,6 +147,19 @@ class Context:
             config.refuse_other_results(base, cfg, f"the workdir {self.workdir} ({remembered})")
         return cfg
 
+    @staticmethod
+    def parallel(jobs: str, executor: str, address: str | None) -> Any:
+        """``--jobs``, ``--executor`` and ``--address``, checked before any work starts."""
+        from falsecli.core.jobs import EXECUTORS, Parallel, count
+
+        count(jobs, 1)
+        if executor not in EXECUTORS:
+            raise FalseCliError(f"--executor '{executor}': expected one of "
+                                f"{', '.join(EXECUTORS)}{did_you_mean(executor, EXECUTORS)}")
+        if address is not None and executor != "ray":
+            raise FalseCliError("--address names a Ray cluster: add --executor ray")
+        return Parallel(jobs, executor, address)
+
     def emit(self, summary: dict[str, Any], text: Callable[[dict[str, Any]], None] | None = None
              ) -> None:
         """Print a stage's result on stdout: JSON for scripts, else text."""
@@ -184,6 +197,17 @@ _COMMON: dict[str, tuple[Any, Any, Any]] = {
 Force = Annotated[bool, typer.Option("--force", help="Redo a stage that is already complete.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from its last checkpoint.")]
+Jobs = Annotated[str, typer.Option(
+    "--jobs", metavar="N|auto",
+    help="Independent runs N at a time, each in its own process, the cores split between "
+    "them (auto: one per GPU, else one per core up to 4; with ray: per GPU, else per 2 CPUs "
+    "of the cluster).")]
+Executor = Annotated[str, typer.Option(
+    "--executor", metavar="local|ray", help="Where the runs go: here, or Ray tasks "
+    "(pip install 'falsecli[ray]'; the workdir must be on a filesystem every node shares).")]
+Address = Annotated[Optional[str], typer.Option(
+    "--address", metavar="ADDR", help="With --executor ray: the cluster (default: "
+    "RAY_ADDRESS, else a Ray instance started here).")]
 
 
 def _parameters(fn: Callable[..., None], keys: list[Key]) -> list[inspect.Parameter]:

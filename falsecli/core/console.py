@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 stderr = Console(stderr=True)
 stdout = Console(highlight=False, soft_wrap=True)
 _quiet = False
+_plain = False
 #: columns of a bar: description, bar, time left, then the free text (losses,
 #: accuracies); on an 80-column terminal the free text keeps ~40 columns
 BAR_WIDTH = 12
@@ -26,9 +27,19 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
+def set_plain(plain: bool) -> None:
+    """Plain lines even on a terminal: a worker of ``--jobs`` shares stderr with others."""
+    global _plain
+    _plain = plain
+
+
 def chatty() -> bool:
-    """Whether progress bars are drawn (stderr is a terminal and not --quiet)."""
-    return not _quiet and sys.stderr.isatty()
+    """Whether progress bars are drawn (stderr is a terminal, not --quiet, not a worker)."""
+    return not _quiet and not _plain and sys.stderr.isatty()
 
 
 def log(message: str) -> None:

@@ -26,7 +26,7 @@ from falsecli.core.checkpoint import restore_rng
 from falsecli.core.config import Config
 from falsecli.core.distributed import BatchDropout, Ranks
 from falsecli.core.errors import FalseCliError
-from falsecli.core.runtime import seed_everything
+from falsecli.core.runtime import bf16_autocast, seed_everything
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.method.augment import augment
 from falsecli.method.datamaptrack import label_probs
@@ -308,7 +308,7 @@ def prepare(cfg: Config, ranks: Ranks, device: torch.device,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
-    amp = bool(tc["amp"]) and device.type == "cuda"
+    amp = bf16_autocast(device, bool(tc["amp"]))
 
     ds = load_dataset(cfg)
     n_classes = len(ds.classes)

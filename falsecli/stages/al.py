@@ -28,6 +28,7 @@ from falsecli.core import console, layout
 from falsecli.core.config import Config, class_id, remember_config, run_signature
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv
+from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
 from falsecli.core.manifest import Stage
 from falsecli.data.dataset import Section
 from falsecli.method import curves
@@ -116,13 +117,13 @@ def _step(stage: Stage, wanted: Config, kind: str, upstream: list[Stage], force:
     return "redone" if redo else "done"
 
 
-def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Run every round of every strategy and seed; write ``al/curves.csv``. Interrupted
-    rounds always continue, so there is no ``resume``."""
+def al(cfg: Config, workdir: Path, *, force: bool = False, parallel: Parallel = SERIAL
+       ) -> dict[str, Any]:
+    """Run every round of every strategy and seed, the (strategy, seed) chains side by side
+    with ``parallel`` (``--jobs``); write ``al/curves.csv``. Interrupted rounds always
+    continue, so there is no ``resume``."""
     from falsecli.data.dataset import load_dataset
     from falsecli.method.query import check_strategy
-    from falsecli.stages.query import load_chosen, query
-    from falsecli.stages.train import train
 
     workdir = Path(workdir)
     a = cfg["al"]
@@ -130,8 +131,7 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
         check_strategy(strategy)
     base = copy.deepcopy(cfg)
     base["train"]["labelled"] = None
-    ds = load_dataset(base)
-    train_sections = ds.sections("train")
+    train_sections = load_dataset(base).sections("train")
     need = a["initial"] + a["rounds"] * cfg["query"]["budget"]
     if need > len(train_sections):
         raise FalseCliError(
@@ -141,28 +141,12 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     # the workdir's settings are the study's, not those of its first round's (which a later
     # `falsecli train` here would otherwise inherit, train.labelled included)
     remember_config(workdir, cfg)
-    done = []
-    for seed in a["seeds"]:
-        initial = initial_sections(train_sections, a["initial"], seed)
-        for strategy in a["strategies"]:
-            labelled, upstream = list(initial), []
-            for r in range(a["rounds"] + 1):
-                name = layout.round_name(strategy, seed, r)
-                rcfg = round_config(cfg, labelled, seed)
-                console.log(f"al: {name} ({len(labelled)} labelled sections)")
-                status = _step(Stage(workdir, name), rcfg, "train", upstream, force,
-                               lambda redo: train(rcfg, workdir, stage=name, force=redo,
-                                                  resume=not redo, upstream=upstream))
-                done.append({"run": name, "status": status, "labelled": len(labelled)})
-                write_curves(workdir, cfg)
-                if r == a["rounds"]:
-                    break
-                qcfg = query_config(cfg, name, strategy, seed, r)
-                qstage = Stage(workdir, layout.query_folder(name))
-                _step(qstage, qcfg, "query", [Stage(workdir, name)], force,
-                      lambda redo: query(qcfg, workdir, force=redo))
-                labelled += load_chosen(workdir, name)
-                upstream = [qstage]
+    chains = [Job(f"{strategy} seed {seed}", rounds,
+                  (cfg, workdir, strategy, seed, initial_sections(train_sections,
+                                                                  a["initial"], seed), force))
+              for seed in a["seeds"] for strategy in a["strategies"]]
+    done = [row for rows in run_jobs(chains, parallel, "al", cfg["train"]["device"]).values()
+            for row in rows]
     path = write_curves(workdir, cfg)
     rows = read_curves(workdir)
     lines = [f"al: {sum(d['status'] != 'skipped' for d in done)} of {len(done)} rounds "
@@ -171,6 +155,34 @@ def al(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     lines += ["  ".join(header)] + ["  ".join(row) for row in body]
     return {"stage": layout.AL, "runs": done, "lines": lines, "areas_up_to_round": last,
             "outputs": [str(path)]}
+
+
+def rounds(cfg: Config, workdir: Path, strategy: str, seed: int, initial: list[str],
+           force: bool) -> list[dict[str, Any]]:
+    """One strategy and seed: train, query, reveal, round after round (each round's
+    sections depend on the one before, so a chain runs in one process)."""
+    from falsecli.stages.query import load_chosen, query
+    from falsecli.stages.train import train
+
+    labelled, upstream, done = list(initial), [], []
+    for r in range(cfg["al"]["rounds"] + 1):
+        name = layout.round_name(strategy, seed, r)
+        rcfg = round_config(cfg, labelled, seed)
+        console.log(f"al: {name} ({len(labelled)} labelled sections)")
+        status = _step(Stage(workdir, name), rcfg, "train", upstream, force,
+                       lambda redo: train(rcfg, workdir, stage=name, force=redo,
+                                          resume=not redo, upstream=upstream))
+        done.append({"run": name, "status": status, "labelled": len(labelled)})
+        write_curves(workdir, cfg)
+        if r == cfg["al"]["rounds"]:
+            break
+        qcfg = query_config(cfg, name, strategy, seed, r)
+        qstage = Stage(workdir, layout.query_folder(name))
+        _step(qstage, qcfg, "query", [Stage(workdir, name)], force,
+              lambda redo: query(qcfg, workdir, force=redo))
+        labelled += load_chosen(workdir, name)
+        upstream = [qstage]
+    return done
 
 
 def _target(cfg: Config, classes: list[str]) -> str:

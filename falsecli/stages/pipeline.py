@@ -14,6 +14,7 @@ from typing import Any
 
 from falsecli.core import config, console
 from falsecli.core.config import Config
+from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
 from falsecli.core.manifest import Stage
 from falsecli.stages import Step
 
@@ -59,9 +60,12 @@ def steps() -> list[Step]:
     return [m.STEP for m in (train, heatmap, rank, transfer, retrain, report)]
 
 
-def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+def run(cfg: Config, workdir: Path, *, force: bool = False, parallel: Parallel = SERIAL
+        ) -> dict[str, Any]:
     """Run every stage; skip the fresh folders, redo the stale ones, continue interrupted ones
-    (of the stages that can: ``Step.resumes``).
+    (of the stages that can: ``Step.resumes``). With ``parallel`` (``--jobs``) the folders run
+    side by side, each as soon as the steps it waits for (``Step.after``) are done: the
+    baseline, flip and rotate runs beside the generator's training.
 
     The summary has one entry per stage; a stage that writes several folders (retrain) lists
     each folder under ``runs``.
@@ -69,27 +73,40 @@ def run(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     workdir = Path(workdir)
     cfg = copy.deepcopy(cfg)
     cfg["heatmap"]["run"] = "train"
+    planned: list[Job] = []
+    folders: dict[str, list[str]] = {}
+    for k, step in enumerate(steps()):
+        before = [s.name for s in steps()[:k]] if step.after is None else step.after(cfg)
+        wait_for = tuple(name for s in before for name in folders.get(s, []))
+        folders[step.name] = []
+        for name, step_cfg in step.folders(cfg, workdir).items():
+            folders[step.name].append(name)
+            planned.append(Job(name, run_folder, (step.name, name, step_cfg, workdir, force),
+                               after=wait_for))
+    results = run_jobs(planned, parallel, "run", cfg["train"]["device"])
     done: dict[str, Any] = {}
     for step in steps():
-        results = []
-        for name, step_cfg in step.folders(cfg, workdir).items():
-            stage = Stage(workdir, name)
-            if not force and stage.is_fresh(step.upstream(step_cfg, workdir)):
-                console.log(f"run: {name} is complete, skipped")
-                results.append({"run": name, "status": "skipped"})
-                continue
-            console.log(f"run: {name}")
-            resume = {"resume": True} if step.resumes else {}
-            summary = step.run(step_cfg, workdir, force=force or stage.is_complete(), **resume)
-            # a stage that writes several folders reports each one under "runs"
-            results += summary["runs"] if step.plan else [{"run": name, "status": "done",
-                                                           **summary}]
-        status = "done" if any(r["status"] != "skipped" for r in results) else "skipped"
-        if step.plan is None:
-            done[step.name] = {**results[0], "status": status}
-        else:
-            done[step.name] = {"status": status, "runs": results}
+        rows = [row for name in folders[step.name] for row in results[name]]
+        status = "done" if any(r["status"] != "skipped" for r in rows) else "skipped"
+        done[step.name] = ({**rows[0], "status": status} if step.plan is None
+                           else {"status": status, "runs": rows})
     from falsecli.stages.report import REPORT_HTML, REPORT_MD
 
     outputs = [str(Stage(workdir, "report").path / name) for name in (REPORT_HTML, REPORT_MD)]
     return {"stage": "run", "workdir": str(workdir), "stages": done, "outputs": outputs}
+
+
+def run_folder(step_name: str, name: str, cfg: Config, workdir: Path, force: bool
+               ) -> list[dict[str, Any]]:
+    """One stage folder of the workflow: skipped when fresh, else run (continued when its
+    stage resumes); its result rows (retrain: one per run)."""
+    step = next(s for s in steps() if s.name == step_name)
+    stage = Stage(workdir, name)
+    if not force and stage.is_fresh(step.upstream(cfg, workdir)):
+        console.log(f"run: {name} is complete, skipped")
+        return [{"run": name, "status": "skipped"}]
+    console.log(f"run: {name}")
+    resume = {"resume": True} if step.resumes else {}
+    summary = step.run(cfg, workdir, force=force or stage.is_complete(), **resume)
+    # a stage that writes several folders reports each one under "runs"
+    return summary["runs"] if step.plan else [{"run": name, "status": "done", **summary}]

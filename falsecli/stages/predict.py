@@ -234,7 +234,9 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
     names = [v.name for v in vols]
     if len(set(names)) != len(names):
         raise FalseCliError(f"predict: two volumes are named {names}; rename one")
-    amp = bool(payload["config"]["train"]["amp"]) and device.type == "cuda"
+    from falsecli.core.runtime import bf16_autocast
+
+    amp = bf16_autocast(device, bool(payload["config"]["train"]["amp"]))
     results = []
     with atomic_dir(out) as tmp, console.progress() as bar:
         for vol in vols:

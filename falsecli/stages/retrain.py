@@ -18,6 +18,7 @@ from typing import Any
 from falsecli.core import console
 from falsecli.core.config import Config, run_signature
 from falsecli.core.errors import FalseCliError
+from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
 from falsecli.core.layout import retrain_name
 from falsecli.core.manifest import Stage
 from falsecli.core.rules import GENERATED
@@ -61,15 +62,15 @@ def check_same_data(cfg: Config, workdir: Path) -> None:
 
 
 def plan(cfg: Config, workdir: Path) -> dict[str, Config]:
-    """Every run of ``retrain.augs`` x ``retrain.seeds`` but a baseline seed that would repeat
-    ``train/``, each with the config that trains exactly that run."""
+    """Every run of ``retrain.augs`` x ``retrain.seeds``, each with the config that trains
+    exactly that run. (A baseline seed that would repeat ``train/`` is told when it runs:
+    train/ may not exist yet when the workflow plans.)"""
     out = {}
     for aug in cfg["retrain"]["augs"]:
         for seed in cfg["retrain"]["seeds"]:
-            if not (aug == "none" and repeats_train(workdir, run_config(cfg, aug, seed))):
-                one = copy.deepcopy(cfg)
-                one["retrain"].update(augs=[aug], seeds=[seed])
-                out[retrain_name(aug, seed)] = one
+            one = copy.deepcopy(cfg)
+            one["retrain"].update(augs=[aug], seeds=[seed])
+            out[retrain_name(aug, seed)] = one
     return out
 
 
@@ -78,44 +79,50 @@ def upstream(cfg: Config, workdir: Path) -> list[str]:
     return ["transfer"] if set(GENERATED) & set(cfg["retrain"]["augs"]) else []
 
 
-def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False
-            ) -> dict[str, Any]:
-    """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``. Fresh runs are
-    skipped unless ``force``; stale ones (their transfer samples were redone) start over;
-    interrupted ones continue with ``resume`` (the policy of :func:`train`)."""
+def retrain(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = False,
+            parallel: Parallel = SERIAL) -> dict[str, Any]:
+    """Train every (method, seed) of ``retrain.augs`` x ``retrain.seeds``, side by side with
+    ``parallel`` (``--jobs``). Fresh runs are skipped unless ``force``; stale ones (their
+    transfer samples were redone) start over; interrupted ones continue with ``resume`` (the
+    policy of :func:`train`)."""
+    workdir = Path(workdir)
+    generated = [a for a in cfg["retrain"]["augs"] if a in GENERATED]
+    if generated:
+        Stage(workdir, "transfer").require(f"retrain --aug {generated[0]}")
+    check_same_data(cfg, workdir)
+    runs = [Job(retrain_name(aug, seed), _retrain_one, (cfg, workdir, aug, seed, force, resume))
+            for aug in cfg["retrain"]["augs"] for seed in cfg["retrain"]["seeds"]]
+    rows = list(run_jobs(runs, parallel, "retrain", cfg["train"]["device"]).values())
+    outputs = [str(Stage(workdir, r["run"]).manifest_path) for r in rows
+               if r["status"] != "same as train"]
+    return {"stage": "retrain", "runs": rows, "outputs": outputs}
+
+
+def _retrain_one(cfg: Config, workdir: Path, aug: str, seed: int, force: bool, resume: bool
+                 ) -> dict[str, Any]:
+    """One (method, seed) run: skipped when fresh, else trained (or told it repeats train/)."""
     from falsecli.stages.train import train
     from falsecli.stages.transfer import METHOD_SAMPLES
 
-    workdir = Path(workdir)
+    name = retrain_name(aug, seed)
+    stage = Stage(workdir, name)
+    if not force and stage.is_fresh():
+        console.log(f"retrain: {name} is complete, skipped")
+        return {"run": name, "status": "skipped"}
+    redo = force or stage.is_complete()  # complete but stale: its transfer was redone
+    run_cfg = run_config(cfg, aug, seed)
+    if aug == "none" and repeats_train(workdir, run_cfg):
+        console.log(f"retrain: {name} would repeat train/ (same data, model, seed and "
+                    "epochs): skipped, the report counts train/")
+        return {"run": name, "status": "same as train"}
     transfer = Stage(workdir, "transfer")
-    generated = [a for a in cfg["retrain"]["augs"] if a in GENERATED]
-    if generated:
-        transfer.require(f"retrain --aug {generated[0]}")
-    check_same_data(cfg, workdir)
-    runs = []
-    for aug in cfg["retrain"]["augs"]:
-        for seed in cfg["retrain"]["seeds"]:
-            name = retrain_name(aug, seed)
-            stage = Stage(workdir, name)
-            if not force and stage.is_fresh():
-                console.log(f"retrain: {name} is complete, skipped")
-                runs.append({"run": name, "status": "skipped"})
-                continue
-            redo = force or stage.is_complete()  # complete but stale: its transfer was redone
-            run_cfg = run_config(cfg, aug, seed)
-            if aug == "none" and repeats_train(workdir, run_cfg):
-                console.log(f"retrain: {name} would repeat train/ (same data, model, seed and "
-                            "epochs): skipped, the report counts train/")
-                runs.append({"run": name, "status": "same as train"})
-                continue
-            extra = transfer.path / METHOD_SAMPLES[aug] if aug in GENERATED else None
-            summary = train(run_cfg, workdir, stage=name, force=redo,
-                            resume=resume and not redo, extra_samples=extra,
-                            upstream=[transfer] if extra else [])
-            runs.append({"run": name, "status": "trained", **summary})
-    outputs = [str(Stage(workdir, r["run"]).manifest_path) for r in runs
-               if r["status"] != "same as train"]
-    return {"stage": "retrain", "runs": runs, "outputs": outputs}
+    extra = transfer.path / METHOD_SAMPLES[aug] if aug in GENERATED else None
+    summary = train(run_cfg, workdir, stage=name, force=redo, resume=resume and not redo,
+                    extra_samples=extra, upstream=[transfer] if extra else [])
+    return {"run": name, "status": "trained", **summary}
 
 
-STEP = Step("retrain", retrain, upstream, plan, resumes=True)
+#: a run waits for train/ (it must not repeat it, and trains on its data) and, when it
+#: trains on generated samples, for transfer/
+STEP = Step("retrain", retrain, upstream, plan, resumes=True,
+            after=lambda cfg: ["train", *upstream(cfg, Path())])

@@ -62,7 +62,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, save_npz, write_csv, write_json
 from falsecli.core.manifest import Stage, StageRun
 from falsecli.core.rules import GENERATED
-from falsecli.core.runtime import resolve_device, seed_everything
+from falsecli.core.runtime import bf16_autocast, resolve_device, seed_everything
 from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, Section, load_dataset
 from falsecli.data.geometry import role_numbers
@@ -373,7 +373,7 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
             console.log(t_log)
             made, training = statistics_samples(cfg, ds, k, sources, targets), NO_TRAINING
         else:
-            amp = device.type == "cuda" and cfg["train"]["amp"]  # bf16 autocast, CUDA only
+            amp = bf16_autocast(device, cfg["train"]["amp"])
             model, training = _trained_model(cfg, pool, run, device, amp, ckpt, backbone)
             del pool
             console.log(t_log)
