@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from falsecli.core import config, distributed
-from falsecli.core.jobs import Parallel, cores
+from falsecli.core.jobs import cores
+from falsecli.core.parallel import Parallel
 from falsecli.core.runtime import bf16_autocast
 from falsecli.method.training import Session, prepare
 

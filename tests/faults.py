@@ -5,8 +5,10 @@
 POINT is ``FILE:N:after`` (kill right after the N-th atomic write of a file named FILE is in
 place, e.g. the first ``checkpoint.pt``), ``FILE:N:during`` (kill while the N-th write of FILE
 is under way: its temporary file holds half the bytes and the target is untouched) or
-``call:NAME:N`` (kill on the N-th call of ``falsecli.core.swap.NAME``). Every atomic write
-ends in ``os.replace``, so patching it here reaches them all without a hook in the product.
+``call:NAME:N`` (kill on the N-th call of ``falsecli.core.swap.NAME``, or of the function
+``NAME`` given as ``module.function``, e.g. ``falsecli.method.inference.probabilities``: a
+kill in the middle of a computation). Every atomic write ends in ``os.replace``, so patching
+it here reaches them all without a hook in the product.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ def die() -> None:
 
 def arm(point: str) -> None:
     if point.startswith("call:"):
-        from falsecli.core import swap
+        import importlib
 
         _, name, nth = point.split(":")
-        real, calls = getattr(swap, name), [0]
+        where, _, name = name.rpartition(".")
+        module = importlib.import_module(where or "falsecli.core.swap")
+        real, calls = getattr(module, name), [0]
 
         def call(*args, **kwargs):  # noqa: ANN002, ANN003
             calls[0] += 1
@@ -34,7 +38,7 @@ def arm(point: str) -> None:
                 die()
             return real(*args, **kwargs)
 
-        setattr(swap, name, call)
+        setattr(module, name, call)
         return
     target, nth, when = point.split(":")
     real, seen = os.replace, [0]

@@ -170,11 +170,40 @@ def short_header(path: Path) -> Path:
     return make_data.truncated(path, whole, cut=whole.stat().st_size - 1000)
 
 
+def header_only(path: Path) -> Path:
+    """The 3600-byte file header of a regular file and no trace (segyio: IndexError)."""
+    whole = regular(path.with_name(f"{path.stem}_whole.sgy"))
+    return make_data.truncated(path, whole, cut=whole.stat().st_size - 3600)
+
+
+def _edited(path: Path, edit: Callable[[bytearray], bytes]) -> Path:
+    """A regular file with its bytes changed by ``edit``."""
+    whole = regular(path.with_name(f"{path.stem}_whole.sgy"))
+    path.write_bytes(edit(bytearray(whole.read_bytes())))
+    return path
+
+
+def fixed_point(path: Path) -> Path:
+    """Sample format code 4 (fixed point with gain), which segyio reads as IBM floats."""
+    def edit(data: bytearray) -> bytes:
+        data[3224:3226] = (4).to_bytes(2, "big")
+        return bytes(data)
+    return _edited(path, edit)
+
+
+def uneven_traces(path: Path) -> Path:
+    """The third trace two samples shorter than the others (variable trace lengths)."""
+    trace = 240 + 4 * volume().shape[2]
+    return _edited(path, lambda data: bytes(data[:3600 + 3 * trace - 8]
+                                            + data[3600 + 3 * trace:]))
+
+
 #: files the reader must refuse, each with a one-line error
 BAD: dict[str, Callable[[Path], Path]] = {
     "unstructured": unstructured, "duplicate_trace": duplicate_trace, "prestack": prestack,
     "not_segy": not_segy, "empty": make_data.empty, "truncated": truncated,
-    "short_header": short_header,
+    "short_header": short_header, "header_only": header_only, "fixed_point": fixed_point,
+    "uneven_traces": uneven_traces,
 }
 
 

@@ -46,3 +46,22 @@ def test_unreadable_or_foreign_files_are_one_line_errors(tmp_path: Path) -> None
     with pytest.raises(FalseCliError, match=r"it holds \['config', 'epoch'\]"):
         checkpoint.load(path, "checkpoint", "fix it", sections=("data",))
     assert checkpoint.load(path, "checkpoint", "fix it", keys=("epoch",))["epoch"] == 1
+
+
+@pytest.mark.parametrize("resume, force, continues", [
+    (False, False, False), (True, False, False), (False, True, False), (True, True, True)])
+def test_a_killed_redo_continues_only_with_force_and_resume(tmp_path: Path, resume: bool,
+                                                            force: bool, continues: bool
+                                                            ) -> None:
+    """A complete stage with an interrupted redo (a checkpoint in its redo folder): only
+    --force --resume continues the redo; --force starts it over; neither touches it."""
+    from falsecli.core.manifest import Stage
+    from falsecli.core.swap import stage_run
+
+    with stage_run(tmp_path, "train", {}):
+        pass
+    stage = Stage(tmp_path, "train")
+    stage.redo_path.mkdir(parents=True)
+    (stage.redo_path / checkpoint.CHECKPOINT).write_bytes(b"x")
+    assert checkpoint.interrupted(stage, resume=resume, force=force,
+                                  progress=lambda path: "epoch 1") is continues

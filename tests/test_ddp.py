@@ -130,13 +130,15 @@ def _run_equal(ddp, one, epochs: int) -> None:
         assert int(dm_a["epochs"]) == int(dm_b["epochs"]) == epochs
         assert np.abs(dm_a["label_mean"] - dm_b["label_mean"]).mean() < 0.05
         # exact, and broken by any misplaced share: a pixel right in every epoch had its
-        # label above the top wrong class each time, one wrong in every epoch below it
+        # label at or above the top wrong class each time, one wrong in every epoch at or
+        # below it (at: bf16 logits tie more often than fp32 ones; argmax takes the first)
         labelled = np.load(a / "labels.npy") != 255
         right = correct_a[:, :n_pixels].astype(bool)
         always, never = right.all(0), ~right.any(0) & labelled
         assert always.any() and never.any()
         lead = dm_a["label_mean"] - dm_a["wrong_mean"]
-        assert (lead[always] > 0).all() and (lead[never] < 0).all()
+        assert (lead[always] >= 0).all() and (lead[never] <= 0).all()
+        assert (lead[always] > 0).mean() > 0.99 and (lead[never] < 0).mean() > 0.99
     rows_a = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows_a] == [r["epoch"] for r in rows_b] == list(range(1, epochs + 1))

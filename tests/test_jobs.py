@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import TINY, sets_args
 
-from falsecli.core import jobs
+from falsecli.core import jobs, parallel
 from falsecli.core.errors import FalseCliError
-from falsecli.core.jobs import Job, Parallel, resolve_jobs, run_jobs
+from falsecli.core.jobs import Job
+from falsecli.core.parallel import Parallel, resolve_jobs, run_jobs
 from falsecli.method.model import load_model
 
 
@@ -41,10 +42,10 @@ def _killed() -> None:
 def test_resolve_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert resolve_jobs("3", "cpu") == 3
-    monkeypatch.setattr(jobs, "cores", lambda: 2)
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
     assert resolve_jobs("auto", "cpu") == 2
-    monkeypatch.setattr(jobs, "cores", lambda: 16)
-    assert resolve_jobs("auto", "cpu") == jobs.AUTO_CPU_JOBS
+    monkeypatch.setattr(parallel, "cores", lambda: 16)
+    assert resolve_jobs("auto", "cpu") == parallel.AUTO_CPU_JOBS
     for bad in ("0", "-1", "two"):
         with pytest.raises(FalseCliError, match=f"--jobs '{bad}'"):
             resolve_jobs(bad, "cpu")

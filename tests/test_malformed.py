@@ -288,23 +288,30 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_malformed_input_is_one_line(base, tmp_path, case: Case) -> None:
+def fails_in_one_line(base: Path, tmp_path: Path, case: Case, sets: list[str]) -> Path:
+    """Run ``case`` on a copy of the workdir ``base`` with ``sets`` (``{w}`` in its
+    arguments and needle is the copy): exit 1, one line on stderr holding the needle, no
+    traceback, the complete training run neither retrained nor touched. Returns the copy."""
     work = tmp_path / "w"
     shutil.copytree(base, work, copy_function=os.link)
     with contextlib.ExitStack() as stack:
         case.damage(work, stack)
-        args = [a.format(w=work) for a in case.args]
+        args = [str(a).format(w=work) for a in case.args]
         before = {p: p.stat().st_mtime_ns for p in (work / T).rglob("*") if p.is_file()} \
             if (work / T / "model.pt").exists() else {}
-        result = run(*args[:1], *([] if "-w" in args else ["-w", work]), *args[1:], *ARGS)
+        result = run(*args[:1], *([] if "-w" in args else ["-w", work]), *args[1:], *sets)
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 1, (result.exit_code, result.output)
         assert len(lines) == 1, result.stderr
         assert "Traceback" not in result.output and "Aborted" not in result.output
-        assert case.needle in lines[0], lines[0]
-    # the complete training run was neither retrained nor touched
+        assert case.needle.format(w=work) in lines[0], lines[0]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())
+    return work
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_malformed_input_is_one_line(base, tmp_path, case: Case) -> None:
+    fails_in_one_line(base, tmp_path, case, ARGS)
 
 
 def test_every_stage_of_the_workflow_has_a_malformed_case() -> None:

@@ -13,7 +13,8 @@ import pytest
 from conftest import TINY, sets_args
 
 from falsecli.core.errors import FalseCliError
-from falsecli.core.jobs import Job, Parallel, run_jobs
+from falsecli.core.jobs import Job
+from falsecli.core.parallel import Parallel, run_jobs
 from falsecli.core.rayrun import RETRIES
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'falsecli[ray]')")

@@ -102,6 +102,10 @@ BAD_SEGY = {
     "duplicate_trace": "duplicate traces",
     "prestack": "prestack — 3 traces with offsets 100, 200, 300",
     "missing": "missing",
+    "header_only": "holds the file header but no traces",
+    "fixed_point": "sample format code 4 .* is not one segyio reads",
+    "uneven_traces": "not a whole number of traces of 10 samples .* its traces differ in "
+                     "length",
 }
 
 

@@ -223,3 +223,34 @@ def test_read_only_refusal_and_corrupt_manifest(tmp_path: Path) -> None:
     with stage_run(tmp_path, "rank", CFG, force=True) as run:  # --force replaces it, whole
         files.write_text(run.out("ranking.csv"), "new")
     assert Stage(tmp_path, "rank").is_complete()
+
+
+@pytest.mark.parametrize("n, said", [(0, "0 bytes"), (999, "999 bytes"), (1000, "1.0 kB"),
+                                     (262_316, "262.3 kB"), (1_500_000_000, "1.5 GB"),
+                                     (2 * 10**15, "2000.0 TB")])
+def test_space_is_said_in_units_people_read(n: int, said: str) -> None:
+    assert files.size_text(n) == said
+
+
+def test_an_out_folder_replaces_the_old_one_whole_and_leaves_nothing_beside(tmp_path) -> None:
+    """A failed build leaves the old folder and nothing beside it; a leftover of a killed
+    build is removed by the next one; a complete folder a killed swap had set aside comes
+    back; a finished build replaces the folder as a whole."""
+    from falsecli.core.swap import out_folder, partial_path
+
+    out = tmp_path / "o"
+    (out / "old.txt").parent.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(FalseCliError, match=f"{out}/a: broken"):
+        with out_folder(out, "predict") as tmp:
+            raise FalseCliError(f"{tmp}/a: broken")  # named as the user will find it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    partial_path(out).mkdir()
+    (partial_path(out) / "half.npy").write_text("half")
+    os.replace(out, tmp_path / ".o.old")  # killed between the two renames of a swap
+    with out_folder(out, "predict") as tmp:
+        assert sorted(p.name for p in tmp.iterdir()) == []  # the killed build's files went
+        assert (out / "old.txt").read_text() == "old"  # the set-aside folder came back
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]

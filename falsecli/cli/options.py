@@ -150,7 +150,8 @@ class Context:
     @staticmethod
     def parallel(jobs: str, executor: str, address: str | None) -> Any:
         """``--jobs``, ``--executor`` and ``--address``, checked before any work starts."""
-        from falsecli.core.jobs import EXECUTORS, Parallel, count
+        from falsecli.core.jobs import count
+        from falsecli.core.parallel import EXECUTORS, Parallel
 
         count(jobs, 1)
         if executor not in EXECUTORS:

@@ -20,6 +20,7 @@ from typing import Any, Self
 
 import torch
 
+from falsecli.core import console
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import save_with
 from falsecli.core.manifest import Stage
@@ -55,7 +56,7 @@ def load(path: Path, what: str, fix: str, keys: Sequence[str] = (),
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FalseCliError(f"{path}: missing — {fix}") from None
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # noqa: BLE001 — bytes that are no torch file raise anything
         raise FalseCliError(f"{path}: not a falsecli {what} ({_reason(exc)}) — {fix}") from None
     if not isinstance(payload, dict):
         raise FalseCliError(f"{path}: not a falsecli {what} (it holds a "
@@ -79,6 +80,8 @@ def _reason(exc: BaseException) -> str:
         return "not tensors and plain containers saved by torch"
     if isinstance(exc, EOFError):
         return "empty or cut short"
+    if not isinstance(exc, (OSError, RuntimeError, ValueError)):  # torch's unpickler on junk
+        return f"not a torch file: {type(exc).__name__} reading it"
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else type(exc).__name__
     return first if len(first) <= 120 else first[:119] + "…"
@@ -179,10 +182,19 @@ def restore_rng(state: Mapping[str, torch.Tensor], device: torch.device,
 
 def interrupted(stage: Stage, *, resume: bool, force: bool,
                 progress: Callable[[Path], str]) -> bool:
-    """Whether to continue the interrupted run in ``stage``: only with ``resume`` and without
-    ``force`` (which starts over); refused in one line without either. ``progress(path)``
+    """Whether to continue the interrupted run in ``stage``: with ``resume`` and without
+    ``force`` (which starts over); refused in one line without either. A complete stage whose
+    redo (``--force``) was interrupted continues that redo with ``force`` and ``resume``
+    together (:func:`~falsecli.core.swap.stage_run` keeps it for ``keep``). ``progress(path)``
     reads the checkpoint at ``path`` and says how far it got ("epoch 3 of 60")."""
     path = stage.path / CHECKPOINT
+    if force and stage.is_complete() and (stage.redo_path / CHECKPOINT).is_file():
+        if stage.busy():
+            raise stage.busy_error()
+        if not resume:
+            console.log(f"{stage.name}: the interrupted redo in {stage.redo_path} starts over "
+                        "(--force --resume would continue it)")
+        return resume
     if force or not path.is_file() or stage.is_complete():
         return False
     if stage.busy():  # not interrupted: still running

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -41,7 +40,8 @@ def _umask() -> int:
     return mask
 
 
-_UMASK = _umask()
+#: this process's umask, for files made with private modes (mkstemp, mkdtemp)
+UMASK = _umask()
 
 
 @contextlib.contextmanager
@@ -57,7 +57,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from co-workers
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide results from co-workers
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -67,28 +67,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (and what
-    was there) as a whole, so a killed writer never leaves a half-written folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        if not (path.exists() and exchange(tmp, path)):  # exchanged: tmp holds the old one
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def fs_error(exc: OSError, path: Path | str | None = None) -> FalseCliError:
-    """One line for a failed file operation: the path, the system's reason, and the fix."""
+def fs_error(exc: OSError, path: Path | str | None = None,
+             space: tuple[int, int] | None = None) -> FalseCliError:
+    """One line for a failed file operation: the path, the system's reason (with ``space``,
+    the bytes the write needed and those that were free), and the fix."""
     where = path if path is not None else (exc.filename or "a file")
     reason = exc.strerror or str(exc) or type(exc).__name__
+    if space is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += f" ({size_text(space[0])} needed, {size_text(space[1])} free)"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = ("free some space, then run the command again (an interrupted training "
                "continues with --resume); complete results were kept")
@@ -101,6 +87,41 @@ def fs_error(exc: OSError, path: Path | str | None = None) -> FalseCliError:
     else:
         fix = "check the path and the disk"
     return FalseCliError(f"{where}: {reason} — {fix}")
+
+
+def size_text(n: int) -> str:
+    """A byte count for people: ``1.5 GB``."""
+    value, unit = float(n), "bytes"
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
+def free_space(path: Path | str) -> int:
+    """Bytes free to this user on the file system of ``path`` (or its nearest parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def reserve(path: Path, fh: Any = None) -> None:
+    """Allocate the disk blocks of the file at ``path`` (open as ``fh``, else opened here)
+    up to its size. A file grown by ``truncate`` or ``open_memmap`` is sparse: writing into
+    its memory map on a full disk is a bus error (SIGBUS) that kills the process without a
+    word, and even plain writes would fail halfway; reserved first, a full disk is one line
+    naming the path and the space needed, before any work."""
+    with contextlib.ExitStack() as stack:
+        if fh is None:
+            fh = stack.enter_context(open(path, "r+b"))
+        size, free = os.fstat(fh.fileno()).st_size, free_space(path)
+        try:
+            os.posix_fallocate(fh.fileno(), 0, max(size, 1))
+        except OSError as exc:
+            raise fs_error(exc, path, space=(size, free)) from None
 
 
 def write_text(path: Path, text: str) -> None:

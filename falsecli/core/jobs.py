@@ -1,13 +1,7 @@
-"""Independent runs in parallel: ``--jobs N``, here or on a Ray cluster (``--executor ray``).
-
-A study is a grid of independent runs (methods x seeds, strategies x seeds). On a CPU the
-network's threads scale poorly at these sizes (1 -> 2 threads: 1.5x on this project's
-2-core machine), so N processes with the cores split between them finish more runs per hour
-than one process with them all; with several GPUs each process gets its own. Each job is a
-stage function in a process of its own (a killed run takes no other with it); it writes its
-own stage folder under its own lock, exactly as it would alone, so a killed batch resumes
-like a killed run. A job that fails is told in one line; the others go on; the error names
-them all at the end. :mod:`falsecli.core.rayrun` runs the same jobs as Ray tasks.
+"""Running independent jobs: the scheduler (each job as soon as those it comes after are done)
+and the local runner (each job in a process of its own, the cores split between the jobs
+started together, one GPU each). :mod:`falsecli.core.parallel` chooses the runner;
+:mod:`falsecli.core.rayrun` is the other one.
 """
 
 from __future__ import annotations
@@ -25,13 +19,6 @@ from typing import Any, Callable, Protocol
 from falsecli.core import console
 from falsecli.core.errors import FalseCliError
 
-#: ``--jobs auto`` on a CPU: at most this many processes (two 1-thread runs finish 1.3x the
-#: runs per hour of one 2-thread run here, docs/speed.md; more need memory: ~1.4 GB per run)
-AUTO_CPU_JOBS = 4
-#: ``--executor``: here, or one Ray task per run
-EXECUTORS = ("local", "ray")
-
-
 @dataclass(frozen=True)
 class Job:
     """One independent run: ``fn(*args, **kwargs)`` after the jobs named in ``after``.
@@ -42,19 +29,6 @@ class Job:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     after: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Parallel:
-    """How a command runs its independent runs: ``--jobs``, ``--executor``, ``--address``."""
-
-    jobs: str = "1"
-    executor: str = "local"
-    address: str | None = None
-
-
-#: one run at a time, here (what a stage function does unless told otherwise)
-SERIAL = Parallel()
 
 
 class Runner(Protocol):
@@ -89,15 +63,6 @@ def count(spec: str | int, auto: int) -> int:
     return n
 
 
-def resolve_jobs(spec: str | int, device: str) -> int:
-    """Processes here: ``auto`` is one per visible GPU when ``device`` (train.device) may use
-    CUDA, else one per core up to :data:`AUTO_CPU_JOBS`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return 1  # a torchrun process is one rank of one run
-    n = count(spec, 0)
-    return n or gpus(device) or max(1, min(cores(), AUTO_CPU_JOBS))
-
-
 def gpus(device: str) -> int:
     """The GPUs here the jobs are spread over: none when ``device`` is the CPU."""
     if device == "cpu":
@@ -107,28 +72,9 @@ def gpus(device: str) -> int:
     return torch.cuda.device_count() if device in ("auto", "cuda") else 1
 
 
-def run_jobs(jobs: list[Job], parallel: Parallel, what: str, device: str = "cpu"
-             ) -> dict[str, Any]:
-    """Each job's result by name. One process here runs them in order, errors raised as they
-    come; otherwise ``parallel.jobs`` at a time, each as soon as those it comes ``after``
-    are done, spread over the GPUs when ``device`` (train.device) uses CUDA."""
-    runner: Runner
-    if parallel.executor == "ray":
-        from falsecli.core.rayrun import RayRunner
-
-        runner = RayRunner(parallel, device)
-    else:
-        n = resolve_jobs(parallel.jobs, device)
-        if n <= 1 or len(jobs) <= 1:
-            return {job.name: job.fn(*job.args, **job.kwargs) for job in jobs}
-        runner = LocalRunner(min(n, len(jobs)), device)
-    try:
-        return _schedule(jobs, runner, what)
-    finally:
-        runner.close()
-
-
-def _schedule(jobs: list[Job], runner: Runner, what: str) -> dict[str, Any]:
+def schedule(jobs: list[Job], runner: Runner, what: str) -> dict[str, Any]:
+    """Each job's result by name, ``runner.slots`` at a time; a failed job is told in one
+    line, the others go on, and one error names them all at the end."""
     names = {job.name for job in jobs}
     waiting = [Job(j.name, j.fn, j.args, j.kwargs, tuple(a for a in j.after if a in names))
                for j in jobs]

@@ -15,7 +15,7 @@ from typing import Any
 
 from falsecli.core import console
 from falsecli.core.errors import FalseCliError
-from falsecli.core.jobs import Job, Parallel, count, in_worker, one_line
+from falsecli.core.jobs import Job, count, in_worker, one_line
 
 #: tries after the first when a task's worker or node is lost
 RETRIES = 2
@@ -29,7 +29,7 @@ class RayRunner:
     """Jobs as Ray tasks; ``--jobs auto``: one per GPU of the cluster when the runs may use
     CUDA, else one per two of its CPUs."""
 
-    def __init__(self, parallel: Parallel, device: str) -> None:
+    def __init__(self, jobs: str, address: str | None, device: str) -> None:
         try:
             import ray
         except ImportError:
@@ -37,12 +37,12 @@ class RayRunner:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=parallel.address, include_dashboard=False,
+            ray.init(address=address, include_dashboard=False,
                      log_to_driver=not console.is_quiet(), configure_logging=False)
         resources = ray.cluster_resources()
         cpus = max(1, int(resources.get("CPU", 1)))
         n_gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
-        self.slots = count(parallel.jobs, n_gpus or max(1, cpus // 2))
+        self.slots = count(jobs, n_gpus or max(1, cpus // 2))
         self.threads = max(1, cpus // (n_gpus or self.slots))
         self.remote = ray.remote(_task).options(
             num_cpus=self.threads, num_gpus=1 if n_gpus else 0, max_retries=RETRIES,

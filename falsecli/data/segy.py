@@ -21,6 +21,7 @@ import numpy as np
 import segyio
 
 from falsecli.core.errors import FalseCliError, GridError
+from falsecli.data.segycheck import FORMAT_OFFSET, check_file
 
 #: standard SEG-Y rev1 trace-header bytes of the inline and crossline numbers
 INLINE_BYTE, XLINE_BYTE = 189, 193
@@ -31,21 +32,11 @@ ORIGIN_X, ORIGIN_Y = 605_835.0, 6_073_556.0
 IEEE_FLOAT = 5
 #: sample formats read through a memory map (big-endian), by format code
 MAPPED = {2: ">i4", 3: ">i2", 5: ">f4", 8: "i1"}
-#: byte offset of the sample format code in the file (binary header bytes 3225-3226)
-FORMAT_OFFSET = 3224
 
 
 def _open(path: Path) -> segyio.SegyFile:
     """Open ``path`` as an unstructured SEG-Y file, turning segyio's errors into ours."""
-    if not path.exists():
-        raise FalseCliError(f"{path}: missing — check the path (relative paths start in the "
-                            "current directory)")
-    size = path.stat().st_size
-    if size == 0:
-        raise FalseCliError(f"{path}: empty file (0 bytes) — write or copy the SEG-Y again")
-    if size < 3600:
-        raise FalseCliError(f"{path}: {size} bytes is shorter than the 3600-byte SEG-Y file "
-                            "header — the file is truncated or not SEG-Y")
+    check_file(path)
     try:
         f = segyio.open(str(path), "r", ignore_geometry=True)
     except RuntimeError as exc:
@@ -55,7 +46,7 @@ def _open(path: Path) -> segyio.SegyFile:
                                 "traces; copy the file again") from None
         raise FalseCliError(f"{path}: not a SEG-Y file ({text}); give a post-stack SEG-Y "
                             "(.sgy/.segy) or a .npy volume") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, IndexError) as exc:
         raise FalseCliError(f"{path}: not a readable SEG-Y file ({exc})") from None
     if f.tracecount == 0 or len(f.samples) == 0:
         f.close()
@@ -316,7 +307,7 @@ class TraceWriter:
 def create_like(path: Path | str, grid: Survey) -> Iterator[TraceWriter]:
     """A new SEG-Y (atomic) with the textual, binary and trace headers of ``grid``'s file,
     byte for byte, and IEEE-float samples (the sample format code is the one change)."""
-    from falsecli.core.files import atomic_path
+    from falsecli.core.files import atomic_path, reserve
 
     with open(grid.path, "rb") as src:
         head = bytearray(src.read(grid.start))
@@ -325,6 +316,7 @@ def create_like(path: Path | str, grid: Survey) -> Iterator[TraceWriter]:
         fh.write(head)
         writer = TraceWriter(fh, grid.start, grid.index, grid.n_samples, grid.headers)
         fh.truncate(grid.start + grid.index.size * writer.record.itemsize)
+        reserve(tmp, fh)
         yield writer
 
 
@@ -347,7 +339,7 @@ def create_regular(path: Path | str, shape: tuple[int, int, int], iline: int = I
     Inline/crossline numbers go to the standard bytes 189/193 (so any reader opens it) and
     to ``iline``/``xline`` when those differ; CDP X/Y follow a 25 m grid.
     """
-    from falsecli.core.files import atomic_path
+    from falsecli.core.files import atomic_path, reserve
 
     n_il, n_xl, n_z = shape
     spec = segyio.spec()
@@ -387,6 +379,7 @@ def create_regular(path: Path | str, shape: tuple[int, int, int], iline: int = I
             index = np.arange(n_il * n_xl, dtype=np.int64).reshape(n_il, n_xl)
             writer = TraceWriter(fh, 3600, index, n_z, headers)
             fh.truncate(3600 + index.size * writer.record.itemsize)
+            reserve(tmp, fh)
             yield writer
 
 

@@ -76,21 +76,41 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
     if suffix != ".npy":
         raise FalseCliError(f"{path}: unsupported file type '{path.suffix}'; give a .npy or a "
                             "SEG-Y (.sgy/.segy) volume")
+    return read_npy(path)
+
+
+def read_npy(path: Path, what: str = "") -> np.ndarray:
+    """The array of the .npy file ``path``, memory-mapped, numbers only (Python objects
+    could run code and are refused, not loaded); errors start with ``what`` (an option)."""
+    where = f"{what} {path}" if what else str(path)
     if not path.is_file():
-        raise FalseCliError(f"{path}: missing — check the path (relative paths start in the "
+        raise FalseCliError(f"{where}: missing — check the path (relative paths start in the "
                             "current directory)")
     if path.stat().st_size == 0:
-        raise FalseCliError(f"{path}: empty file (0 bytes) — write the array again")
+        raise FalseCliError(f"{where}: empty file (0 bytes) — write the array again")
     try:
+        with open(path, "rb") as fh:
+            dtype = _npy_dtype(fh)
+        if dtype.hasobject:
+            raise FalseCliError(f"{where}: holds Python objects (dtype {dtype}), not numbers — "
+                                "save a numeric array, e.g. numpy.save(path, a.astype('f4'))")
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except PermissionError as exc:
         raise fs_error(exc, path) from None
     except (ValueError, OSError, EOFError) as exc:
-        raise FalseCliError(f"{path}: not a readable .npy array (truncated or corrupt: {exc}) "
+        raise FalseCliError(f"{where}: not a readable .npy array (truncated or corrupt: {exc}) "
                             "— write it again with numpy.save") from None
     if not isinstance(array, np.ndarray):
-        raise FalseCliError(f"{path}: holds several arrays; give one volume per .npy file")
+        raise FalseCliError(f"{where}: holds several arrays; give one array per .npy file")
     return array
+
+
+def _npy_dtype(fh: Any) -> np.dtype:
+    """The dtype in the header of the open .npy file ``fh`` (ValueError if there is none)."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+        np.lib.format.read_array_header_2_0
+    return read(fh)[2]
 
 
 def survey_geometry(path: Path | str, seismic: np.ndarray, segy_bytes: dict[str, Any]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import reserve
 from falsecli.method.training import logits
 
 #: the dtype of the inline estimates kept for the crossline pass (probabilities in [0, 1]
@@ -107,6 +108,7 @@ def sweep(model: torch.nn.Module, volume: Any, norm: dict[str, float], axes: str
                 n_classes = probs.shape[-1]
                 np.lib.format.open_memmap(scratch, "w+", SCRATCH_DTYPE,
                                           (n_il, n_xl, depth, n_classes))
+                reserve(scratch)  # a full disk: one line, not a bus error in the mapping
             mapped = np.load(scratch, mmap_mode="r+")
             mapped[start:stop] = probs
             del mapped  # unmapped: its pages leave this process's memory

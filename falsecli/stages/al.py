@@ -28,7 +28,8 @@ from falsecli.core import console, layout
 from falsecli.core.config import Config, class_id, remember_config, run_signature
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv
-from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
+from falsecli.core.jobs import Job
+from falsecli.core.parallel import SERIAL, Parallel, run_jobs
 from falsecli.core.manifest import Stage
 from falsecli.data.dataset import Section
 from falsecli.method import curves

@@ -8,9 +8,10 @@ own textual, binary and trace headers when it was read from SEG-Y, else the regu
 ``synth --format segy``. Traces on no tracked section are 0. A trace where a tracked inline
 and a tracked crossline cross lies on both sections and holds the larger of their two
 counts (never-learned: 1 if either marks it), so a hot spot is never hidden. Like
-``predict``, the folder is built beside ``DIR`` and renamed into place; ``DIR/export.json``
-summarises it. ``--format zarr`` writes the same maps as the variables of one Zarr store per
-volume (``DIR/<volume>/heatmaps.zarr``) on the volume's survey coordinates.
+``predict``, the folder is built beside ``DIR`` and swapped into place
+(:func:`~falsecli.core.swap.out_folder`); ``DIR/export.json`` summarises it. ``--format
+zarr`` writes the same maps as the variables of one Zarr store per volume
+(``DIR/<volume>/heatmaps.zarr``) on the volume's survey coordinates.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 from falsecli.core import layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.files import atomic_dir, write_json
+from falsecli.core.files import write_json
 from falsecli.core.manifest import Stage
+from falsecli.core.swap import out_folder
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import Volume
 from falsecli.method.history import TrackedSection
@@ -150,7 +152,7 @@ def export(cfg: Config, workdir: Path, out: Path, *, fmt: str = "segy", force: b
     if issues is not None:
         cubes[ISSUES_SGY] = ("likely label issue", issues)
     outputs, written = [], {}
-    with atomic_dir(out) as tmp:
+    with out_folder(out, "export") as tmp:
         for split, secs in by_split.items():
             vol = vols[split]
             files = _write_volume(tmp / vol.name, vol, secs, cubes, fmt, data["segy"], run)

@@ -14,7 +14,8 @@ from typing import Any
 
 from falsecli.core import config, console
 from falsecli.core.config import Config
-from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
+from falsecli.core.jobs import Job
+from falsecli.core.parallel import SERIAL, Parallel, run_jobs
 from falsecli.core.manifest import Stage
 from falsecli.stages import Step
 

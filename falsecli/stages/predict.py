@@ -7,10 +7,12 @@ depth, like the input) and, for SEG-Y input or ``--format segy``, as IEEE-float 
 that carry the input's textual, binary and trace headers (a ``.npy`` input gets the regular
 grid of ``synth --format segy``). ``DIR/predict.json`` is the summary.
 
-The output is not a workdir stage: it goes to a folder of the user's choosing, built in a
-temporary folder beside it and renamed into place at the end, so that a killed prediction
-leaves no half-written result. Nothing holds a whole volume: the input is memory-mapped or
-read trace block by trace block, the outputs are memory-mapped and written as produced.
+The output is not a workdir stage: it goes to a folder of the user's choosing, built in
+``.<name>.partial`` beside it and swapped into place at the end
+(:func:`~falsecli.core.swap.out_folder`), so that a killed prediction leaves no half-written
+result, and the next prediction into the same folder removes what it left. Nothing holds a
+whole volume: the input is memory-mapped or read trace block by trace block, the outputs are
+memory-mapped (their disk space reserved first) and written as produced.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import numpy as np
 from falsecli.core import console
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
-from falsecli.core.files import atomic_dir, write_json
+from falsecli.core.files import reserve, write_json
 from falsecli.core.manifest import Stage
+from falsecli.core.swap import out_folder
 from falsecli.data import segy, volumes
 from falsecli.data.volumes import SEGY_SUFFIXES, Volume
 
@@ -113,6 +116,7 @@ def _predict_volume(model: Any, payload: dict[str, Any], vol: Volume, folder: Pa
     paths = {name: folder / f"{name}.npy" for name in RESULTS}
     for name, dtype in RESULTS.items():  # created, then mapped per block: bounded memory
         np.lib.format.open_memmap(paths[name], "w+", dtype, shape)
+        reserve(paths[name])  # a full disk: one line now, not a bus error in the mapping
     task = bar.add_task(vol.name, total=n_sections(shape, pc["axes"]), info="")
     blocks = sweep(model, vol.seismic, payload["norm"], pc["axes"], pc["batch_size"], amp,
                    folder / ".inline-probabilities.npy", lambda n: bar.advance(task, n))
@@ -238,7 +242,7 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
 
     amp = bf16_autocast(device, bool(payload["config"]["train"]["amp"]))
     results = []
-    with atomic_dir(out) as tmp, console.progress() as bar:
+    with out_folder(out, "predict") as tmp, console.progress() as bar:
         for vol in vols:
             t0 = time.perf_counter()
             paths = _predict_volume(model, payload, vol, tmp / vol.name, cfg, amp, bar)

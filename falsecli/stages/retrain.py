@@ -18,7 +18,8 @@ from typing import Any
 from falsecli.core import console
 from falsecli.core.config import Config, run_signature
 from falsecli.core.errors import FalseCliError
-from falsecli.core.jobs import SERIAL, Job, Parallel, run_jobs
+from falsecli.core.jobs import Job
+from falsecli.core.parallel import SERIAL, Parallel, run_jobs
 from falsecli.core.layout import retrain_name
 from falsecli.core.manifest import Stage
 from falsecli.core.rules import GENERATED

@@ -24,6 +24,7 @@ from falsecli.core.files import write_csv, write_json, write_text
 from falsecli.data.geometry import NUMBERS, Geometry
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
+from falsecli.data.volumes import read_npy
 from falsecli.stages import Step
 
 INFLUENCE_CSV = "influence.csv"
@@ -46,10 +47,11 @@ def _query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tupl
     if opts["mask"] is None:
         return np.ones(labels.shape, bool), "every labelled pixel"
     path = Path(opts["mask"])
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise FalseCliError(f"--mask {path}: not a readable .npy file ({exc})") from None
+    mask = np.asarray(read_npy(path, "--mask"))
+    if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)
+            or np.issubdtype(mask.dtype, np.floating)):
+        raise FalseCliError(f"--mask {path}: dtype {mask.dtype}, not a mask; save a bool "
+                            "array, e.g. np.save(path, events >= 2)")
     if mask.shape != labels.shape:
         raise FalseCliError(f"--mask {path}: shape {list(mask.shape)}, but section "
                             f"{opts['section']} is {list(labels.shape)} (depth, width)")

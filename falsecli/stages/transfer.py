@@ -352,7 +352,8 @@ def transfer(cfg: Config, workdir: Path, *, force: bool = False, resume: bool = 
     resuming = checkpoint.interrupted(Stage(workdir, "transfer"), resume=resume, force=force,
                                       progress=_progress)
     with stage_run(workdir, "transfer", cfg, upstream=[rank, *filter(None, [backbone])],
-                   force=force, keep=not force, seed=t["seed"], device=str(device)) as run:
+                   force=force, keep=not force or resuming, seed=t["seed"],
+                   device=str(device)) as run:
         _clear_results(run.path)
         ckpt = _read_checkpoint(run.temp(CHECKPOINT)) if resuming else None
         if ckpt is not None:
