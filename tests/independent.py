@@ -102,8 +102,10 @@ def section_maps(folder: Path, epochs: int | None = None, never_learned: str = "
 
 
 def ranking_csv(folder: Path, cls: str, by: str = "forgetting", min_pixels: int = 50,
-                epochs: int | None = None, never_learned: str = "zero") -> str:
-    """The expected ranking.csv text."""
+                epochs: int | None = None, never_learned: str = "zero",
+                lines: tuple[list[int], list[int]] | None = None) -> str:
+    """The expected ranking.csv text; ``lines``: the inline and crossline numbers of the
+    volume (None: the numbers are blank)."""
     meta, labels, _, _ = read(folder)
     forgetting, switches, _ = pixel_events(folder, epochs, never_learned)
     counts = forgetting if by == "forgetting" else switches
@@ -116,12 +118,17 @@ def ranking_csv(folder: Path, cls: str, by: str = "forgetting", min_pixels: int 
                 pixels += 1
                 events += counts[i]
         if pixels >= max(min_pixels, 1):
-            rows.append((-(events / pixels), -events, order, s["name"], events, pixels))
+            il = xl = ""
+            if lines is not None and s["axis"] == "inline":
+                il = lines[0][s["index"]]
+            elif lines is not None:
+                xl = lines[1][s["index"]]
+            rows.append((-(events / pixels), -events, order, s["name"], events, pixels, il, xl))
     rows.sort()
-    lines = ["class,rank,section,density,events,class_pixels"]
-    for rank, (neg_density, _, _, name, events, pixels) in enumerate(rows, start=1):
-        lines.append(f"{cls},{rank},{name},{-neg_density!r},{events},{pixels}")
-    return "\n".join(lines) + "\n"
+    text = ["class,rank,section,inline,crossline,density,events,class_pixels"]
+    for rank, (neg_density, _, _, name, events, pixels, il, xl) in enumerate(rows, start=1):
+        text.append(f"{cls},{rank},{name},{il},{xl},{-neg_density!r},{events},{pixels}")
+    return "\n".join(text) + "\n"
 
 
 def report_stats(folder: Path, target: int, epochs: int, region_events: int, min_region: int,

@@ -148,6 +148,9 @@ def test_query_and_heatmap_work_on_a_round(own: Path) -> None:
         rows = list(csv.DictReader(fh))
     by_name = {r["section"]: r for r in rows}
     assert [by_name[n]["chosen"] for n in names] == ["1", "2", "3"]
+    for r in rows:  # synthetic data: the survey numbers are the indices, the other blank
+        assert (r["inline"], r["crossline"]) == ((r["index"], "") if r["axis"] == "inline"
+                                                 else ("", r["index"]))
     assert all(float(r["score"]) == float(r["entropy"]) for r in rows)
     chosen = [float(by_name[n]["entropy"]) for n in names]
     assert chosen == sorted(chosen, reverse=True)  # taken in score order

@@ -154,6 +154,9 @@ def test_the_stage_writes_its_folder_in_rank_order(run, own, planted, cli) -> No
     by_name = {r["section"]: r for r in rows}
     for s, want in zip(sections, per_class):
         row = by_name[s.name]
+        # synthetic data: the survey numbers are the indices; the other axis is blank
+        assert (row["inline"], row["crossline"]) == ((s.index, "") if s.axis == "inline"
+                                                     else ("", s.index))
         np.testing.assert_allclose([row[c] for c in ds.classes], want, rtol=1e-5,
                                    atol=1e-6 * np.abs(per_class).max())
         # the per-class columns add up to the score

@@ -85,6 +85,14 @@ RULES: dict[str, Rule] = {
                              "trained on"),
     "data.segy.iline": _HEADER_BYTE,
     "data.segy.xline": _HEADER_BYTE,
+    "data.segy.cdp_x": _HEADER_BYTE,
+    "data.segy.cdp_y": _HEADER_BYTE,
+    "data.segy.coord_scalar": Rule(int, nullable=True, ge=-10000, le=10000,
+                                   why="null reads trace bytes 71-72; a number replaces them: "
+                                       "negative divides, positive multiplies, 0 is 1"),
+    "data.segy.domain": Rule(str, choices=("time", "depth"),
+                             why="time: samples in ms; depth: in m (ft when the binary "
+                                 "header says feet)"),
     "data.synthetic.shape": _SHAPE,
     "data.synthetic.test_shape": _SHAPE,
     "data.synthetic.seed": _SEED,

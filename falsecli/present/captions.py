@@ -9,16 +9,17 @@ from typing import Any
 from falsecli.present.document import FigureRef, Table
 
 
-def fig5(rel: str, sections: int, name: str, window: int, heat_runs: dict[str, list[str]],
-         sources: list[str]) -> FigureRef:
-    """Fig. 5: ``sections`` ranked sections (not the style ``sources``), each method's mean
-    maps over ``heat_runs``."""
+def fig5(rel: str, sections: list[str], name: str, window: int,
+         heat_runs: dict[str, list[str]], sources: list[str]) -> FigureRef:
+    """Fig. 5: the ranked ``sections`` (named by survey line; not the style ``sources``),
+    each method's mean maps over ``heat_runs``."""
     return FigureRef(rel, "Fig. 5 — forgetting heat maps per method", (
-        f"Rows: the {sections} validation sections rank/ ranked highest for {name} "
+        f"Rows: the {len(sections)} validation sections rank/ ranked highest for {name} "
         "forgetting on train/"
         + (f" that were not style sources (transfer learned the look of {', '.join(sources)})"
            if sources else "")
-        + " (trace across, depth sample down): seismic, annotation, "
+        + f" ({', '.join(sections)}; line numbers across, time or depth down): seismic, "
+        "annotation, "
         "then each method's forgetting events per pixel over the first "
         f"{window} epochs, averaged over its runs ("
         + "; ".join(f"{m}: {', '.join(n)}" for m, n in heat_runs.items())

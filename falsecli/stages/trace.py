@@ -23,6 +23,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv, write_json, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import NUMBERS, Geometry
 from falsecli.stages import Step
 from falsecli.stages.tracequery import (EPOCHS_PNG, OPPONENTS_PNG, PROPONENTS_PNG, QUERY_JSON,
                                         query_region, section_name, tracked_section,
@@ -96,10 +97,11 @@ def _tracin(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
         scores = influence.class_scores(model, checkpoints, names, query, ds, sections,
                                         opts["batch_size"], lambda: bar.advance(task),
                                         normalize=opts["normalize"])
-        rows = _rows(scores, sections, ds.classes)
+        rows = _rows(scores, sections, ds.classes, ds.train.geometry)
         top = opts["top"]
         maps = _top_maps(model, checkpoints, names, query, ds, sections, rows, opts)
-        write_csv(out.out(INFLUENCE_CSV), ["section", "score", "rank", *ds.classes], rows)
+        write_csv(out.out(INFLUENCE_CSV), ["section", *NUMBERS, "score", "rank", *ds.classes],
+                  rows)
         per_epoch = scores.sum(0)  # (checkpoints, classes)
         epochs = [c.epoch for c in checkpoints]
         write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
@@ -132,12 +134,16 @@ def _top_maps(model: Any, checkpoints: list[Any], names: list[str], query: Any, 
         opts["batch_size"], normalize=opts["normalize"])))
 
 
-def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[dict[str, Any]]:
-    """Rows of influence.csv, most positive first (ties: section order)."""
+def _rows(scores: np.ndarray, sections: list[Any], classes: list[str], geometry: Geometry
+          ) -> list[dict[str, Any]]:
+    """Rows of influence.csv (with the training sections' line numbers), most positive first
+    (ties: section order)."""
     totals = scores.sum((1, 2))
     order = np.lexsort((np.arange(len(totals)), -totals))
     per_class = scores.sum(1)
-    return [{"section": sections[i].name, "score": float(totals[i]), "rank": r + 1,
+    return [{"section": sections[i].name,
+             **geometry.numbers(sections[i].axis, sections[i].index),
+             "score": float(totals[i]), "rank": r + 1,
              **{c: float(per_class[i, k]) for k, c in enumerate(classes)}}
             for r, i in enumerate(order)]
 
@@ -152,13 +158,17 @@ def _epochs_csv(per_epoch: np.ndarray, epochs: list[int], classes: list[str]) ->
 
 
 def load_influence(path: Path) -> list[dict[str, Any]]:
-    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, score, rank
-    and one float per class."""
+    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, its line
+    numbers (int, or '' where blank), score, rank and one float per class."""
+    def value(key: str, text: str) -> Any:
+        if key == "section" or (key in NUMBERS and not text):
+            return text
+        return int(text) if key in ("rank", *NUMBERS) else float(text)
+
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        out = [{k: v if k == "section" else int(v) if k == "rank" else float(v)
-                for k, v in row.items()} for row in rows]
+        out = [{k: value(k, v) for k, v in row.items()} for row in rows]
     except (OSError, ValueError, TypeError) as exc:
         raise FalseCliError(f"{path}: missing or unreadable ({exc}) — redo the trace with "
                             "--force") from None
@@ -172,17 +182,21 @@ def _draw(out: Any, ds: Any, section: Any, query: Any, rows: list[dict[str, Any]
     from falsecli.present.trace_figures import epoch_class_figure, influence_figure
 
     by_name = {s.name: s for s in ds.sections("train")}
-    title = (f"{options['section']} ({options['query']}, {options['query_pixels']} px): "
+    frame = ds.volumes[section.volume].geometry.frame(section.axis, section.index)
+    title = (f"{frame.title} ({options['section']}; {options['query']}, "
+             f"{options['query_pixels']} px): "
              f"{{}} of {options['run']} ({options['layers']} layers, epochs "
              f"{', '.join(map(str, epochs))})")
     for kind, chosen, png in (("proponents", rows[:top], PROPONENTS_PNG),
                               ("opponents", rows[::-1][:top], OPPONENTS_PNG)):
         panels = [{"name": r["section"], "score": r["score"],
-                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]]}
+                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]],
+                   "frame": ds.train.geometry.frame(by_name[r["section"]].axis,
+                                                    by_name[r["section"]].index)}
                   for r in chosen]
         fig = influence_figure(query.image, query.labels, query.region, panels,
                                classes=ds.classes, ignore_index=ds.ignore_index,
-                               title=title.format(kind))
+                               title=title.format(kind), frame=frame)
         save_figure(fig, out.out(png))
     fig = epoch_class_figure(per_epoch, epochs, ds.classes,
                              title=title.format("influence by epoch and class"))

@@ -28,6 +28,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import save_npy
 from falsecli.core.manifest import Stage, StageRun
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import MANIFEST_KEY, record
 from falsecli.data.provenance import run_fingerprint
 from falsecli.method.datamaptrack import DataMapTracker
 from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
@@ -260,6 +261,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     write_eval(run.out(EVAL), results)
     # what the report compares runs by, and how much optimisation each method got
     run.extra.update(fingerprint=run_fingerprint(ds, s.tracked, tc["epochs"]),
+                     **{MANIFEST_KEY: record({n: v.geometry for n, v in ds.volumes.items()})},
                      steps_per_epoch=s.n_batches, train_samples=s.pool.n_samples)
     return {"stage": stage, "outputs": [], "epochs": tc["epochs"], "processes": s.ranks.world,
             "train_samples": s.pool.n_samples, "final_train_loss": history[-1]["train_loss"],
