@@ -84,8 +84,8 @@ def table(name: str, work: Path, seconds: float | None) -> str:
     left = (Stage(work, "report").manifest() or {}).get("left_out", [])
     took = "" if seconds is None else f" ({seconds / 60:.1f} min)"
     lines = [f"### {name}{took}", "", "| claim | measured | verdict |", "|---|---|---|"]
-    lines += [f"| {c['claim']} {c['statement']} | {c['measured']} | {c['verdict']} |"
-              for c in claims]
+    lines += [f"| {c['claim']} {c['statement']} | {c['measured']} | {c['verdict']}"
+              + (f" — {c['note']}" if c.get("note") else "") + " |" for c in claims]
     if left:
         lines += ["", "Left out: " + "; ".join(left)]
     return "\n".join(lines + ["", transferred(work)]) + "\n"

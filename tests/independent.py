@@ -102,8 +102,10 @@ def section_maps(folder: Path, epochs: int | None = None, never_learned: str = "
 
 
 def ranking_csv(folder: Path, cls: str, by: str = "forgetting", min_pixels: int = 50,
-                epochs: int | None = None, never_learned: str = "zero") -> str:
-    """The expected ranking.csv text."""
+                epochs: int | None = None, never_learned: str = "zero",
+                lines: tuple[list[int], list[int]] | None = None) -> str:
+    """The expected ranking.csv text; ``lines``: the inline and crossline numbers of the
+    volume (None: the numbers are blank)."""
     meta, labels, _, _ = read(folder)
     forgetting, switches, _ = pixel_events(folder, epochs, never_learned)
     counts = forgetting if by == "forgetting" else switches
@@ -116,25 +118,31 @@ def ranking_csv(folder: Path, cls: str, by: str = "forgetting", min_pixels: int 
                 pixels += 1
                 events += counts[i]
         if pixels >= max(min_pixels, 1):
-            rows.append((-(events / pixels), -events, order, s["name"], events, pixels))
+            il = xl = ""
+            if lines is not None and s["axis"] == "inline":
+                il = lines[0][s["index"]]
+            elif lines is not None:
+                xl = lines[1][s["index"]]
+            rows.append((-(events / pixels), -events, order, s["name"], events, pixels, il, xl))
     rows.sort()
-    lines = ["class,rank,section,density,events,class_pixels"]
-    for rank, (neg_density, _, _, name, events, pixels) in enumerate(rows, start=1):
-        lines.append(f"{cls},{rank},{name},{-neg_density!r},{events},{pixels}")
-    return "\n".join(lines) + "\n"
+    text = ["class,rank,section,inline,crossline,density,events,class_pixels"]
+    for rank, (neg_density, _, _, name, events, pixels, il, xl) in enumerate(rows, start=1):
+        text.append(f"{cls},{rank},{name},{il},{xl},{-neg_density!r},{events},{pixels}")
+    return "\n".join(text) + "\n"
 
 
 def report_stats(folder: Path, target: int, epochs: int, region_events: int, min_region: int,
                  boundary_px: int = 2) -> dict[str, float]:
     """The report's forgetting statistics by plain loops: totals, the target class's events,
     density, high-density regions (flood fill, 8-neighbours) and their area, and the event
-    density within ``boundary_px`` of another labelled class against the interior's, and each
-    class's share of never-learned pixels."""
+    density within ``boundary_px`` of another labelled class against the interior's, in all
+    and per class, and each class's share of never-learned pixels."""
     meta, labels, _, _ = read(folder)
     forgetting, _, never = pixel_events(folder, epochs)
     ignore = meta["ignore_index"]
     regions, area = 0, 0
     edge_events = edge_pixels = inner_events = inner_pixels = 0
+    per_class: dict[tuple[bool, int], list[int]] = {}  # (near, class): [events, pixels]
     for s in meta["sections"]:
         depth, width = s["shape"]
 
@@ -164,6 +172,9 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
                 near = any(at(rr, cc, labels) not in (y, ignore)
                            for rr in range(max(r - boundary_px, 0), min(r + boundary_px + 1, depth))
                            for cc in range(max(c - boundary_px, 0), min(c + boundary_px + 1, width)))
+                tally = per_class.setdefault((near, y), [0, 0])
+                tally[0] += at(r, c, forgetting)
+                tally[1] += 1
                 if near:
                     edge_events += at(r, c, forgetting)
                     edge_pixels += 1
@@ -178,6 +189,8 @@ def report_stats(folder: Path, target: int, epochs: int, region_events: int, min
             "high_density_regions": float(regions), "high_density_area": float(area),
             "boundary_density": edge_events / edge_pixels,
             "interior_density": inner_events / inner_pixels,
+            **{f"{'boundary' if near else 'interior'}_density/{meta['classes'][k]}": e / n
+               for (near, k), (e, n) in per_class.items()},
             **{f"never_learned/{c}": sum(never[i] for i, y in enumerate(labels) if y == k)
                / sum(1 for y in labels if y == k)
                for k, c in enumerate(meta["classes"]) if k in labels}}
@@ -224,6 +237,79 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
     sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
     half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / n ** 0.5
     return mean, mean - half, mean + half
+
+
+def traced_shares(model, params: list[str], batches: list, masks: list, optimizer: str,
+                  lr: float, weight_decay: float, momentum: float = 0.0,
+                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> dict:
+    """Each share's accumulated step (Pfahler & Morik's split), computed the plain way in
+    float64 for a model trained on ``batches`` of (images, labels) by plain per-element
+    Adam or SGD formulas: one fresh forward and backward per share per step, each share's
+    own first moment as a Python list of tensors, the whole gradient's second moment.
+    ``masks[t]``: one bool mask (labels' shape) per share at step t; the mean loss over the
+    batch's labelled pixels is split by them. Returns ``{param: (shares + 1, ...)}``, the
+    last share being weight decay; the model ends at the trained weights."""
+    import torch
+    import torch.nn.functional as F
+
+    named = dict(model.named_parameters())
+    m: dict = {}
+    v = {n: torch.zeros_like(named[n], dtype=torch.float64) for n in params}
+    total: dict = {}
+    for t, (images, labels) in enumerate(batches, start=1):
+        w = {n: named[n].detach().double() for n in params}
+        grads = []
+        for mask in masks[t - 1]:
+            model.zero_grad()
+            out = model(images)
+            pixel = F.cross_entropy(out, labels, ignore_index=255, reduction="none")
+            ((pixel * mask).sum() / (labels != 255).sum()).backward()
+            grads.append({n: named[n].grad.double() for n in params})
+        grads.append({n: weight_decay * w[n] for n in params})
+        for k, g in enumerate(grads):
+            for n in params:
+                old = m.get((k, n))
+                if optimizer == "adam":
+                    m[k, n] = g[n] * (1 - betas[0]) + (0 if old is None else betas[0] * old)
+                else:
+                    m[k, n] = g[n] + (0 if old is None else momentum * old)
+        for n in params:
+            g = sum(grads[k][n] for k in range(len(grads)))
+            if optimizer == "adam":
+                v[n] = betas[1] * v[n] + (1 - betas[1]) * g * g
+                denom = (v[n] / (1 - betas[1] ** t)).sqrt() + eps
+                steps = [-lr / (1 - betas[0] ** t) * m[k, n] / denom for k in range(len(grads))]
+            else:
+                steps = [-lr * m[k, n] for k in range(len(grads))]
+            total[n] = [a + b for a, b in zip(total.get(n, [0] * len(steps)), steps)]
+            with torch.no_grad():
+                named[n].copy_(w[n] + sum(steps))
+    return {n: torch.stack(total[n]) for n in params}
+
+
+def exact_verdict(tests: list[list[float]], unit: str) -> str:
+    """A claim's verdict by plain loops: each test's values are claimed > 0; one-sided
+    sign-flip p-values by listing every sign pattern; holds when every test's p <= 2.5 %,
+    does not hold when Holm's step-down over the other-side p-values rejects one; none below
+    3 values or from a test whose values are all equal."""
+    from itertools import product
+
+    def p_greater(values: list[float]) -> float:
+        observed = sum(values)
+        hits = sum(1 for signs in product((1, -1), repeat=len(values))
+                   if sum(s * abs(v) for s, v in zip(signs, values)) >= observed - 1e-9)
+        return hits / 2 ** len(values)
+
+    n = min(len(t) for t in tests)
+    if n < 3:
+        return f"inconclusive: too few {unit}s: n = {n}, need 3"
+    usable = [t for t in tests if max(t) > min(t)]
+    if len(usable) == len(tests) and all(p_greater(t) <= 0.025 for t in tests):
+        return "holds"
+    other = sorted(p_greater([-v for v in t]) if t in usable else 1.0 for t in tests)
+    if other[0] <= 0.025 / len(other):  # Holm's first step; any rejection starts there
+        return "does not hold"
+    return f"inconclusive at {n} {unit}s"
 
 
 def datamap(probs: np.ndarray, preds: np.ndarray, late_from: int) -> dict[str, np.ndarray]:

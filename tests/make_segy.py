@@ -33,13 +33,14 @@ def volume(shape: tuple[int, int, int] = make_data.SHAPE) -> np.ndarray:
 
 def traces(path: Path, samples: np.ndarray, ilines: Iterable[int], xlines: Iterable[int],
            offsets: Iterable[int] | None = None, iline: int = 189, xline: int = 193,
-           fmt: int = IEEE_FLOAT) -> Path:
+           fmt: int = IEEE_FLOAT, fields: dict[int, Iterable[int]] | None = None) -> Path:
     """A SEG-Y of the (traces, samples) array ``samples``: trace t has inline ``ilines[t]``,
-    crossline ``xlines[t]`` (at the given header bytes) and ``offsets[t]`` — any geometry,
-    good or broken. segyio writes it without a geometry (as unstructured)."""
+    crossline ``xlines[t]`` (at the given header bytes), ``offsets[t]`` and ``fields[byte][t]``
+    — any geometry, good or broken. segyio writes it without a geometry (as unstructured)."""
     samples = np.asarray(samples, dtype=np.float32)
     ilines, xlines = list(ilines), list(xlines)
     offsets = [0] * len(ilines) if offsets is None else list(offsets)
+    extra = {byte: list(values) for byte, values in (fields or {}).items()}
     spec = segyio.spec()
     spec.format = fmt
     spec.samples = np.arange(samples.shape[1]) * 4.0
@@ -50,17 +51,18 @@ def traces(path: Path, samples: np.ndarray, ilines: Iterable[int], xlines: Itera
         for t in range(len(samples)):
             f.header[t] = {iline: ilines[t], xline: xlines[t],
                            segyio.TraceField.offset: offsets[t],
-                           segyio.TraceField.TRACE_SAMPLE_INTERVAL: 4000}
+                           segyio.TraceField.TRACE_SAMPLE_INTERVAL: 4000,
+                           **{byte: int(values[t]) for byte, values in extra.items()}}
         f.trace.raw[:] = samples.astype(DTYPES[fmt])
     return path
 
 
 def cube(path: Path, vol: np.ndarray, il0: int = 1, xl0: int = 1, il_step: int = 1,
          xl_step: int = 1, order: str = "inline", seed: int | None = None, iline: int = 189,
-         xline: int = 193, fmt: int = IEEE_FLOAT) -> Path:
+         xline: int = 193, fmt: int = IEEE_FLOAT, survey: bool = False) -> Path:
     """A regular 3-D cube: inline numbers ``il0 + il_step * i``, crossline numbers
     ``xl0 + xl_step * j``; inline- or crossline-major trace order, shuffled when ``seed``
-    is given."""
+    is given. ``survey``: also :func:`survey_fields` (CDP X/Y, scalar, delay)."""
     n_il, n_xl, _ = vol.shape
     ii, jj = np.meshgrid(np.arange(n_il), np.arange(n_xl), indexing="ij")
     if order == "crossline":
@@ -70,7 +72,22 @@ def cube(path: Path, vol: np.ndarray, il0: int = 1, xl0: int = 1, il_step: int =
         perm = np.random.default_rng(seed).permutation(len(ii))
         ii, jj = ii[perm], jj[perm]
     return traces(path, vol[ii, jj], il0 + il_step * ii, xl0 + xl_step * jj,
-                  iline=iline, xline=xline, fmt=fmt)
+                  iline=iline, xline=xline, fmt=fmt,
+                  fields=survey_fields(ii, jj) if survey else None)
+
+
+#: the survey the ``survey`` cubes lie in: CDP X/Y in cm (scalar -100) on a 12.5 x 25 m
+#: grid from (600000.25, 6000000.5), first sample at 8 ms
+ORIGIN_CM, BIN_CM, SCALAR, DELAY_MS = (60_000_025, 600_000_050), (1250, 2500), -100, 8
+
+
+def survey_fields(ii: np.ndarray, jj: np.ndarray) -> dict[int, np.ndarray]:
+    """CDP X/Y (bytes 181/185), their scalar (71) and the delay (109) of traces at grid
+    indices (ii, jj)."""
+    return {segyio.TraceField.CDP_X: ORIGIN_CM[0] + BIN_CM[0] * jj,
+            segyio.TraceField.CDP_Y: ORIGIN_CM[1] + BIN_CM[1] * ii,
+            segyio.TraceField.SourceGroupScalar: np.full(len(ii), SCALAR),
+            segyio.TraceField.DelayRecordingTime: np.full(len(ii), DELAY_MS)}
 
 
 def _grid(shape: tuple[int, int, int] = make_data.SHAPE) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +111,13 @@ def f3_like(path: Path) -> Path:
 def odd_step(path: Path) -> Path:
     """Inline numbers step 2 from 1001, crossline numbers step 3 from 2001."""
     return cube(path, volume(), il0=1001, xl0=2001, il_step=2, xl_step=3)
+
+
+def surveyed(path: Path, iline: int = 189, xline: int = 193) -> Path:
+    """Inlines step 2 from 1001, crosslines step 3 from 2001, shuffled, with CDP X/Y, their
+    scalar and a delay (:func:`survey_fields`) at the given inline/crossline bytes."""
+    return cube(path, volume(), il0=1001, xl0=2001, il_step=2, xl_step=3, seed=4, iline=iline,
+                xline=xline, survey=True)
 
 
 #: sorted inline-major files (any trace order: :func:`cube`), each holding :func:`volume`

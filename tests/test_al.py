@@ -148,6 +148,9 @@ def test_query_and_heatmap_work_on_a_round(own: Path) -> None:
         rows = list(csv.DictReader(fh))
     by_name = {r["section"]: r for r in rows}
     assert [by_name[n]["chosen"] for n in names] == ["1", "2", "3"]
+    for r in rows:  # synthetic data: the survey numbers are the indices, the other blank
+        assert (r["inline"], r["crossline"]) == ((r["index"], "") if r["axis"] == "inline"
+                                                 else ("", r["index"]))
     assert all(float(r["score"]) == float(r["entropy"]) for r in rows)
     chosen = [float(by_name[n]["entropy"]) for n in names]
     assert chosen == sorted(chosen, reverse=True)  # taken in score order
@@ -232,3 +235,32 @@ def test_report_adds_the_learning_curves_and_their_areas(own: Path) -> None:
     assert curves.area(x[:2], y[:2]) == pytest.approx((y[0] + y[1]) / 2)
     line = next(l for l in text.splitlines() if l.startswith("| random |"))
     assert f"{(y[0] + y[1]) / 2:.3f}" in line
+
+
+def test_strategies_are_compared_with_random_and_entropy_paired_by_seed() -> None:
+    """Per seed, a strategy's area minus random's (and entropy's) with the same seed; the
+    curve band is the sample std (ddof = 1) of the seeds."""
+    from scipy import stats as sps
+
+    from falsecli.method import curves
+
+    values = {("random", 0): [0.1, 0.3], ("random", 1): [0.2, 0.2], ("random", 2): [0.1, 0.5],
+              ("entropy", 0): [0.2, 0.4], ("entropy", 1): [0.2, 0.6],
+              ("entropy", 2): [0.3, 0.5], ("forgetting", 1): [0.4, 0.6],
+              ("forgetting", 2): [0.1, 0.3], ("forgetting", 5): [0.9, 0.9]}
+    rows = [{"strategy": s, "seed": k, "round": r, "labelled": 4 + 2 * r, "val_miou": v}
+            for (s, k), ys in values.items() for r, v in enumerate(ys)]
+    got = curves.paired_areas(rows, "val_miou")
+    # areas are the two rounds' means; forgetting shares seeds 1 and 2 with random
+    d = [0.5 - 0.2, 0.2 - 0.3]
+    half = sps.t.ppf(0.975, 1) * np.std(d, ddof=1) / np.sqrt(2)
+    assert got["forgetting", "random"] == pytest.approx((np.mean(d), half, 2))
+    e = [0.3 - 0.2, 0.4 - 0.2, 0.4 - 0.3]
+    assert got["entropy", "random"][0] == pytest.approx(np.mean(e))
+    assert got["random", "entropy"][0] == pytest.approx(-np.mean(e))
+    assert ("random", "random") not in got
+    header, body = curves.differences(rows)
+    assert header[:2] == ["strategy − reference", "seeds"]
+    assert ["forgetting − random", "2", f"{np.mean(d):+.3f} ± {half:.3f}"] in body
+    x, mean, std = curves.band(rows, "val_miou")["random"]
+    assert std == pytest.approx(np.std([[0.1, 0.3], [0.2, 0.2], [0.1, 0.5]], axis=0, ddof=1))

@@ -39,6 +39,9 @@ RETRAIN = ["--aug", "flip", "--seeds", "1", *sets_args([*TINY, "retrain.epochs=1
 #: one step on the first batch (of 4 sections: 2 per process), with dropout and rotation; in
 #: fp32: bf16 rounds differently for 2 sections than for 4, which is no error of the split
 STEP = [*TINY, "train.limit_batches=1", "train.aug=rotate", "train.amp=false"]
+#: the same step with the head's steps split per section and per class
+TRACED = [*STEP, "train.weight_decay=0.01",
+          "train.trace={layers: [head, classifier.2], by: [section, class], every: 1}"]
 RUN_FILES = ["manifest.json", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
              "tracking/labels.npy", "tracking/correct.npy", "tracking/switch.npy",
              "tracking/pred_last.npy", "tracking/datamap.npz"]
@@ -53,6 +56,18 @@ def one_step(sets: list[str]) -> dict[str, torch.Tensor]:
                              session.model.named_parameters()}}
 
 
+def traced_step(sets: list[str]) -> dict[str, torch.Tensor]:
+    """The shares of one traced training step, and the change of the traced weights."""
+    ranks, device = distributed.setup("cpu")
+    session = prepare(config.resolve(sets=sets), ranks, device)
+    session.train_epoch()
+    tracer = session.tracer
+    params = dict(session.model.named_parameters())
+    return {**{f"{s.by}:{n}": t for s in tracer.sets for n, t in s.total.items()},
+            **{f"moment:{s.by}:{n}": t for s in tracer.sets for n, t in s.moment.items()},
+            **{f"change:{n}": params[n].detach() - w for n, w in tracer.initial.items()}}
+
+
 # ---------------------------------------------------------------- torchrun vs one process
 
 
@@ -63,6 +78,7 @@ def torchrun(tmp_path_factory):
     work = tmp / "work"
     plan = {"workdir": str(work), "steps": [
         {"grads": str(tmp / "grads.pt"), "sets": STEP},
+        {"shares": str(tmp / "shares.pt"), "sets": TRACED},
         {"cli": ["train", "-w", str(work), *sets_args(TRAIN), "--quiet"], "exit": 0},
         {"cli": ["train", "-w", str(work), *sets_args(TRAIN), "--quiet"], "exit": 1},
         {"cli": ["retrain", "-w", str(work), *RETRAIN, "--quiet"], "exit": 0},
@@ -103,6 +119,30 @@ def test_one_step_has_the_single_process_gradients(torchrun) -> None:
         scale = grad.abs().max().item()
         assert scale > 0, name  # every layer learns from this step
         assert torch.allclose(split[name], grad, rtol=1e-3, atol=1e-4 * scale), name
+
+
+def test_one_traced_step_has_the_single_process_shares(torchrun) -> None:
+    """Under two processes every share's gradient is reduced over them: its moment is the
+    single process's, and the shares add up to the step taken (per section and per class).
+    (The shares themselves are compared by norm: Adam divides by the whole gradient, so where
+    it nearly cancels a summation order changes large, cancelling shares.)"""
+    tmp, _ = torchrun
+    split = torch.load(tmp / "shares.pt", weights_only=True)
+    whole = traced_step(TRACED)
+    assert split.keys() == whole.keys()
+    for key, total in whole.items():
+        scale = total.abs().max().item()
+        assert scale > 0, key
+        error = float((split[key] - total).double().norm() / total.double().norm())
+        print(f"{key}: relative difference {error:.1e}")
+        if key.startswith("moment:"):
+            assert torch.allclose(split[key], total, rtol=1e-3, atol=1e-4 * scale), key
+            continue
+        assert error < 1e-2, key
+        if not key.startswith("change:"):
+            change = split["change:" + key.split(":", 1)[1]].double()
+            summed = split[key].double().sum(0)
+            assert float((summed - change).norm() / change.norm()) < 1e-4, key
 
 
 def _run_equal(ddp, one, epochs: int) -> None:
@@ -287,10 +327,11 @@ def _worker(plan: dict) -> None:
     if rank != 0:
         _forbid_writes(Path(plan["workdir"]), rank)
     for step in plan["steps"]:
-        if "grads" in step:
-            grads = one_step(step["sets"])
+        if "grads" in step or "shares" in step:
+            key = "grads" if "grads" in step else "shares"
+            result = (one_step if key == "grads" else traced_step)(step["sets"])
             if rank == 0:
-                torch.save(grads, step["grads"])
+                torch.save(result, step[key])
             continue
         code = app(step["cli"], standalone_mode=False) or 0
         if code != step["exit"]:

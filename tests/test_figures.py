@@ -185,3 +185,28 @@ FIGURES = {
 def test_no_legend_colour_bar_or_title_covers_data(name: str, tmp_path) -> None:
     fig = FIGURES[name]()
     assert _covering(fig, tmp_path) == []
+
+
+def test_a_section_on_its_survey_axes() -> None:
+    """A frame ticks columns with the line numbers at those columns and rows with the time at
+    those rows (start + row x interval), and labels both axes with their unit."""
+    from falsecli.data.geometry import Geometry
+
+    geometry = Geometry(np.array([111, 112, 113]), np.arange(875, 893), 4.0, 4.0, 75, "ms")
+    frame = geometry.frame("inline", 2)
+    rng = np.random.default_rng(0)
+    fig = figures.prediction_figure(rng.normal(size=(75, 18)), rng.integers(0, 6, (75, 18)),
+                                    rng.uniform(0.2, 1, (75, 18)), classes=list("abcdef"),
+                                    title=frame.title, frame=frame)
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    assert (ax.get_ylabel(), ax.get_xlabel()) == ("time (ms)", "crossline")
+    rows = ax.get_yticks()
+    assert len(rows) >= 3
+    for row, label in zip(rows, ax.get_yticklabels()):
+        assert float(label.get_text()) == 4.0 + 4.0 * row and float(label.get_text()) % 50 == 0
+    ticks = [(c, t.get_text()) for c, t in zip(ax.get_xticks(), ax.get_xticklabels())
+             if 0 <= c <= 17]
+    assert len(ticks) >= 2 and all(c == int(c) for c, _ in ticks)
+    assert [text for _, text in ticks] == [str(875 + int(c)) for c, _ in ticks]
+    assert frame.title == "inline 113"

@@ -18,6 +18,7 @@ import independent
 from falsecli.core import config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import MANIFEST_KEY, Geometry, record
 from falsecli.present.figures import (MISSING, count_scale, heatmap_grid, label_cmap, label_colors,
                                      mask_ignored, save_figure, training_curves)
 from falsecli.method.forgetting import event_maps
@@ -33,6 +34,9 @@ E = 5
 TRACKED = ([(f"inline_{i:04d}", "inline", i, (32, 24)) for i in (0, 5, 10, 15)]
            + [(f"crossline_{j:04d}", "crossline", j, (32, 16)) for j in (0, 5, 10, 15, 20)])
 FLAGS = [*sets_args(TINY), "--set", "heatmap.figures=0"]  # rank.min_pixels=5 in TINY
+#: the survey numbers the hand-made run records: inlines 100.., crosslines 300, 302, ...
+LINES = (list(range(100, 116)), list(range(300, 348, 2)))
+GEOMETRY = Geometry(np.array(LINES[0]), np.array(LINES[1]), 4.0, 4.0, 32, "ms")
 
 
 def _labels(k: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -63,6 +67,7 @@ def make_run(workdir: Path, run: str = "train", seed: int = 0, force: bool = Fal
                                            CLASSES)
         for path in sorted((out.path / "tracking").iterdir()):  # outputs, as train lists them
             out.out(f"tracking/{path.name}")
+        out.extra[MANIFEST_KEY] = record({"train": GEOMETRY})
     return out.path / "tracking"
 
 
@@ -113,11 +118,15 @@ def test_heatmap_and_rank_match_the_reference(cli, tmp_path: Path) -> None:
         n, ev = int(np.count_nonzero(lab == SCRUFF)), int(heat[lab == SCRUFF].sum())
         assert (int(row["scruff_pixels"]), int(row["scruff_events"])) == (n, ev)
         assert row["scruff_density"] == (repr(ev / n) if n else "")
+        number = str(LINES[0 if entry["axis"] == "inline" else 1][entry["index"]])
+        assert (row["inline"], row["crossline"]) == ((number, "") if entry["axis"] == "inline"
+                                                     else ("", number))
 
     result = cli("rank", "-w", tmp_path, *FLAGS, "--class", "scruff")
     assert result.exit_code == 0, result.output
     ranking_csv = (tmp_path / "rank" / "ranking.csv").read_text()
-    assert ranking_csv == independent.ranking_csv(folder, "scruff", min_pixels=5)
+    assert ranking_csv == independent.ranking_csv(folder, "scruff", min_pixels=5,
+                                                         lines=LINES)
     ranked = [line.split(",")[2] for line in ranking_csv.splitlines()[1:]]
     assert sorted(ranked) == sorted(name for k, (name, *_) in enumerate(TRACKED) if k % 3 == 2)
     assert ranked[0] in result.stdout and "density" in result.stdout
@@ -139,7 +148,7 @@ def test_window_never_learned_max_and_switch_ranking(cli, tmp_path: Path) -> Non
                  "--min-pixels", "1", "--json")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "rank" / "ranking.csv").read_text() == independent.ranking_csv(
-        folder, "scruff", "switch", 1, 3, "max")
+        folder, "scruff", "switch", 1, 3, "max", lines=LINES)
     summary = json.loads(result.stdout)
     assert summary["epochs"] == 3 and summary["by"] == "switch" and len(summary["top"]) == 6
 

@@ -54,6 +54,16 @@ def test_inspect_json_on_the_f3_crop(cli, crop_args):
     assert summary["normalisation"]["mean"] == pytest.approx(voxels.mean(), rel=1e-9)
     assert summary["normalisation"]["std"] == pytest.approx(voxels.std(), rel=1e-9)
     assert summary["stage"] == "inspect" and summary["outputs"] == []
+    with segyio.open(conftest.F3_CROP) as f:  # segyio's geometry and scaled CDP, by hand
+        lines = {"inline": f.ilines, "crossline": f.xlines}
+        samples, x = f.samples, f.attributes(181)[:] / 10
+    geometry = train["geometry"]
+    for key, values in lines.items():
+        assert geometry[key] == {"first": int(values[0]), "last": int(values[-1]),
+                                 "count": len(values), "step": 1}
+    assert (geometry["sample_start"], geometry["sample_interval"], geometry["sample_end"],
+            geometry["unit"]) == (samples[0], samples[1] - samples[0], samples[-1], "ms")
+    assert geometry["cdp_x"] == [x.min(), x.max()]
 
 
 def test_inspect_text_on_the_f3_crop(cli, crop_args):
@@ -62,9 +72,22 @@ def test_inspect_text_on_the_f3_crop(cli, crop_args):
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     for needle in ("23 x 18 x 75", "-10239", "10827", *CLASSES, "32 train", "9 tracked val",
-                   "crop: 9 tracked, 23 inlines", "normalisation"):
+                   "crop: 9 tracked, 23 inlines", "normalisation",
+                   "inlines 111-133 (23, step 1), crosslines 875-892 (18, step 1), time 4-300 ms "
+                   "every 4 ms; CDP X 620181.9-620622.1, Y 6074232.9-6074794.5"):
         assert needle in out, needle
     assert result.stderr == ""
+
+
+def test_inspect_names_the_bytes_that_form_a_grid(cli, crop_args):
+    """Wrong inline/crossline bytes: one line that names the pairs forming a grid, and no
+    silent switch (the command fails)."""
+    args, _ = crop_args
+    result = cli("inspect", *args, "--set", "data.segy.iline=5", "--set", "data.segy.xline=21")
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert "\n" not in line and "not a regular inline/crossline grid" in line
+    assert "data.segy.iline=189 xline=193 (SEG-Y rev 1) gives 23 x 18" in line
 
 
 def test_inspect_synthetic_tiny(cli):
@@ -79,3 +102,7 @@ def test_inspect_synthetic_tiny(cli):
         assert sum(shares.values()) == pytest.approx(1.0)
     assert summary["sections"] == {"train": 12 + 19, "val": 4 + 5, "test1": 2 + 5,
                                    "test1:all": 8}
+    geometry = summary["volumes"][1]["geometry"]  # indices: no survey numbers
+    assert geometry["inline"] == {"first": 0, "last": 7, "count": 8, "step": 1}
+    assert (geometry["unit"], geometry["sample_start"], geometry["sample_end"]) == (
+        "sample", 0, 31) and "cdp_x" not in geometry

@@ -11,6 +11,7 @@ import pytest
 import independent
 from falsecli.core import config, files
 from falsecli.core.errors import FalseCliError
+from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
 from falsecli.method import comparison, statistics
 from falsecli.present.document import cell_class, table_cell
@@ -22,10 +23,12 @@ DATA = {"classes": ["a", "scruff"], "ignore_index": 255, "val_every": 5,
 
 
 def _run(tmp: Path, name: str, seed: int, val_acc: float, scruff: float | None,
-         epochs: int = 3, data: dict | None = None, fingerprint: bool = True) -> None:
+         epochs: int = 3, data: dict | None = None, fingerprint: bool = True,
+         sets: tuple[str, ...] = (), upstream: tuple[str, ...] = ()) -> None:
     cfg = config.resolve(sets=[f"train.seed={seed}", f"train.epochs={epochs}",
-                               "data.classes=[a, scruff]"])
-    with stage_run(tmp, name, cfg, seed=seed) as run:
+                               "data.classes=[a, scruff]", *sets])
+    with stage_run(tmp, name, cfg, seed=seed,
+                   upstream=[Stage(tmp, u) for u in upstream]) as run:
         evaluation = {"val": {"pixel_acc": val_acc, "mean_class_acc": 0.5, "miou": 0.4,
                               "fwiou": 0.6, "class_acc": {"a": 0.9, "scruff": scruff}}}
         files.write_json(run.out("eval.json"), evaluation)
@@ -79,6 +82,41 @@ def test_runs_on_other_data_other_lengths_or_unfingerprinted_are_left_out(tmp_pa
     assert "no fingerprint" in why["retrain/rotate/seed0"]
 
 
+def _transfer(tmp: Path, content: str) -> None:
+    with stage_run(tmp, "transfer", config.resolve(), force=True) as run:
+        files.write_text(run.out("changes.csv"), content)
+
+
+def test_runs_trained_otherwise_or_stale_are_left_out(tmp_path) -> None:
+    """The training signature (everything but method and seed) must match; settings that do
+    not change what a run learns may differ; a transfer run whose transfer/ was redone since
+    is stale."""
+    _run(tmp_path, "train", 0, 0.80, 0.2)
+    _run(tmp_path, "retrain/none/seed1", 1, 0.80, 0.2, sets=("train.lr=0.01",))
+    _run(tmp_path, "retrain/none/seed2", 2, 0.80, 0.2, sets=("train.batch_size=4",))
+    _run(tmp_path, "retrain/flip/seed1", 1, 0.80, 0.2, sets=("train.class_weights=true",))
+    _run(tmp_path, "retrain/flip/seed2", 2, 0.80, 0.2, sets=("model.aspp_channels=8",))
+    _run(tmp_path, "retrain/rotate/seed1", 1, 0.80, 0.2,
+         sets=("train.device=cpu", "train.keep_every=2", "train.aug=rotate",
+               "train.late_from=2"))
+    _transfer(tmp_path, "old")
+    _run(tmp_path, "retrain/transfer/seed1", 1, 0.80, 0.2, upstream=("transfer",))
+    _run(tmp_path, "retrain/transfer/seed2", 2, 0.80, 0.2, upstream=("transfer",))
+    chosen = comparison.select_runs(comparison.collect_runs(tmp_path))
+    assert [r.name for r in chosen.runs] == ["train", "retrain/rotate/seed1",
+                                             "retrain/transfer/seed1", "retrain/transfer/seed2"]
+    why = dict(line.split(": ", 1) for line in chosen.left_out)
+    assert "training.lr 0.001 -> 0.01" in why["retrain/none/seed1"]
+    assert "training.batch_size 8 -> 4" in why["retrain/none/seed2"]
+    assert "training.class_weights False -> True" in why["retrain/flip/seed1"]
+    assert "training.model" in why["retrain/flip/seed2"]
+    _transfer(tmp_path, "redone")
+    chosen = comparison.select_runs(comparison.collect_runs(tmp_path))
+    why = dict(line.split(": ", 1) for line in chosen.left_out)
+    assert why["retrain/transfer/seed1"].startswith("stale — transfer/ was redone")
+    assert "retrain/transfer/seed2" in why and len(chosen.runs) == 2
+
+
 def test_table_csv_round_trip(tmp_path: Path) -> None:
     rows = [{"method": "baseline", "split": "val", "metric": "pixel_acc", "mean": 0.85,
              "std": 0.05, "n": 2},
@@ -101,8 +139,9 @@ def test_claims_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path) -> None:
-    """Each method's Fig. 5 map of a section is the mean of its runs' forgetting maps; the
-    baseline's leaves out train/ (whose ranking chose the sections), the others use all seeds."""
+    """Each method's Fig. 5 map of a section is the mean of its runs' forgetting maps, without
+    train/ (whose ranking chose the sections) and without every method's run with train/'s
+    seed (same initial weights and batch order)."""
     rng = np.random.default_rng(7)
     shapes = [("inline_0000", "inline", 0, (6, 5)), ("crossline_0002", "crossline", 2, (6, 4))]
     sections = independent.section_entries(shapes)
@@ -116,16 +155,18 @@ def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path)
         preds = rng.integers(0, 2, (3, pixels)).astype(np.uint8)
         independent.write_from_predictions(tmp_path / name / "tracking", sections, labels,
                                            preds, ["a", "scruff"])
-    chosen = comparison.select_runs(comparison.collect_runs(tmp_path))
+    found = comparison.collect_runs(tmp_path)
+    chosen = comparison.select_runs(found)
     assert len(chosen.runs) == len(names) and chosen.window == 3
     by_method = chosen.by_method()
     assert list(by_method) == ["baseline", "flip"]
     shown = ["crossline_0002"]
     measured = comparison.measure(by_method, ["a", "scruff"], 1, chosen.window,
-                                  config.resolve()["report"], shown)
+                                  config.resolve()["report"], shown, chooser=found[0])
+    assert measured.chooser == 0 and found[0].name == "train"
     maps = {r: independent.section_maps(tmp_path / r / "tracking", 3)["forgetting"][shown[0]]
             for r in names}
-    drawn = {"baseline": names[1:3], "flip": names[3:]}
+    drawn = {"baseline": names[1:3], "flip": names[4:]}
     assert measured.heat_runs == drawn
     for method, runs in drawn.items():
         assert list(measured.heat[method]) == shown
@@ -133,6 +174,13 @@ def test_fig5_maps_average_every_run_and_never_the_run_that_chose_them(tmp_path)
         assert np.allclose(measured.heat[method][shown[0]], want), method
     with_train = np.mean([maps[r] for r in names[:3]], axis=0)
     assert not np.allclose(measured.heat["baseline"][shown[0]], with_train)  # the case can fail
+    with_seed0 = np.mean([maps[r] for r in names[3:]], axis=0)
+    assert not np.allclose(measured.heat["flip"][shown[0]], with_seed0)
+    # train/ left out of the comparison (say, another length) still chose the sections
+    others = {"baseline": by_method["baseline"][1:], "flip": by_method["flip"]}
+    again = comparison.measure(others, ["a", "scruff"], 1, chosen.window,
+                               config.resolve()["report"], shown, chooser=found[0])
+    assert again.heat_runs == drawn
 
 
 def test_report_page_wraps_prose_and_keeps_numbers_on_one_line() -> None:

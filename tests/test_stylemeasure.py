@@ -201,13 +201,19 @@ def _rows(s: style.Samples) -> list[dict]:
                                                s.style_moved)]
 
 
-def test_c5_holds_for_a_swap_of_the_class_code() -> None:
+#: three style sources decide nothing: an exact test needs six (test_claims judges verdicts)
+UNDECIDED = "inconclusive at 3 style sources"
+
+
+def test_c5_measures_a_swap_of_the_class_code_on_the_claimed_side() -> None:
     c5a, c5b = _generated(_CopyTransferer())
     assert (c5a.claim, c5b.claim) == ("C5a", "C5b")
     assert c5a.numbers["style_moved"] == pytest.approx(1.0)
     assert c5a.numbers["identity_style_moved"] == pytest.approx(0.0)
     assert c5a.numbers["sources"] == 3 and c5a.numbers["samples"] == 12
-    assert c5a.verdict == cl.HOLDS and c5b.verdict == cl.HOLDS
+    assert c5a.numbers["difference"] == pytest.approx(1.0) and c5b.numbers["ratio"] > 1
+    assert c5a.verdict == c5b.verdict == UNDECIDED
+    assert c5a.note.startswith("no exact test decides anything below 6 style sources")
     assert c5b.numbers["relative_outside"] == 0.0
 
 
@@ -216,14 +222,15 @@ def test_a_swap_of_no_code_is_the_identity_and_c5_does_not_hold() -> None:
     style moves no more, and the class changes no more than its surroundings."""
     c5a, c5b = _generated(_CopyTransferer(swap="none"))
     assert c5a.numbers["style_moved"] == c5a.numbers["identity_style_moved"] == 0.0
-    assert c5a.numbers["difference"] == 0.0 and c5a.verdict != cl.HOLDS
-    assert c5b.verdict == cl.FAILS
+    assert c5a.numbers["difference"] == 0.0 and c5b.numbers["ratio"] == 0.0
+    assert c5a.verdict == c5b.verdict == UNDECIDED
 
 
 def test_a_swap_of_every_code_repaints_the_surroundings() -> None:
     c5a, c5b = _generated(_CopyTransferer(swap="all"))
-    assert c5a.verdict == cl.HOLDS  # the class moved...
-    assert c5b.verdict != cl.HOLDS and c5b.numbers["relative_outside"] > 0.3  # ...and all else
+    assert c5a.numbers["difference"] == pytest.approx(1.0)  # the class moved...
+    assert c5b.numbers["relative_outside"] > 0.3  # ...and all else
+    assert c5b.verdict == UNDECIDED
 
 
 def test_c5b_takes_the_change_against_the_reconstruction_not_the_target() -> None:
@@ -231,8 +238,8 @@ def test_c5b_takes_the_change_against_the_reconstruction_not_the_target() -> Non
     its error would pass for a class-local change (inside/outside >> 1, outside 0); against
     the reconstruction nothing changed."""
     c5a, c5b = _generated(_CopyTransferer(swap="none", recon_noise=2.0))
-    assert c5b.verdict == cl.FAILS and c5b.numbers["ratio"] == 0.0
-    assert c5a.verdict != cl.HOLDS
+    assert c5b.numbers["ratio"] == 0.0 and c5a.numbers["difference"] == 0.0
+    assert c5a.verdict == c5b.verdict == UNDECIDED
 
 
 def test_c5b_intervals_are_over_the_style_sources() -> None:
@@ -265,7 +272,7 @@ def test_statistics_transfer_moves_the_style_and_keeps_the_rest() -> None:
     assert max(abs(m) for m in identity.style_moved) < 1e-6
     assert np.mean(samples.style_moved) > 0.5 and min(samples.style_moved) > 0.3
     c5a, c5b = cl.c5_claims(_rows(samples), _rows(identity), 0.1)
-    assert c5a.verdict == cl.HOLDS
+    assert c5a.numbers["difference"] > 0.5 and c5a.verdict == UNDECIDED
     # the class takes the source's amplitude distribution (quantile mapping)
     src = ds.image(sources[0])[LAYER]
     assert np.allclose(np.sort(samples.images[0][LAYER].ravel()),

@@ -35,7 +35,8 @@ SMALL = TINY + ["data.synthetic.shape=[12,13,29]", "data.synthetic.test_shape=[6
 EPOCHS = 3
 ARTIFACTS = ["manifest.json", "config.yaml", "model.pt", "metrics.jsonl", "eval.json", "tracking/sections.json",
              "tracking/labels.npy", "tracking/correct.npy", "tracking/switch.npy",
-             "tracking/pred_last.npy", "tracking/datamap.npz"]
+             "tracking/pred_last.npy", "tracking/margin.npy",
+             "tracking/datamap.npz"]
 
 
 def run_cli(*args: str):
@@ -160,6 +161,15 @@ def test_tracking_pixel_order_and_consistency(trained, cfg) -> None:
         pred = predict(model, torch.from_numpy(ds.image(sec))[None], amp=amp)[0].numpy()
         o = entry["offset"]
         assert np.array_equal(pred.ravel(), pred_last[o:o + pred.size]), sec.name
+    # the final margin: p(label) − the likeliest other p, positive exactly where the last
+    # prediction is right (float16: a margin within rounding of 0 may tie either way)
+    margin = np.load(tdir / "margin.npy")
+    assert margin.dtype == np.float16 and margin.shape == labels.shape
+    assert np.isnan(margin[labels == 255]).all() and np.isfinite(margin[labels != 255]).all()
+    known = (labels != 255) & (np.abs(margin.astype(np.float32)) > 1e-3)
+    assert known.sum() > 0.5 * (labels != 255).sum()
+    assert np.array_equal(margin[known] > 0, (pred_last == labels)[known])
+    assert np.abs(margin[labels != 255]).max() <= 1
     # val metrics of the last epoch come from these very predictions
     valid = labels != 255
     evals = json.loads((work / "train" / "eval.json").read_text())

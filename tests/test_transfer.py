@@ -3,6 +3,7 @@ and the CLI end to end on the tiny synthetic volume with a fabricated rank stage
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -283,6 +284,14 @@ def test_transfer_cli_end_to_end(cli, tiny_cfg, tmp_path: Path) -> None:
         rows = tr.load_changes(w, method)
         assert [(r["source"], r["target"]) for r in rows] == list(zip(arrays["source"],
                                                                         arrays["target"]))
+        with open(w / "transfer" / tr.CHANGES, newline="") as fh:  # line numbers: indices
+            raw = [r for r in csv.DictReader(fh) if r["method"] == method]
+        val = {x.name: x for x in ds.sections("val")}
+        for r in raw:
+            for role, known in (("source", val), ("target", train)):
+                x = known[r[role]]
+                assert (r[f"{role}_inline"], r[f"{role}_crossline"]) == (
+                    (str(x.index), "") if x.axis == "inline" else ("", str(x.index)))
         for row, d, m, t in zip(rows, diff, inside, arrays["target"]):
             assert row["change_inside_vs_target"] == pytest.approx(d[m].mean(), rel=1e-4)
             assert row["change_outside_vs_target"] == pytest.approx(d[~m].mean(), rel=1e-4)

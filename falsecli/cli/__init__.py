@@ -54,6 +54,17 @@ class Format(str, Enum):
     segy = "segy"
 
 
+class OutFormat(str, Enum):
+    npy = "npy"
+    segy = "segy"
+    zarr = "zarr"
+
+
+class CubeFormat(str, Enum):
+    segy = "segy"
+    zarr = "zarr"
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -152,10 +163,12 @@ def report_cmd(ctx: Context, force: Force = False) -> None:
 
 @command("trace", "trace.section", "trace.class", "trace.mask",
          Key("trace.run", help=f"Training run: {layout.RUN_FORMS}"),
-         "trace.layers", "trace.top", "train.device")
+         "trace.layers", "trace.top", "trace.method", "trace.normalize", "trace.layer",
+         "train.device")
 def trace_cmd(ctx: Context, force: Force = False) -> None:
-    """Which training sections made the network learn or forget a region: TracIn influence
-    over the run's kept checkpoints (train.keep_every), per class and per epoch."""
+    """Which training sections and classes made the network learn or forget a region: TracIn
+    influence at the kept weights, or the region's representation split into the shares of
+    training that built it (train.trace); per class and per epoch."""
     cfg = ctx.config()
     from falsecli.stages.trace import print_trace, trace
 
@@ -263,8 +276,9 @@ def predict_cmd(
     labels: Annotated[Optional[Path], typer.Option(
         metavar="PATH", help="Labels of --input (.npy or SEG-Y): adds the benchmark's metrics")
     ] = None,
-    fmt: Annotated[Optional[Format], typer.Option(
-        "--format", metavar="npy|segy", help="segy: also SEG-Y for .npy input; npy: no SEG-Y "
+    fmt: Annotated[Optional[OutFormat], typer.Option(
+        "--format", metavar="npy|segy|zarr", help="segy: also SEG-Y for .npy input; npy: no "
+        "SEG-Y; zarr: a Zarr store for xarray instead of SEG-Y (pip install 'falsecli\\[zarr]') "
         "\\[default: SEG-Y for SEG-Y input]")] = None,
     force: Force = False,
 ) -> None:
@@ -281,15 +295,18 @@ def predict_cmd(
 def export_cmd(
     ctx: Context,
     out: Annotated[Path, typer.Option("--out", metavar="DIR",
-                                      help="Folder to write the SEG-Y cubes to.")],
+                                      help="Folder to write the cubes to.")],
+    fmt: Annotated[CubeFormat, typer.Option(
+        "--format", metavar="segy|zarr", help="zarr: one Zarr store per volume for xarray "
+        "(pip install 'falsecli\\[zarr]')")] = CubeFormat.segy,
     force: Force = False,
 ) -> None:
-    """Heat maps (forgetting, switch, never-learned) as SEG-Y cubes with the training
-    volume's geometry, to overlay the seismic in any SEG-Y viewer."""
+    """Heat maps (forgetting, switch, never-learned) as SEG-Y cubes (or Zarr) with the
+    training volume's geometry, to overlay the seismic in any SEG-Y viewer."""
     cfg = ctx.config()
     from falsecli.stages.export import export
 
-    ctx.emit(export(cfg, ctx.workdir, out, force=force))
+    ctx.emit(export(cfg, ctx.workdir, out, fmt=fmt.value, force=force))
 
 
 def main() -> None:

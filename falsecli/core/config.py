@@ -150,7 +150,7 @@ def merge(base: Config, override: Mapping[str, Any], prefix: str = "", *,
         if key not in base:
             raise _unknown_key(path, _leaf_keys(base, prefix))
         default = base[key]
-        if isinstance(default, dict):
+        if isinstance(default, dict) and path not in RULES:  # a section, not a mapping value
             if not isinstance(value, dict):
                 raise FalseCliError(f"config key '{path}' must be a mapping of sub-keys")
             out[key] = merge(default, value, path + ".", workdir=workdir)

@@ -10,6 +10,11 @@ class FalseCliError(Exception):
     """A run-time problem the user can fix; the message names the file/key/value and the fix."""
 
 
+class GridError(FalseCliError):
+    """A SEG-Y's traces form no regular inline/crossline grid with the configured header
+    bytes (so other byte pairs are worth naming: :func:`falsecli.data.geometry.byte_hint`)."""
+
+
 def did_you_mean(value: str, valid: Iterable[str]) -> str:
     """``"; did you mean 'scruff'?"`` for the closest of ``valid`` to a mistyped ``value``,
     else ``""``: the hint every "unknown X" error ends with."""

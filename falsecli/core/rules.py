@@ -85,6 +85,14 @@ RULES: dict[str, Rule] = {
                              "trained on"),
     "data.segy.iline": _HEADER_BYTE,
     "data.segy.xline": _HEADER_BYTE,
+    "data.segy.cdp_x": _HEADER_BYTE,
+    "data.segy.cdp_y": _HEADER_BYTE,
+    "data.segy.coord_scalar": Rule(int, nullable=True, ge=-10000, le=10000,
+                                   why="null reads trace bytes 71-72; a number replaces them: "
+                                       "negative divides, positive multiplies, 0 is 1"),
+    "data.segy.domain": Rule(str, choices=("time", "depth"),
+                             why="time: samples in ms; depth: in m (ft when the binary "
+                                 "header says feet)"),
     "data.synthetic.shape": _SHAPE,
     "data.synthetic.test_shape": _SHAPE,
     "data.synthetic.seed": _SEED,
@@ -111,6 +119,14 @@ RULES: dict[str, Rule] = {
     "train.limit_batches": Rule(int, ge=0, why="0 trains on every batch"),
     "train.keep_every": Rule(int, ge=0, why="0 keeps no weights"),
     "train.checkpoint_every": Rule(int, ge=1, why="1 checkpoints after every epoch"),
+    "train.trace": Rule(dict, nullable=True, fields=(
+        ("layers", Rule(list, items=Rule(str, form=(r"[\w.]+", "head, all or a module name such as "
+                                                               "classifier.4")),
+                        length=(1, None), distinct=True)),
+        ("by", Rule(list, items=Rule(str, choices=("section", "class")), length=(1, 2),
+                    distinct=True)),
+        ("every", _COUNT),
+    ), why="null = off"),
     "train.late_from": Rule(int, ge=1, why="epoch 1 is the first"),
     "heatmap.epochs": Rule(int, nullable=True, ge=1),
     "heatmap.never_learned": Rule(str, choices=("zero", "max")),
@@ -155,6 +171,10 @@ RULES: dict[str, Rule] = {
     "trace.layers": Rule(str, form=(r"[\w.]+(,[\w.]+)*", "last | head | all | comma-separated "
                                                          "parameter name prefixes")),
     "trace.top": _COUNT,
+    "trace.method": Rule(str, choices=("tracin", "representation")),
+    "trace.normalize": Rule(str, choices=("none", "cosine")),
+    "trace.layer": Rule(str, form=(r"[\w.]+", "a module name traced by train.trace, e.g. "
+                                              "classifier.4")),
     "trace.batch_size": _COUNT,
     "query.run": _RUN,
     "query.strategy": Rule(str, choices=STRATEGIES),
@@ -173,4 +193,6 @@ RULES: dict[str, Rule] = {
     "report.min_region": _COUNT,
     "report.surroundings_tolerance": Rule(float, gt=0, why="claim C5: the change outside the "
                                           "class relative to the target's own amplitude"),
+    "report.equivalence_margin": Rule(float, gt=0, le=1, why="claim C4: a class accuracy "
+                                      "difference, a fraction in (0, 1]"),
 }

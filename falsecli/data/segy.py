@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import segyio
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, GridError
 from falsecli.data.segycheck import FORMAT_OFFSET, check_file
 
 #: standard SEG-Y rev1 trace-header bytes of the inline and crossline numbers
@@ -97,8 +97,8 @@ def _field(path: Path, headers: np.ndarray, byte: int, key: str) -> np.ndarray:
     if width is None:
         raise FalseCliError(
             f"{path}: data.segy.{key}={byte} is not the first byte of a trace-header field; use "
-            f"the byte of the {key} number (standard: "
-            f"{INLINE_BYTE if key == 'iline' else XLINE_BYTE})")
+            f"the byte of the {key} field (SEG-Y rev 1: "
+            f"{dict(iline=INLINE_BYTE, xline=XLINE_BYTE, cdp_x=181, cdp_y=185).get(key)})")
     raw = np.ascontiguousarray(headers[:, byte - 1: byte - 1 + width])
     return raw.view(">i4" if width == 4 else ">i2").ravel().astype(np.int64)
 
@@ -108,16 +108,16 @@ def _grid(path: Path, headers: np.ndarray, iline: int, xline: int
     """Number of inlines and crosslines and each trace's flat grid position (None when the
     traces are already in inline-major order, the common case: then nothing is reordered)."""
     if int(iline) == int(xline):
-        raise FalseCliError(f"data.segy.iline and data.segy.xline are both byte {iline}; the "
-                            "inline and crossline numbers live in different fields")
+        raise GridError(f"data.segy.iline and data.segy.xline are both byte {iline}; the "
+                        "inline and crossline numbers live in different fields")
     il = _field(path, headers, iline, "iline")
     xl = _field(path, headers, xline, "xline")
     for values, key, byte in ((il, "iline", iline), (xl, "xline", xline)):
         if not values.any():
-            raise FalseCliError(f"{path}: trace-header byte {byte} is 0 in every trace, so it "
-                                f"holds no {key} numbers — set data.segy.{key} to the byte that "
-                                "does (standard: 189 inline, 193 crossline; some files use 9 "
-                                "and 21)")
+            raise GridError(f"{path}: trace-header byte {byte} is 0 in every trace, so it "
+                            f"holds no {key} numbers — set data.segy.{key} to the byte that "
+                            "does (standard: 189 inline, 193 crossline; some files use 9 "
+                            "and 21)")
     regular = _inline_major(il, xl)
     if regular is not None:
         return regular[0], regular[1], None
@@ -135,11 +135,11 @@ def _grid(path: Path, headers: np.ndarray, iline: int, xline: int
                 f"{path}: prestack — {int(counts.max())} traces with offsets "
                 f"{', '.join(str(v) for v in offsets[:5])} at {where}; give a stacked "
                 "(post-stack) volume")
-        raise FalseCliError(
+        raise GridError(
             f"{path}: {int(counts.max())} traces at {where} — not a regular inline/crossline "
             f"grid (duplicate traces); check data.segy.iline={iline} and xline={xline}")
     if counts.min() == 0:
-        raise FalseCliError(
+        raise GridError(
             f"{path}: not a regular inline/crossline grid — {len(flat)} traces for "
             f"{len(ilines)} inlines x {len(xlines)} crosslines ({cells - len(flat)} missing); "
             f"fill the missing traces or check data.segy.iline={iline} and xline={xline}")
@@ -217,6 +217,10 @@ class Survey:
     def headers(self, traces: np.ndarray) -> np.ndarray:
         """The 240-byte headers (len(traces), 240) of the given trace numbers."""
         return np.ascontiguousarray(self._map()[traces, :240])
+
+    def field(self, byte: int, key: str) -> np.ndarray:
+        """Trace-header field ``byte`` of every grid cell, (inlines, crosslines) int64."""
+        return _field(self.path, self._map()[:, :240], byte, key)[self.index]
 
     def samples(self, traces: np.ndarray) -> np.ndarray:
         """Samples (len(traces), n_samples) float32 of the given trace numbers."""

@@ -14,8 +14,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from falsecli.core.errors import FalseCliError
+from falsecli.core.errors import FalseCliError, GridError
 from falsecli.core.files import fs_error
+from falsecli.data.geometry import Geometry, byte_hint
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 #: samples per block when scanning a volume (about 64 MB of float64)
@@ -31,6 +32,13 @@ class Volume:
     labels: np.ndarray | None
     source: str = ""  # where it came from, for messages
     labels_source: str = ""  # where the labels came from, when that is another file
+    #: the survey's numbers (SEG-Y); None: the volume's indices (:meth:`Geometry.index`)
+    survey: Geometry | None = None
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where the volume lies in its survey: the SEG-Y's numbers, else its indices."""
+        return self.survey or Geometry.index(self.seismic.shape)
 
     @property
     def labels_origin(self) -> str:
@@ -58,10 +66,13 @@ def read_array(path: Path | str, segy_bytes: dict[str, int], labels: bool = Fals
         raise FalseCliError(f"{path}: a folder, not a volume file — give the path of a .npy or "
                             "SEG-Y (.sgy/.segy) file")
     if suffix in SEGY_SUFFIXES:
-        if lazy and not labels:
-            return segy.SegyVolume(segy.survey(path, segy_bytes["iline"], segy_bytes["xline"]))
-        read = segy.read_labels if labels else segy.read
-        return read(path, segy_bytes["iline"], segy_bytes["xline"])
+        iline, xline = segy_bytes["iline"], segy_bytes["xline"]
+        try:
+            if lazy and not labels:
+                return segy.SegyVolume(segy.survey(path, iline, xline))
+            return (segy.read_labels if labels else segy.read)(path, iline, xline)
+        except GridError as exc:
+            raise FalseCliError(f"{exc}{byte_hint(path, iline, xline)}") from None
     if suffix != ".npy":
         raise FalseCliError(f"{path}: unsupported file type '{path.suffix}'; give a .npy or a "
                             "SEG-Y (.sgy/.segy) volume")
@@ -102,11 +113,24 @@ def _npy_dtype(fh: Any) -> np.dtype:
     return read(fh)[2]
 
 
+def survey_geometry(path: Path | str, seismic: np.ndarray, segy_bytes: dict[str, Any]
+                    ) -> Geometry | None:
+    """The survey geometry of a SEG-Y volume (its trace headers), None for ``.npy``."""
+    from falsecli.data import geometry, segy
+
+    if Path(path).suffix.lower() not in SEGY_SUFFIXES:
+        return None
+    grid = seismic.survey if isinstance(seismic, segy.SegyVolume) else segy.survey(
+        path, segy_bytes["iline"], segy_bytes["xline"])
+    return geometry.from_survey(grid, segy_bytes)
+
+
 def _volume(name: str, seismic: Path | str, labels: Path | str | None,
-            segy_bytes: dict[str, int], lazy: bool = False) -> Volume:
+            segy_bytes: dict[str, Any], lazy: bool = False) -> Volume:
     seis = read_array(seismic, segy_bytes, lazy=lazy)
     lab = None if labels is None else read_array(labels, segy_bytes, labels=True)
-    return Volume(name, seis, lab, str(seismic), "" if labels is None else str(labels))
+    return Volume(name, seis, lab, str(seismic), "" if labels is None else str(labels),
+                  survey_geometry(seismic, seis, segy_bytes))
 
 
 def _f3(d: dict[str, Any], lazy: bool) -> tuple[Volume, list[Volume]]:

@@ -5,7 +5,9 @@ Torch-free: rows are those of ``al/curves.csv`` (:mod:`falsecli.stages.al`), one
 count, divided by that count's range) is the metric's mean over the labelling budget: one
 number per strategy and seed that says how good a strategy is all along the way, not only at
 the end. Over seeds it is reported as mean with a 95 % Student-t interval
-``mean ± t(0.975, n-1) · s / sqrt(n)`` (s: sample standard deviation; none for one seed).
+``mean ± t(0.975, n-1) · s / sqrt(n)`` (s: sample standard deviation; none for one seed),
+and every strategy is compared with random and entropy by the same interval over its
+per-seed differences of area (same seed: same initial labels and training randomness).
 """
 
 from __future__ import annotations
@@ -52,15 +54,16 @@ def _by_curve(rows: Sequence[Row], column: str, rounds: int
 
 def band(rows: Sequence[Row], column: str) -> dict[str, tuple[np.ndarray, np.ndarray,
                                                                  np.ndarray]]:
-    """strategy -> (labelled sections, mean, population std over seeds) at each round that
-    every seed of that strategy has."""
+    """strategy -> (labelled sections, mean, sample std over seeds (ddof = 1; NaN, no band,
+    for one seed)) at each round that every seed of that strategy has."""
     out = {}
     for strategy, seeds in _by_curve(rows, column, 10**9).items():
         if not seeds:
             continue
         n = min(len(x) for x, _ in seeds.values())
         ys = np.stack([y[:n] for _, y in seeds.values()])
-        out[strategy] = (next(iter(seeds.values()))[0][:n], ys.mean(0), ys.std(0))
+        std = ys.std(0, ddof=1) if len(ys) > 1 else np.full(n, np.nan)
+        out[strategy] = (next(iter(seeds.values()))[0][:n], ys.mean(0), std)
     return out
 
 
@@ -86,6 +89,45 @@ def areas(rows: Sequence[Row], column: str) -> dict[str, tuple[float, float, int
     rounds = common_rounds(rows)
     return {s: interval([area(x, y) for x, y in seeds.values()])
             for s, seeds in _by_curve(rows, column, rounds).items() if seeds}
+
+
+#: the strategies every other is compared with, paired by seed
+REFERENCES = ("random", "entropy")
+
+
+def paired_areas(rows: Sequence[Row], column: str
+                 ) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(strategy, reference) -> mean, 95 % half-width and count of the per-seed differences
+    of their areas (over the seeds both have): a strategy is better than random only if it
+    beats random with the same seed, initial labels and training randomness."""
+    rounds = common_rounds(rows)
+    per_seed = {s: {k: area(x, y) for k, (x, y) in seeds.items()}
+                for s, seeds in _by_curve(rows, column, rounds).items()}
+    out = {}
+    for ref in (r for r in REFERENCES if r in per_seed):
+        for strategy, got in per_seed.items():
+            common = sorted(set(got) & set(per_seed[ref]))
+            if strategy != ref and common:
+                out[strategy, ref] = interval([got[k] - per_seed[ref][k] for k in common])
+    return out
+
+
+def differences(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """The paired areas table: header, one row per (strategy, reference) with the mean
+    difference ± 95 % half-width per split and metric that has values."""
+    panels = [f"{s}_{m}" for s, m in PANELS if any(r.get(f"{s}_{m}") is not None for r in rows)]
+    cols = {p: paired_areas(rows, p) for p in panels}
+    pairs = list(dict.fromkeys(k for col in cols.values() for k in col))
+    header = ["strategy − reference", "seeds"] + [
+        f"{p.split('_', 1)[0]} {METRIC_NAMES[p.split('_', 1)[1]]} AUC" for p in panels]
+    body = []
+    for pair in pairs:
+        found = [col.get(pair) for col in cols.values()]
+        cells = ["–" if f is None else f"{f[0]:+.3f}" + ("" if np.isnan(f[1])
+                                                           else f" ± {f[1]:.3f}")
+                 for f in found]
+        body.append([" − ".join(pair), str(max(f[2] for f in found if f))] + cells)
+    return header, body
 
 
 def table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]], int]:

@@ -7,7 +7,9 @@ pixels of one tracked section) is, over the kept checkpoints ``t`` of a run,
 
 with the gradients restricted to the chosen parameters. ``L(z)`` is the mean cross-entropy
 over z's labelled pixels (a batch of one, as training normalises it); ``L_Q`` the mean over
-Q's labelled pixels. Positive: a gradient step on z lowers the loss on Q (a proponent);
+Q's labelled pixels (``normalize="cosine"``: each term over ``|grad L(z)| |grad L_Q|``, the
+renormalised TracIn of Hammoudeh & Lowd). Positive: a gradient step on z lowers the loss on Q
+(a proponent);
 negative: it raises it (an opponent). Networks are in eval mode (BatchNorm uses its running
 statistics, no batch coupling), so a section's score does not depend on its batch mates.
 
@@ -131,6 +133,25 @@ def pixel_influence(model: torch.nn.Module, tangent: dict[str, torch.Tensor],
     return torch.where(valid, dloss, 0.0) / count[:, None, None]
 
 
+def gradient_norms(model: torch.nn.Module, names: Sequence[str], images: torch.Tensor,
+                   labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """(N,): ``|grad L(z_n)|`` over the parameters ``names``, one backward pass per
+    section (eval mode: a section's gradient does not depend on its batch mates)."""
+    params = dict(model.named_parameters())
+    chosen = [params[n] for n in names]
+    for p in chosen:
+        p.requires_grad_(True)
+    out = []
+    for image, lab in zip(images, labels):
+        valid = (lab != ignore_index).sum().clamp_min(1)
+        loss = _pixel_losses(model(image[None, None]), lab[None], ignore_index).sum() / valid
+        grads = torch.autograd.grad(loss, chosen)
+        out.append(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+    for p in chosen:
+        p.requires_grad_(False)
+    return torch.stack(out)
+
+
 def class_sums(maps: torch.Tensor, labels: torch.Tensor, n_classes: int,
                 ignore_index: int) -> torch.Tensor:
     """(N, C) float64: each section's pixel terms summed per class of the pixel."""
@@ -142,10 +163,11 @@ def class_sums(maps: torch.Tensor, labels: torch.Tensor, n_classes: int,
 
 def _terms(model: torch.nn.Module, checkpoints: Sequence[Checkpoint], names: Sequence[str],
            query: Query, ds: Dataset, sections: Sequence[Section], batch_size: int,
-           advance: Callable[[], None]
+           advance: Callable[[], None], normalize: str = "none"
            ) -> Iterator[tuple[int, list[int], torch.Tensor, torch.Tensor]]:
     """Per checkpoint k and batch of same-shape sections (their indices in ``sections``):
-    ``lr_k`` x the pixel terms (N, H, W), and the batch's labels."""
+    ``lr_k`` x the pixel terms (N, H, W), and the batch's labels. ``normalize="cosine"``
+    divides each section's terms by ``|grad L(z)| |grad L_Q|`` at that checkpoint."""
     device = next(model.parameters()).device
     position = {s: i for i, s in enumerate(sections)}
     batches = [group[i:i + batch_size] for group in by_shape(sections).values()
@@ -154,9 +176,13 @@ def _terms(model: torch.nn.Module, checkpoints: Sequence[Checkpoint], names: Seq
         model.load_state_dict(ckpt.state_dict)
         model.eval()
         tangent = region_gradient(model, names, query, ds.ignore_index)
+        q_norm = torch.sqrt(sum((g.double() ** 2).sum() for g in tangent.values()))
         for batch in batches:
             images, labels = (torch.from_numpy(a).to(device) for a in ds.stack(batch))
             maps = pixel_influence(model, tangent, images, labels, ds.ignore_index)
+            if normalize == "cosine":
+                norms = gradient_norms(model, names, images, labels, ds.ignore_index) * q_norm
+                maps = maps / norms.clamp_min(1e-30).to(maps.dtype)[:, None, None]
             yield k, [position[s] for s in batch], ckpt.lr * maps, labels
             advance()
 
@@ -164,26 +190,28 @@ def _terms(model: torch.nn.Module, checkpoints: Sequence[Checkpoint], names: Seq
 def class_scores(model: torch.nn.Module, checkpoints: Sequence[Checkpoint],
                  names: Sequence[str], query: Query, ds: Dataset,
                  sections: Sequence[Section], batch_size: int = 8,
-                 advance: Callable[[], None] = lambda: None) -> np.ndarray:
+                 advance: Callable[[], None] = lambda: None, normalize: str = "none"
+                 ) -> np.ndarray:
     """(sections, checkpoints, classes) float64: ``lr_t <grad L_c(z), grad L_Q>`` where
     ``L_c(z)`` is z's loss summed over its class-c pixels over all its labelled pixels
     (so the classes add up to the section's score). ``advance()`` runs after each batch."""
     n_classes = len(ds.classes)
     out = np.zeros((len(sections), len(checkpoints), n_classes))
     for k, index, maps, labels in _terms(model, checkpoints, names, query, ds, sections,
-                                         batch_size, advance):
+                                         batch_size, advance, normalize):
         out[index, k] = class_sums(maps, labels, n_classes, ds.ignore_index).cpu().numpy()
     return out
 
 
 def influence_maps(model: torch.nn.Module, checkpoints: Sequence[Checkpoint],
                    names: Sequence[str], query: Query, ds: Dataset,
-                   sections: Sequence[Section], batch_size: int = 8) -> list[np.ndarray]:
+                   sections: Sequence[Section], batch_size: int = 8,
+                   normalize: str = "none") -> list[np.ndarray]:
     """Per section, its pixel terms summed over the checkpoints (depth x width, float32):
     where in the training section its score comes from (the map sums to the score)."""
     out = [np.zeros(s.shape, np.float32) for s in sections]
     for _, index, maps, _ in _terms(model, checkpoints, names, query, ds, sections,
-                                    batch_size, lambda: None):
+                                    batch_size, lambda: None, normalize):
         for i, m in zip(index, maps.cpu().numpy()):
             out[i] += m
     return out

@@ -12,7 +12,8 @@ makes such regions disappear where flip and rotate only weaken them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(arr.mean()), std, len(arr)
 
 
+@functools.lru_cache(maxsize=1024)
 def _t(df: float) -> float:
     from scipy import stats
 
@@ -147,15 +149,122 @@ def boundary(labels: np.ndarray, ignore_index: int, px: int = BOUNDARY_PX) -> np
     return known & ((high != lab) | (low != lab))
 
 
+def region_stats(heat: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+                 target: int, classes: int, region_events: int, min_region: int,
+                 sources: Collection[str] = ()) -> dict[str, float]:
+    """High-density regions of the target class and of every class (``all_classes/``:
+    each class's own regions, so two classes' never merge), and the target's density, over
+    the tracked sections; with ``sources``, also over those that were style sources
+    (``sources/``) and those that were not (``off_sources/``): transfer learned from the
+    sources' look, so only the others test it fairly."""
+    scopes = {"": list(heat)}
+    if sources:
+        scopes.update({"off_sources/": [n for n in heat if n not in sources],
+                       "sources/": [n for n in heat if n in sources]})
+    out = {}
+    for scope, names in scopes.items():
+        target_areas, all_areas, events, pixels = [], [], 0.0, 0
+        for name in names:
+            hot, lab = heat[name] >= region_events, labels[name]
+            target_areas += regions(hot & (lab == target), min_region)
+            for k in range(classes):
+                all_areas += regions(hot & (lab == k), min_region)
+            events += float(heat[name][lab == target].sum())
+            pixels += int((lab == target).sum())
+        out.update({f"{scope}high_density_regions": float(len(target_areas)),
+                    f"{scope}high_density_area": float(sum(target_areas)),
+                    f"{scope}all_classes/high_density_regions": float(len(all_areas)),
+                    f"{scope}all_classes/high_density_area": float(sum(all_areas))})
+        if scope:
+            out[f"{scope}target_density"] = events / pixels if pixels else float("nan")
+    return out
+
+
+#: a reference region per section: its labelled region image and the reference's heat map
+Reference = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def reference_regions(run: Path, target: int, epochs: int, region_events: int,
+                      min_region: int, leave_out: Collection[str] = ()
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The target class's high-density regions of the run in ``run`` (``train/``, whose
+    forgetting chose the sections) on its tracked sections but ``leave_out`` (the style
+    sources), each section's as a labelled image (0: none) with that run's heat map, for
+    :func:`region_fate`."""
+    from scipy import ndimage
+
+    tracking = load_tracking(run)
+    heat = tracking.images(event_maps(tracking, epochs, "zero").forgetting)
+    labels = tracking.images(np.asarray(tracking.labels))
+    out = {}
+    for name in (n for n in heat if n not in leave_out):
+        found, n = ndimage.label((heat[name] >= region_events) & (labels[name] == target),
+                                 structure=np.ones((3, 3), dtype=bool))
+        sizes = np.bincount(found.ravel(), minlength=n + 1)
+        found[sizes[found] < min_region] = 0
+        out[name] = (found, heat[name])
+    return out
+
+
+def region_fate(heat: Mapping[str, np.ndarray], reference: Reference, region_events: int
+                ) -> dict[str, float]:
+    """What became of each reference region in a run: ``vanished`` (no pixel of it reaches
+    ``region_events`` any more), ``weakened`` (some still do, but its mean events fell) or
+    ``kept``; the share of each among the reference regions (NaN without any). The paper
+    says transfer makes regions vanish where flip and rotate only weaken them."""
+    fates = []
+    for name, (found, ref) in reference.items():
+        if name not in heat:
+            continue
+        for k in range(1, int(found.max()) + 1):
+            pixels = found == k
+            if pixels.any():
+                h = heat[name][pixels]
+                fates.append("vanished" if h.max() < region_events else
+                             "weakened" if h.mean() < ref[pixels].mean() else "kept")
+    return {f"regions_{fate}": fates.count(fate) / len(fates) if fates else float("nan")
+            for fate in ("vanished", "weakened", "kept")}
+
+
+def margin_relation(run: Path, forgetting: np.ndarray, labelled: np.ndarray
+                    ) -> dict[str, float]:
+    """How forgetting relates to the final softmax margin (:mod:`falsecli.method.margin`):
+    Spearman's rank correlation of the events and the margin over the labelled tracked
+    pixels (negative when the most-forgotten pixels end nearest the decision boundary), and
+    the mean margin of the pixels forgotten at least once and of the others; nothing for a
+    run recorded without margins."""
+    from scipy import stats
+
+    from falsecli.method.margin import read_margins
+
+    margin = read_margins(run)
+    if margin is None or margin.shape != forgetting.shape:
+        return {}
+    ok = labelled & np.isfinite(margin)
+    m, events = margin[ok].astype(np.float64), forgetting[ok]
+    varies = ok.sum() > 2 and np.ptp(events) > 0 and np.ptp(m) > 0  # else ρ is undefined
+    rho = stats.spearmanr(events, m).statistic if varies else float("nan")
+
+    def mean(mask: np.ndarray) -> float:
+        return float(m[mask].mean()) if mask.any() else float("nan")
+
+    return {"margin_spearman": float(rho), "margin_forgotten": mean(events > 0),
+            "margin_not_forgotten": mean(events == 0)}
+
+
 def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, min_region: int,
-                     keep: Sequence[str] = ()) -> tuple[dict[str, float],
-                                                         dict[str, np.ma.MaskedArray]]:
+                     keep: Sequence[str] = (), sources: Collection[str] = (),
+                     reference: Reference | None = None
+                     ) -> tuple[dict[str, float], dict[str, np.ma.MaskedArray]]:
     """Forgetting statistics of the run in folder ``run`` over its first ``epochs`` epochs,
     and the heat maps (ignored pixels masked) of the sections named in ``keep``.
 
-    Besides the totals: the target class's events, density and high-density regions; each
-    class's density (``density/<name>``); and the events per pixel within
-    :data:`BOUNDARY_PX` of a label boundary and in class interiors (claim C1); each class's
+    Besides the totals: the target class's events, density and high-density regions
+    (:func:`region_stats`, also apart on the style ``sources`` and off them; with a
+    ``reference``, the fate of its regions: :func:`region_fate`); each class's density
+    (``density/<name>``); :func:`margin_relation`; and the events per pixel within
+    :data:`BOUNDARY_PX` of a label boundary and in class interiors, in all and per class
+    (``boundary_density/<name>``, ``interior_density/<name>``: claim C1); each class's
     share of pixels never classified right in the window (``never_learned/<name>``).
     """
     tracking = load_tracking(run)
@@ -164,11 +273,10 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
     labels = np.asarray(tracking.labels)
     heat = tracking.images(forgetting)
     section_labels = tracking.images(labels)
-    areas, edge = [], np.zeros(labels.shape, dtype=bool)
-    for name, h in heat.items():
-        lab = section_labels[name]
-        areas += regions((h >= region_events) & (lab == target), min_region)
-        edge[tracking.section(name).pixels] = boundary(lab, tracking.ignore_index).ravel()
+    edge = np.zeros(labels.shape, dtype=bool)
+    for name in heat:
+        edge[tracking.section(name).pixels] = boundary(section_labels[name],
+                                                       tracking.ignore_index).ravel()
     labelled = labels != tracking.ignore_index
     inner = labelled & ~edge
 
@@ -181,17 +289,23 @@ def forgetting_stats(run: Path, target: int, epochs: int, region_events: int, mi
         "never_learned": float(maps.never_learned.sum()),
         "target_events": float(forgetting[labels == target].sum()),
         "target_density": per_pixel(labels == target),
-        "high_density_regions": float(len(areas)),
-        "high_density_area": float(sum(areas)),
+        **region_stats(heat, section_labels, target, len(tracking.classes), region_events,
+                       min_region, sources),
         "boundary_density": per_pixel(edge),
         "interior_density": per_pixel(inner),
         **{f"density/{c}": per_pixel(labels == k) for k, c in enumerate(tracking.classes)},
+        # C1 within each class: across classes a thin class's own rate passes for boundary
+        **{f"{where}_density/{c}": per_pixel(mask & (labels == k))
+           for where, mask in (("boundary", edge), ("interior", inner))
+           for k, c in enumerate(tracking.classes)},
         **{f"pixels/{c}": float((labels == k).sum()) for k, c in enumerate(tracking.classes)},
         # a pixel never right cannot be forgotten: a class the network never learns has a
         # low density for that reason alone (claim C2 says so)
         **{f"never_learned/{c}": (float(maps.never_learned[labels == k].mean())
                                   if (labels == k).any() else float("nan"))
            for k, c in enumerate(tracking.classes)},
+        **(region_fate(heat, reference, region_events) if reference is not None else {}),
+        **margin_relation(run, forgetting, labelled),
     }
     # ignored pixels masked: they are no forgetting, and a figure draws them grey
     ignore = tracking.ignore_index

@@ -32,7 +32,9 @@ from falsecli.method.augment import augment
 from falsecli.method.datamaptrack import label_probs
 from falsecli.method.metrics import ConfusionMatrix, confusion
 from falsecli.method.model import build_model
+from falsecli.method import tracing
 from falsecli.method.pool import Arrays, Pool, by_shape, fits, pinned_like, store
+from falsecli.method.tracing import Tracer
 from falsecli.method.tracking import offsets
 
 #: offsets of the augmentation and dropout generators' seeds from the data-order seed
@@ -45,17 +47,19 @@ CONFUSION_CHUNK = 1 << 22
 # ---------------------------------------------------------------- data on the device
 
 
+def pool_sections(ds: Dataset) -> dict[tuple[int, int], list[Section]]:
+    """The training sections whose labels train (``train.labelled``), per shape. A section
+    whose labels are all ``ignore_index`` is unlabelled: it belongs to the pool and trains
+    nothing, so it is left out."""
+    kept = {shape: [s for s in secs if (ds.label(s) != ds.ignore_index).any()]
+            for shape, secs in by_shape(ds.trainable()).items()}
+    return {shape: secs for shape, secs in kept.items() if secs}
+
+
 def pool_arrays(ds: Dataset, extra: tuple[np.ndarray, np.ndarray] | None) -> Arrays:
-    """Labelled training sections (``train.labelled``) stacked per shape, with the ``extra``
-    samples (images, labels) joining their shape. A section whose labels are all
-    ``ignore_index`` is unlabelled: it belongs to the pool and trains nothing, so it is
-    dropped here."""
-    arrays = {}
-    for shape, secs in by_shape(ds.trainable()).items():
-        images, labels = ds.stack(secs)
-        keep = (labels != ds.ignore_index).reshape(len(secs), -1).any(1)
-        if keep.any():
-            arrays[shape] = (images, labels) if keep.all() else (images[keep], labels[keep])
+    """The sections of :func:`pool_sections` stacked per shape, with the ``extra`` samples
+    (images, labels) joining their shape."""
+    arrays = {shape: ds.stack(secs) for shape, secs in pool_sections(ds).items()}
     if extra is not None:
         images, labels = extra
         shape = images.shape[1:]
@@ -256,6 +260,7 @@ class Session:
     device: torch.device
     amp: bool
     tc: dict[str, Any]
+    tracer: Tracer | None = None
 
     @property
     def n_batches(self) -> int:
@@ -281,10 +286,16 @@ class Session:
                 layer.rows = (len(index), mine.start, mine.stop)
             x = images[mine, None].contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = labelled_loss(self.net(x), labels[mine], self.weights, ignore, norm)
+                out = self.net(x)
+                loss = labelled_loss(out, labels[mine], self.weights, ignore, norm)
             self.optimizer.zero_grad(set_to_none=True)
+            if self.tracer is not None:
+                self.tracer.split(out, labels[mine], self.weights, norm, group, index, mine)
             (loss * ranks.world).backward()  # DDP averages the gradients over the processes
-            self.optimizer.step()
+            if self.tracer is None:
+                self.optimizer.step()
+            else:
+                self.tracer.step()
             loss_sum += loss.detach()
             advance()
         return loss_sum
@@ -323,7 +334,8 @@ def prepare(cfg: Config, ranks: Ranks, device: torch.device,
     n_tracked = sum(s.shape[0] * s.shape[1] for s in tracked)
     need = sum(a.nbytes + b.nbytes for a, b in arrays.values()) + 5 * n_tracked // ranks.world
     resident = fits(need, device)
-    pool = Pool(arrays, device, resident, smallest=max(2, ranks.world))
+    pool = Pool(arrays, device, resident, smallest=max(2, ranks.world),
+                sections=pool_sections(ds))
     del arrays
     evalset = EvalSet(ds, tracked, device, resident, ranks)
 
@@ -334,10 +346,13 @@ def prepare(cfg: Config, ranks: Ranks, device: torch.device,
     optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"],
                                  weight_decay=tc["weight_decay"],
                                  fused=device.type == "cuda" or None)
+    tracer = tracing.from_config(tc, model, optimizer, pool, n_classes, ds.ignore_index, ranks)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng(ckpt["rng"], device, gens)
+        if tracer is not None:
+            tracer.load_state_dict(ckpt["tracing"])
     eval_net, net = model, distributed.wrap(model, ranks, device)
     if tc["compile"] and device.type == "cuda":
         eval_net = torch.compile(model)
@@ -345,4 +360,4 @@ def prepare(cfg: Config, ranks: Ranks, device: torch.device,
     elif tc["compile"]:
         console.log(f"train: train.compile is ignored on {device}")
     return Session(ds, tracked, pool, evalset, model, net, eval_net, optimizer, gens,
-                   dropouts, weights, ranks, device, amp, tc)
+                   dropouts, weights, ranks, device, amp, tc, tracer)

@@ -9,20 +9,25 @@ from typing import Any
 from falsecli.present.document import FigureRef, Table
 
 
-def fig5(rel: str, sections: int, name: str, window: int, heat_runs: dict[str, list[str]]
-         ) -> FigureRef:
-    """Fig. 5: ``sections`` ranked sections, each method's mean maps over ``heat_runs``."""
+def fig5(rel: str, sections: list[str], name: str, window: int,
+         heat_runs: dict[str, list[str]], sources: list[str]) -> FigureRef:
+    """Fig. 5: the ranked ``sections`` (named by survey line; not the style ``sources``),
+    each method's mean maps over ``heat_runs``."""
     return FigureRef(rel, "Fig. 5 — forgetting heat maps per method", (
-        f"Rows: the {sections} validation sections rank/ ranked highest for {name} "
-        "forgetting on train/ (trace across, depth sample down): seismic, annotation, "
+        f"Rows: the {len(sections)} validation sections rank/ ranked highest for {name} "
+        "forgetting on train/"
+        + (f" that were not style sources (transfer learned the look of {', '.join(sources)})"
+           if sources else "")
+        + f" ({', '.join(sections)}; line numbers across, time or depth down): seismic, "
+        "annotation, "
         "then each method's forgetting events per pixel over the first "
         f"{window} epochs, averaged over its runs ("
         + "; ".join(f"{m}: {', '.join(n)}" for m, n in heat_runs.items())
         + "), on one colour scale: dark blue = never forgotten, red = forgotten most, "
         f"grey = unlabelled; the {name} unit is outlined in magenta. The sections were "
-        "chosen on train/, so its maps are at their worst by selection: the baseline "
-        "column averages the baseline runs other than train/ whenever there are any, "
-        "and no method's column includes the run used for the choice."))
+        "chosen on train/, so its maps are at their worst by selection: no column includes "
+        "train/ or any method's run with train/'s seed (same initial weights and batch "
+        "order)."))
 
 
 def most_forgotten(rel: str, section: str, name: str) -> FigureRef:
@@ -82,6 +87,17 @@ def learning_areas(header: list[str], body: list[list[str]], last: int) -> Table
             f"divided by their range: the metric's mean over the labelling budget) from "
             f"round 0 to round {last}, the last round every curve reached; mean ± half-width "
             "of the 95 % Student-t interval over seeds. Higher is better.")
+
+
+def learning_differences(header: list[str], body: list[list[str]], last: int) -> Table:
+    """Table 5b: each strategy's area minus random's and entropy's, paired by seed."""
+    return ("Table 5b — active learning: areas against random and entropy, paired by seed",
+            header, body,
+            f"Each strategy's area under the learning curve (rounds 0 to {last}) minus the "
+            "reference strategy's with the same seed (same initial labels and training "
+            "randomness); mean ± half-width of the 95 % Student-t interval over those "
+            "per-seed differences. An interval that excludes 0 says the strategy beats (or "
+            "trails) the reference over the budget.")
 
 
 def datamap_classes(rows: list[dict[str, Any]], late_window: str, issues: int) -> Table:

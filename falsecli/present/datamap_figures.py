@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from falsecli.data.geometry import SectionFrame
 from falsecli.method.datamaps import AMBIGUOUS_STD, EASY_CONFIDENCE
 from falsecli.present.figures import (DPI, HEAT_CMAP, REGION_COLOR, label_cmap, label_colors,
                                       mask_ignored, panel_size, section_axes)
@@ -66,9 +67,11 @@ def cartography_figure(confidence: np.ndarray, variability: np.ndarray, labels: 
 
 def datamap_figure(labels: np.ndarray, confidence: np.ndarray, variability: np.ndarray,
                    score: np.ndarray, mask: np.ndarray, *, classes: Sequence[str],
-                   ignore_index: int, title: str) -> Figure:
+                   ignore_index: int, title: str, frame: SectionFrame | None = None
+                   ) -> Figure:
     """One section: annotation with the likely label issues outlined | confidence |
-    variability, then the issue score | the section's cartography | the legend."""
+    variability, then the issue score | the section's cartography | the legend; on the
+    survey axes of ``frame`` when given."""
     panel = panel_size(labels.shape, 2.6)
     fig = Figure(figsize=(3 * panel + 4.0, 2 * 2.6 + 1.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(2, 3)
@@ -90,7 +93,7 @@ def datamap_figure(labels: np.ndarray, confidence: np.ndarray, variability: np.n
         if mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors=REGION_COLOR, linewidths=0.8)
     for ax in (axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 0]):
-        section_axes(ax)
+        section_axes(ax, frame=frame)
     cartography(axes[1, 1], confidence[labelled], variability[labelled], labels[labelled], n)
     axes[1, 1].set_title("this section's pixels", fontsize=8)
     axes[1, 2].axis("off")

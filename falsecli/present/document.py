@@ -69,16 +69,28 @@ class Document:
     def _claims_table(self) -> Table:
         return (
             "The paper's claims, measured", ["claim", "statement", "measured", "verdict"],
-            [[c.claim, c.statement, c.measured, c.verdict] for c in self.claims],
-            "Each claim of the paper measured on these runs. Intervals are 95 % t intervals "
-            "(paired per seed where both methods have the seed, else Welch's); a claim holds "
-            "when its interval lies entirely on the claimed side, does not hold when it lies "
-            "entirely on the other side, and is inconclusive otherwise (one run gives no "
-            "interval). C1, C2: baseline runs. C3, C4: transfer against every control present "
+            [[c.claim, c.statement, c.measured,
+              c.verdict + (f" — {c.note}" if c.note else "")] for c in self.claims],
+            "Each claim of the paper measured on these runs (definitions: "
+            "docs/definitions.md). Each comparison is judged by an exact sign-flip test of "
+            "its per-seed values (paired differences where two methods share the seed): a "
+            "claim holds when every comparison is significant on the claimed side at "
+            "one-sided 2.5 %, does not hold when Holm's step-down over its comparisons finds "
+            "one significantly on the other side, and is inconclusive otherwise, with the "
+            "smallest effect its seeds could detect (80 % power) and the seeds its observed "
+            "effect would need. Fewer than 3 seeds, or values without spread, give no "
+            "verdict; an exact test needs at least 6 seeds to reach 2.5 %. The 95 % t "
+            "intervals shown are descriptive. C1: within each class, class-standardised, "
+            "baseline runs, with forgetting against the final softmax margin beside; C2: baseline runs. C3: transfer against every control present "
             "(baseline, flip, rotate, and transfer-identity: the same generated samples "
-            "without the style swap, which separates the swap from more, generated, images "
-            "and more steps). C5a: per transfer sample, how far the class's style moved toward "
-            "its source beyond its identity sample's, interval over the style sources. C5b: "
+            "without the style swap), without the runs that share train/'s seed, on the "
+            "tracked sections that were not style sources (the sources' numbers beside), with "
+            "what became of train/'s regions (vanished, weakened, kept); C3-all: the same "
+            "for every class's regions. C4: on a "
+            "test volume, the target class against baseline and transfer-identity, every "
+            "other class equivalent to the baseline within report.equivalence_margin (two "
+            "one-sided tests). C5a: per transfer sample, how far the class's style moved "
+            "toward its source beyond its identity sample's, over the style sources. C5b: "
             "the change inside / outside the class against the identity sample, and outside "
             "against the target's amplitude.")
 

@@ -19,9 +19,10 @@ from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator
 
 from falsecli.core.files import save_with
+from falsecli.data.geometry import SectionFrame
 
 #: F3 facies benchmark palette (Alaudah et al. 2019), in class order: upper, middle and lower
 #: North Sea, Rijnland/chalk, scruff (orange), Zechstein (red)
@@ -80,12 +81,31 @@ def legend_outside(fig: Figure, *, title: str | None = None, below: bool = False
                       title_fontsize=8, **where)
 
 
-def section_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
-    """Trace and depth-sample axes on the outer panels of a grid of sections."""
+def section_axes(ax: Any, *, x: bool = True, y: bool = True,
+                 frame: SectionFrame | None = None) -> None:
+    """The axes of a section panel: with its ``frame``, ticks in the survey's line numbers
+    and time/depth (labelled on the outer panels, ``x``/``y``); else traces and samples."""
+    if frame is not None:  # columns ticked at whole lines, rows at round times/depths
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins="auto"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: frame.x(v)))
+        end = frame.y_start + frame.y_step * (frame.rows - 1)
+        times = [t for t in MaxNLocator(nbins=6).tick_values(frame.y_start, end)
+                 if frame.y_start <= t <= end]
+        rows = [(t - frame.y_start) / frame.y_step for t in times]
+        ax.yaxis.set_major_locator(FixedLocator(rows))
+        ax.yaxis.set_major_formatter(FixedFormatter([frame.y(r) for r in rows]))
     if x:
-        ax.set_xlabel(TRACE_LABEL)
+        ax.set_xlabel(TRACE_LABEL if frame is None else frame.x_label)
     if y:
-        ax.set_ylabel(DEPTH_LABEL)
+        ax.set_ylabel(DEPTH_LABEL if frame is None else frame.y_label)
+
+
+def row_label(name: str, frame: SectionFrame | None, caption: str = "") -> str:
+    """The y label of a row of sections: its survey name and section name, a caption, its
+    vertical axis."""
+    if frame is None:
+        return "\n".join(t for t in (name, caption, DEPTH_LABEL) if t)
+    return "\n".join(t for t in (f"{frame.title} ({name})", caption, frame.y_label) if t)
 
 
 def label_colors(n: int) -> list[tuple[float, float, float]]:
@@ -142,7 +162,8 @@ _BAR = {"location": "right", "shrink": 0.9, "pad": 0.02}
 
 
 def _seismic_and_facies(fig: Figure, axes: Any, stacked: bool, seismic: np.ndarray,
-                        facies: np.ndarray, classes: Sequence[str], title: str) -> None:
+                        facies: np.ndarray, classes: Sequence[str], title: str,
+                        frame: SectionFrame | None) -> None:
     """Seismic (grey, labelled amplitude bar) in the first panel, facies colours in the
     second with the legend as a colour bar beside it (every panel gets a bar, so stacked
     panels keep one width), trace and depth axes on the outer panels."""
@@ -160,12 +181,13 @@ def _seismic_and_facies(fig: Figure, axes: Any, stacked: bool, seismic: np.ndarr
     bar.ax.invert_yaxis()  # shallow units on top, as in the section
     bar.set_label("facies")
     for ax in axes:
-        section_axes(ax, x=not stacked or ax is axes[-1], y=stacked or ax is axes[0])
+        section_axes(ax, x=not stacked or ax is axes[-1], y=stacked or ax is axes[0],
+                     frame=frame)
 
 
 def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
                    classes: Sequence[str], ignore_index: int, title: str,
-                   vmax: float | None = None) -> Figure:
+                   vmax: float | None = None, frame: SectionFrame | None = None) -> Figure:
     """Paper Fig. 2: seismic (grey) | annotation (facies colours) | heat map, each at the
     section's true aspect (one trace as wide as one sample is deep), with labelled colour
     bars (the annotation's names the facies).
@@ -173,10 +195,11 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
     Ignored pixels are grey in the annotation and the heat map. ``vmax`` fixes the top of
     the heat scale (pass the same value to make several figures comparable). Sections much
     wider than deep (F3 inlines are 701 x 255) get the three panels stacked instead.
+    ``frame``: the section's survey axes (line numbers, time/depth), else traces and samples.
     """
     fig, axes, stacked = _three_panels(labels.shape)
     _seismic_and_facies(fig, axes, stacked, seismic, mask_ignored(labels, labels, ignore_index),
-                        classes, "annotation")
+                        classes, "annotation", frame)
     top = int(vmax) if vmax is not None else max(int(np.max(heat, initial=0)), 1)
     cmap, norm = count_scale(top)
     image = axes[2].imshow(mask_ignored(heat, labels, ignore_index), cmap=cmap, norm=norm,
@@ -188,11 +211,14 @@ def section_figure(seismic: np.ndarray, labels: np.ndarray, heat: np.ndarray, *,
 
 
 def prediction_figure(seismic: np.ndarray, facies: np.ndarray, confidence: np.ndarray, *,
-                      classes: Sequence[str], title: str) -> Figure:
+                      classes: Sequence[str], title: str,
+                      frame: SectionFrame | None = None) -> Figure:
     """A predicted section: seismic (grey) | predicted facies | confidence (blue: unsure,
-    red: sure, from 1/classes, a uniform guess, to 1), all [depth, width]."""
+    red: sure, from 1/classes, a uniform guess, to 1), all [depth, width], on the survey
+    axes of ``frame`` when given."""
     fig, axes, stacked = _three_panels(facies.shape)
-    _seismic_and_facies(fig, axes, stacked, seismic, facies, classes, "predicted facies")
+    _seismic_and_facies(fig, axes, stacked, seismic, facies, classes, "predicted facies",
+                        frame)
     image = axes[2].imshow(confidence, cmap=colormaps[HEAT_CMAP], vmin=1.0 / max(len(classes), 1),
                            vmax=1.0, interpolation="nearest")
     axes[2].set_title("confidence")
@@ -205,7 +231,8 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
                  title: str | None = None,
                  context: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  classes: Sequence[str] = (), outline: int | None = None,
-                 label: str = HEAT_LABEL) -> Figure:
+                 label: str = HEAT_LABEL,
+                 frames: Mapping[str, SectionFrame] | None = None) -> Figure:
     """Heat maps side by side on ONE colour scale with one colour bar (paper Fig. 5):
     ``maps[column][row]``, e.g. ``{method: {section: heat}}``: columns = methods, rows =
     sections (in first-seen order; a missing one is an empty grey panel). Pass ``np.ma``
@@ -215,7 +242,8 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
 
     ``context[row] = (seismic, labels)`` adds the section's seismic and annotation (facies
     colours, ``classes``) as the first two columns; ``outline`` draws that class's outline
-    in every panel of the row, so the reader sees where the class is.
+    in every panel of the row, so the reader sees where the class is. ``frames[row]``: the
+    row's survey axes and name (``inline 116``).
     """
     cols = list(maps)
     rows = list(dict.fromkeys(row for col in cols for row in maps[col]))
@@ -232,7 +260,8 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
     panel = panel_size(present[0].shape, 2.2)
     fig = Figure(figsize=((len(cols) + lead) * panel + 2.6, len(rows) * 2.4 + 1.0), dpi=DPI,
                  layout="constrained")
-    axes = fig.subplots(len(rows), len(cols) + lead, squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(rows), len(cols) + lead, squeeze=False, sharex="row",
+                        sharey="row")
     image = None
     for r, row in enumerate(rows):
         panels = _context_panels(context[row], classes) if context else []
@@ -241,7 +270,7 @@ def heatmap_grid(maps: Mapping[str, Mapping[str, np.ndarray]], *,
         edge = (None if not context or outline is None
                 else np.asarray(context[row][1]) == outline)
         drawn = _grid_row(axes[r], panels, row, lead, edge, first=r == 0,
-                          last=r == len(rows) - 1)
+                          last=r == len(rows) - 1, frame=(frames or {}).get(row))
         image = drawn if drawn is not None else image
     if counts:
         _count_bar(fig, image, axes, int(peak), shrink=0.6, label=label)
@@ -266,7 +295,8 @@ def _context_panels(context: tuple[np.ndarray, np.ndarray], classes: Sequence[st
 
 
 def _grid_row(axes: Any, panels: list[tuple[str, dict[str, Any] | None]], row: str, lead: int,
-              outline: np.ndarray | None, *, first: bool, last: bool) -> Any:
+              outline: np.ndarray | None, *, first: bool, last: bool,
+              frame: SectionFrame | None = None) -> Any:
     """Draw one row of :func:`heatmap_grid` (a panel without arguments is an empty grey one,
     ``outline`` a mask outlined in every drawn panel); returns the row's last heat image."""
     image = None
@@ -274,9 +304,9 @@ def _grid_row(axes: Any, panels: list[tuple[str, dict[str, Any] | None]], row: s
         ax = axes[c]
         if first:
             ax.set_title(name)
-        section_axes(ax, x=last, y=False)
+        section_axes(ax, x=last, y=False, frame=frame)
         if c == 0:
-            ax.set_ylabel(f"{row}\n{DEPTH_LABEL}")
+            ax.set_ylabel(row_label(row, frame))
         if spec is None:
             ax.set_facecolor(MISSING)
             continue
@@ -315,7 +345,8 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
 
 
 def query_figure(seismic: Mapping[str, np.ndarray], switch: Mapping[str, np.ndarray],
-                 captions: Mapping[str, str], *, title: str) -> Figure:
+                 captions: Mapping[str, str], *, title: str,
+                 frames: Mapping[str, SectionFrame] | None = None) -> Figure:
     """The sections a query chose, one row each (in the order chosen): seismic (grey) |
     switch events per pixel over the run (one discrete scale for all rows, as in Fig. 5),
     ``captions[name]`` beside each row's name."""
@@ -333,9 +364,10 @@ def query_figure(seismic: Mapping[str, np.ndarray], switch: Mapping[str, np.ndar
                           interpolation="nearest")
         image = axes[r, 1].imshow(switch[name], cmap=cmap, norm=norm, aspect="auto",
                                   interpolation="nearest")
-        axes[r, 0].set_ylabel(f"{name}\n{captions.get(name, '')}\n{DEPTH_LABEL}", fontsize=8)
+        frame = (frames or {}).get(name)
+        axes[r, 0].set_ylabel(row_label(name, frame, captions.get(name, "")), fontsize=8)
         for c in (0, 1):
-            section_axes(axes[r, c], x=r == len(names) - 1, y=False)
+            section_axes(axes[r, c], x=r == len(names) - 1, y=False, frame=frame)
     axes[0, 0].set_title("seismic")
     axes[0, 1].set_title("switch events")
     bar = fig.colorbar(image, ax=axes, label="switch events", shrink=0.6)

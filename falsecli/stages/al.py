@@ -244,13 +244,14 @@ class Learning:
     """What the report shows of ``falsecli al``: the learning curves (per panel, a split and
     metric: strategy -> labelled sections, mean, std over seeds) with their titles, and the
     areas table (header, one row per strategy) up to round ``last``, the last every curve
-    reached."""
+    reached, and the per-seed paired differences of area against random and entropy."""
 
     bands: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
     titles: dict[str, str]
     header: list[str]
     body: list[list[str]]
     last: int
+    paired: tuple[list[str], list[list[str]]]  # header, rows: strategy − reference per seed
 
 
 def learning_report(workdir: Path) -> Learning | None:
@@ -263,4 +264,5 @@ def learning_report(workdir: Path) -> Learning | None:
     bands = {f"{s}_{m}": curves.band(rows, f"{s}_{m}") for s, m in curves.PANELS}
     titles = {f"{s}_{m}": f"{s}: {curves.METRIC_NAMES[m]}" for s, m in curves.PANELS}
     header, body, last = curves.table(rows)
-    return Learning({k: v for k, v in bands.items() if v}, titles, header, body, last)
+    return Learning({k: v for k, v in bands.items() if v}, titles, header, body, last,
+                    curves.differences(rows))

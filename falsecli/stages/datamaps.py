@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, save_npz, write_csv
 from falsecli.core.manifest import Stage
+from falsecli.data.geometry import Geometry, section_frame, volume_of
 from falsecli.method.datamaps import (CLASS_COLUMNS, Region, class_summary, has_datamap,
                                       issue_score, load_datamap, section_regions)
 from falsecli.method.history import TrackedSection, Tracking
@@ -43,17 +44,24 @@ def figure_path(section: str) -> str:
     return f"{FIGURES}/{section}.png"
 
 
-def section_position(section: TrackedSection, cols: tuple[int, int]) -> tuple[str, str]:
+def section_position(section: TrackedSection, cols: tuple[int, int],
+                     geometry: Geometry | None = None) -> tuple[str, str]:
     """(inline, crossline) of a region spanning traces ``cols`` of ``section``: the section's
-    own index on its axis, the trace range on the other (indices into the volume; the one
-    place to turn them into survey line numbers)."""
-    span = str(cols[0]) if cols[0] == cols[1] else f"{cols[0]}-{cols[1]}"
-    return (str(section.index), span) if section.axis == "inline" else (span,
-                                                                        str(section.index))
+    own line number on its axis, the range of line numbers it spans on the other (survey
+    numbers from ``geometry``; indices into the volume without one)."""
+    own, ends = section.index, cols
+    if geometry is not None:
+        across = geometry.xlines if section.axis == "inline" else geometry.ilines
+        own, ends = geometry.line(section.axis, section.index), (int(across[cols[0]]),
+                                                                 int(across[cols[1]]))
+    span = str(ends[0]) if ends[0] == ends[1] else f"{ends[0]}-{ends[1]}"
+    return (str(own), span) if section.axis == "inline" else (span, str(own))
 
 
-def _issue_row(region: Region, classes: list[str]) -> dict[str, Any]:
-    inline, crossline = section_position(region.section, region.cols)
+def _issue_row(region: Region, classes: list[str], geometries: Mapping[str, Geometry]
+               ) -> dict[str, Any]:
+    inline, crossline = section_position(region.section, region.cols,
+                                         geometries.get(volume_of(region.section.split)))
     return {"section": region.section.name, "inline": inline, "crossline": crossline,
             "top": region.rows[0], "bottom": region.rows[1],
             "given_class": classes[region.given], "predicted_class": classes[region.predicted],
@@ -61,10 +69,11 @@ def _issue_row(region: Region, classes: list[str]) -> dict[str, Any]:
 
 
 def write_datamaps(out: Any, cfg: Config, run_path: Path, tracking: Tracking,
-                   drawn: list[str]) -> dict[str, Any]:
+                   drawn: list[str], geometries: Mapping[str, Geometry] | None = None
+                   ) -> dict[str, Any]:
     """Write the data maps of the run at ``run_path`` into the open heatmap stage ``out``;
     returns what the stage summary says of them (only a line for a run trained before data
-    maps were kept)."""
+    maps were kept). ``geometries``: the run's volumes', for the survey line numbers."""
     if not has_datamap(run_path):
         line = f"{out.stage.name}: no data maps — {run_path} was trained without them"
         console.log(line)
@@ -79,14 +88,14 @@ def write_datamaps(out: Any, cfg: Config, run_path: Path, tracking: Tracking,
     for file, values in maps.items():
         save_npz(out.out(file), **tracking.images(values))
     write_csv(out.out(LABEL_ISSUES_CSV), ISSUE_COLUMNS,
-              [_issue_row(r, tracking.classes) for r in found])
+              [_issue_row(r, tracking.classes, geometries or {}) for r in found])
     write_csv(out.out(CLASSES_CSV), CLASS_COLUMNS,  # classes with tracked pixels only
               [row for row in class_summary(tracking, dm, mask) if row["pixels"]])
     window = (f"epochs {dm.late_from}-{dm.epochs}" if dm.late_epochs else
               f"empty: train.late_from={dm.late_from} > {dm.epochs} epochs")
     if not dm.late_epochs:
         console.log(f"{out.stage.name}: no late window ({window}), so no label issue")
-    _draw(out, tracking, dm, score, mask, drawn, window)
+    _draw(out, tracking, dm, score, mask, drawn, window, geometries or {})
     return {"issue_pixels": int(mask.sum()), "issue_regions": len(found),
             "late_window": window, "line": f"{out.stage.name}: {int(mask.sum()):,} pixels "
             f"in {len(found)} regions are likely label issues (late window {window}); "
@@ -94,7 +103,7 @@ def write_datamaps(out: Any, cfg: Config, run_path: Path, tracking: Tracking,
 
 
 def _draw(out: Any, tracking: Tracking, dm: Any, score: np.ndarray, mask: np.ndarray,
-          drawn: list[str], window: str) -> None:
+          drawn: list[str], window: str, geometries: Mapping[str, Geometry]) -> None:
     from falsecli.present.datamap_figures import cartography_figure, datamap_figure
     from falsecli.present.figures import save_figure
 
@@ -108,9 +117,12 @@ def _draw(out: Any, tracking: Tracking, dm: Any, score: np.ndarray, mask: np.nda
         ("labels", labels), ("confidence", dm.confidence), ("variability", dm.variability),
         ("score", score), ("mask", mask))}
     for name in drawn:
+        s = tracking.section(name)
+        frame = section_frame(geometries, s.split, s.axis, s.index)
+        where = name if frame is None else f"{frame.title} ({name})"
         fig = datamap_figure(*(images[k][name] for k in images), classes=tracking.classes,
-                             ignore_index=tracking.ignore_index,
-                             title=f"{name}: data map over {dm.epochs} epochs; label issues "
+                             ignore_index=tracking.ignore_index, frame=frame,
+                             title=f"{where}: data map over {dm.epochs} epochs; label issues "
                                    f"over the late window ({window})")
         save_figure(fig, out.out(figure_path(name)))
 

@@ -9,8 +9,9 @@ own textual, binary and trace headers when it was read from SEG-Y, else the regu
 and a tracked crossline cross lies on both sections and holds the larger of their two
 counts (never-learned: 1 if either marks it), so a hot spot is never hidden. Like
 ``predict``, the folder is built beside ``DIR`` and swapped into place
-(:func:`~falsecli.core.swap.out_folder`); ``DIR/export.json``
-summarises it.
+(:func:`~falsecli.core.swap.out_folder`); ``DIR/export.json`` summarises it. ``--format
+zarr`` writes the same maps as the variables of one Zarr store per volume
+(``DIR/<volume>/heatmaps.zarr``) on the volume's survey coordinates.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from falsecli.stages.predict import BLOCK_SAMPLES, check_out
 
 #: the summary of an export folder
 SUMMARY_JSON = "export.json"
+#: the heat maps of one volume as a Zarr store (``--format zarr``), for xarray
+ZARR_STORE = "heatmaps.zarr"
+FORMATS = ("segy", "zarr")
 #: the likely label issues (1) of the data maps, beside the heat maps
 ISSUES_SGY = "label_issues.sgy"
 
@@ -79,8 +83,46 @@ def _write(path: Path, vol: Volume, sections: list[TrackedSection],
             w.write(start, volume_map(shape, sections, images, rows))
 
 
-def export(cfg: Config, workdir: Path, out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Write the heat maps of ``heatmap.run`` as SEG-Y cubes under ``out``."""
+def _write_zarr(path: Path, vol: Volume, sections: list[TrackedSection],
+                maps: dict[str, dict[str, np.ndarray]], title: str) -> None:
+    """The maps of ``vol`` (name -> section images) as one Zarr store on its survey axes."""
+    from falsecli.data.zarrstore import ZarrCube
+
+    shape = tuple(vol.seismic.shape)
+    cube = ZarrCube(path, vol.geometry, dict.fromkeys(maps, np.float32), {"title": title})
+    for start in range(0, shape[0], cube.step):
+        rows = slice(start, min(start + cube.step, shape[0]))
+        for name, images in maps.items():
+            cube.write(name, start, volume_map(shape, sections, images, rows))
+    cube.close()
+
+
+def _write_volume(folder: Path, vol: Volume, sections: list[TrackedSection],
+                  cubes: dict[str, tuple[str, dict[str, np.ndarray]]], fmt: str,
+                  segy_bytes: dict[str, int], run: str) -> list[str]:
+    """The maps of one volume in ``folder``: one SEG-Y per map (``cubes``: file name ->
+    (what, section images)), or one Zarr store holding them all; returns the file names."""
+    if fmt == "zarr":
+        _write_zarr(folder / ZARR_STORE, vol, sections,
+                    {Path(n).stem: images for n, (_, images) in cubes.items()},
+                    f"falsecli export: heat maps of {run} ({vol.name})")
+        return [ZARR_STORE]
+    for name, (key, images) in cubes.items():
+        _write(folder / name, vol, sections, images, segy_bytes,
+               f"falsecli export: {key} of {run} ({vol.name})")
+    return list(cubes)
+
+
+def export(cfg: Config, workdir: Path, out: Path, *, fmt: str = "segy", force: bool = False
+           ) -> dict[str, Any]:
+    """Write the heat maps of ``heatmap.run`` as SEG-Y cubes (or one Zarr store per volume,
+    ``fmt='zarr'``) under ``out``."""
+    if fmt not in FORMATS:
+        raise FalseCliError(f"--format {fmt}: expected segy or zarr")
+    if fmt == "zarr":
+        from falsecli.data.zarrstore import require_zarr
+
+        require_zarr()
     out = Path(out)
     check_out(out, force, SUMMARY_JSON, "export")
     run = cfg["heatmap"]["run"]
@@ -113,16 +155,15 @@ def export(cfg: Config, workdir: Path, out: Path, *, force: bool = False) -> dic
     with out_folder(out, "export") as tmp:
         for split, secs in by_split.items():
             vol = vols[split]
-            for name, (key, images) in cubes.items():
-                _write(tmp / vol.name / name, vol, secs, images, data["segy"],
-                       f"falsecli export: {key} of {run} ({vol.name})")
-                outputs.append(str(out / vol.name / name))
-            written[vol.name] = {"sections": len(secs), "files": list(cubes)}
+            files = _write_volume(tmp / vol.name, vol, secs, cubes, fmt, data["segy"], run)
+            outputs += [str(out / vol.name / name) for name in files]
+            written[vol.name] = {"sections": len(secs), "files": files,
+                                 "geometry": vol.geometry.describe()}
         summary = {"stage": "export", "run": run, "epochs": maps.epochs,
                    "never_learned": maps.never_learned_mode, "crossings": "max",
                    "volumes": written}
         write_json(tmp / SUMMARY_JSON, summary)
     outputs.append(str(out / SUMMARY_JSON))
-    line = (f"export: {len(maps.tracking.sections)} tracked sections of {run} as SEG-Y in "
-            f"{out}")
+    line = (f"export: {len(maps.tracking.sections)} tracked sections of {run} as "
+            f"{'Zarr' if fmt == 'zarr' else 'SEG-Y'} in {out}")
     return {**summary, "path": str(out), "outputs": outputs, "lines": [line]}

@@ -21,6 +21,8 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import save_npz, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import (NUMBERS, Geometry, recorded, section_frame,
+                                    section_numbers)
 from falsecli.method.forgetting import EventMaps, SectionStats, event_maps
 from falsecli.method.history import Tracking, load_tracking
 from falsecli.stages import Step
@@ -89,11 +91,13 @@ def load_heatmap(workdir: Path, run: str = "train", *, for_stage: str) -> EventM
                      maps["forgetting"], maps["switch"], maps["never_learned"])
 
 
-def _summary_csv(stats: SectionStats) -> str:
-    """summary.csv: one row per section; density is empty where the section lacks the class."""
+def _summary_csv(stats: SectionStats, geometries: dict[str, Geometry]) -> str:
+    """summary.csv: one row per section, with its survey line numbers; density is empty where
+    the section lacks the class."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["section", "split", "pixels", "events", "switch_events", "never_learned"]
+    writer.writerow(["section", *NUMBERS, "split", "pixels", "events", "switch_events",
+                     "never_learned"]
                     + [f"{c}_{k}" for c in stats.classes for k in ("pixels", "events",
                                                                      "density")])
     density = stats.density("forgetting")
@@ -103,8 +107,10 @@ def _summary_csv(stats: SectionStats) -> str:
             d = density[i, k]
             per_class += [int(stats.class_pixels[i, k]), int(stats.class_events[i, k]),
                           "" if np.isnan(d) else float(d)]
-        writer.writerow([s.name, s.split, int(stats.pixels[i]), int(stats.events[i]),
-                         int(stats.switch_events[i]), int(stats.never_learned[i]), *per_class])
+        numbers = section_numbers(geometries, s.split, s.axis, s.index)
+        writer.writerow([s.name, *numbers.values(), s.split, int(stats.pixels[i]),
+                         int(stats.events[i]), int(stats.switch_events[i]),
+                         int(stats.never_learned[i]), *per_class])
     return buf.getvalue()
 
 
@@ -149,17 +155,19 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
     tracking = load_tracking(source.path)
     T = tracking.window(opts["epochs"])
     _figure_sections(cfg, tracking, None)  # unknown names fail before anything is written
+    geometries = recorded(run_manifest)
     with stage_run(workdir, name, cfg, upstream=[source], force=force) as out:
         console.log(f"{name}: counting events of {tracking.n_pixels:,} pixels over {T} epochs")
         maps = event_maps(tracking, T, opts["never_learned"])
         stats = maps.stats()
         for file, (key, _) in MAPS.items():
             save_npz(out.out(file), **tracking.images(getattr(maps, key)))
-        write_text(out.out(SUMMARY_CSV), _summary_csv(stats))
+        write_text(out.out(SUMMARY_CSV), _summary_csv(stats, geometries))
         drawn = _figure_sections(cfg, tracking, stats)
         if drawn:
-            _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn)
-        datamaps = write_datamaps(out, cfg, source.path, tracking, drawn)
+            _draw(out, maps, stats, _seismic(run_manifest, run, tracking, drawn), drawn,
+                  geometries)
+        datamaps = write_datamaps(out, cfg, source.path, tracking, drawn, geometries)
         out.extra.update(run=run, epochs=T, never_learned=opts["never_learned"],
                          **{k: v for k, v in datamaps.items() if k != "line"})
     summary = _summary(out.path, name, run, maps, stats, [out.path / rel for rel in out.outputs])
@@ -168,7 +176,7 @@ def heatmap(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any
 
 
 def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.ndarray],
-          names: list[str]) -> None:
+          names: list[str], geometries: dict[str, Geometry]) -> None:
     """``figures/<section>.png`` on one colour scale (the largest count of any tracked pixel)."""
     from falsecli.present.figures import save_figure, section_figure
 
@@ -181,11 +189,13 @@ def _draw(out: Any, maps: EventMaps, stats: SectionStats, seismic: dict[str, np.
         task = bar.add_task(f"{out.stage.name}: figures", total=len(names), info="")
         for name in names:
             section = tracking.section(name)
-            title = (f"{name} ({section.split}): {events[name]:,} forgetting events "
-                     f"in {maps.epochs} epochs")
+            frame = section_frame(geometries, section.split, section.axis, section.index)
+            where = (f"{name} ({section.split})" if frame is None
+                     else f"{frame.title} ({name}, {section.split})")
+            title = f"{where}: {events[name]:,} forgetting events in {maps.epochs} epochs"
             fig = section_figure(seismic[name], labels[name], heat[name],
                                  classes=tracking.classes, ignore_index=tracking.ignore_index,
-                                 title=title, vmax=vmax)
+                                 title=title, vmax=vmax, frame=frame)
             save_figure(fig, out.out(figure_path(name)))
             bar.advance(task)
 

@@ -19,7 +19,8 @@ def _describe(vol: Volume, classes: list[str], ignore_index: int) -> dict[str, A
         lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     out: dict[str, Any] = {"name": vol.name, "source": vol.source,
                            "labels": vol.labels_source or None, "shape": list(vol.seismic.shape),
-                           "dtype": str(vol.seismic.dtype), "min": lo, "max": hi}
+                           "dtype": str(vol.seismic.dtype), "min": lo, "max": hi,
+                           "geometry": vol.geometry.describe()}
     if vol.labels is not None:
         counts = label_counts(vol.labels)
         labelled = sum(n for v, n in counts.items() if v != ignore_index)
@@ -62,6 +63,9 @@ def print_inspection(summary: dict[str, Any]) -> None:
         labels = v["labels"] or ("with the seismic" if "class_shares" in v else "none")
         stdout.print(f"  {v['name']}: seismic {v['source']}, labels {labels}")
 
+    for v in vols:
+        stdout.print(f"  {v['name']}: {geometry_line(v['geometry'])}")
+
     labelled = [v for v in vols if "class_shares" in v]
     table = Table(title="class pixel shares (of labelled pixels)", **style)
     table.add_column("id", justify="right")
@@ -84,3 +88,25 @@ def print_inspection(summary: dict[str, Any]) -> None:
     norm = summary["normalisation"]
     stdout.print(f"normalisation (training sections): mean {norm['mean']:.6g}, "
                  f"std {norm['std']:.6g}")
+
+
+def geometry_line(g: dict[str, Any]) -> str:
+    """A volume's geometry in one line: line ranges and steps, samples, CDP extent."""
+    def lines(key: str) -> str:
+        d = g[key]
+        if d["count"] == 1:
+            return f"{key} {d['first']} only"
+        step = "irregular steps" if d["step"] is None else f"step {d['step']}"
+        return f"{key}s {d['first']}-{d['last']} ({d['count']}, {step})"
+
+    if g["unit"] == "sample":
+        samples = f"samples 0-{g['sample_end']:g} (indices: a .npy or synthetic volume)"
+    else:
+        what = "time" if g["unit"] == "ms" else "depth"
+        samples = (f"{what} {g['sample_start']:g}-{g['sample_end']:g} {g['unit']} every "
+                   f"{g['sample_interval']:g} {g['unit']}")
+    out = f"{lines('inline')}, {lines('crossline')}, {samples}"
+    if "cdp_x" in g:
+        out += (f"; CDP X {g['cdp_x'][0]:.1f}-{g['cdp_x'][1]:.1f}, "
+                f"Y {g['cdp_y'][0]:.1f}-{g['cdp_y'][1]:.1f}")
+    return out

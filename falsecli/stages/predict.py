@@ -38,9 +38,11 @@ RESULTS = {"facies": np.uint8, "confidence": np.float32, "entropy": np.float32}
 PREVIEW_PNG = "preview.png"
 #: the summary of a prediction folder; its presence marks a folder --force may replace
 SUMMARY_JSON = "predict.json"
+#: the results of one volume as a Zarr store (``--format zarr``), for xarray
+ZARR_STORE = "prediction.zarr"
 #: samples per block when copying a result into SEG-Y or scoring it (16 MB of float32)
 BLOCK_SAMPLES = 1 << 22
-FORMATS = ("npy", "segy")
+FORMATS = ("npy", "segy", "zarr")
 
 
 def _inputs(cfg: Config, input_path: Path | None, labels: Path | None) -> list[Volume]:
@@ -60,7 +62,8 @@ def _inputs(cfg: Config, input_path: Path | None, labels: Path | None) -> list[V
     seismic = volumes.read_array(input_path, d["segy"], lazy=True)
     lab = None if labels is None else volumes.read_array(labels, d["segy"], labels=True)
     return [Volume(input_path.stem, seismic, lab, str(input_path),
-                   "" if labels is None else str(labels))]
+                   "" if labels is None else str(labels),
+                   volumes.survey_geometry(input_path, seismic, d["segy"]))]
 
 
 def _model(cfg: Config, workdir: Path) -> tuple[Any, dict[str, Any], Path, Any]:
@@ -148,15 +151,30 @@ def _write_segy(paths: dict[str, Path], vol: Volume, cfg: Config) -> list[Path]:
     return written
 
 
+def _write_zarr(paths: dict[str, Path], vol: Volume, classes: list[str], run: str) -> Path:
+    """The three results as one Zarr store on the volume's survey coordinates."""
+    from falsecli.data.zarrstore import class_attrs, write_volumes
+
+    target = paths["facies"].with_name(ZARR_STORE)
+    return write_volumes(
+        target, vol.geometry, paths,
+        {"title": f"falsecli predict: {run} applied to {vol.source}"},
+        {"facies": class_attrs(classes),
+         "confidence": {"long_name": "largest softmax probability"},
+         "entropy": {"long_name": "softmax entropy / log(classes)"}})
+
+
 def _preview(paths: dict[str, Path], vol: Volume, classes: list[str]) -> Path:
     """``<volume>/preview.png``: the middle inline, seismic | facies | confidence."""
     from falsecli.present.figures import prediction_figure, save_figure
 
     i = vol.seismic.shape[0] // 2
+    frame = vol.geometry.frame("inline", i)
     fig = prediction_figure(np.asarray(vol.seismic[i], dtype=np.float32).T,
                             np.load(paths["facies"], mmap_mode="r")[i].T,
                             np.load(paths["confidence"], mmap_mode="r")[i].T,
-                            classes=classes, title=f"{vol.name}: inline index {i} predicted")
+                            classes=classes, title=f"{vol.name}: {frame.title} predicted",
+                            frame=frame)
     path = paths["facies"].with_name(PREVIEW_PNG)
     save_figure(fig, path)
     return path
@@ -199,12 +217,16 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
 
     Everything that can be wrong (run, classes, input, NaN/Inf, depth, existing output) is
     checked before the first section is predicted. ``fmt``: None writes SEG-Y for SEG-Y
-    input, ``segy`` always, ``npy`` never.
+    input, ``segy`` always, ``npy`` never; ``zarr`` writes a Zarr store instead of SEG-Y.
     """
     from falsecli.method.inference import check_depth
 
     if fmt not in (None, *FORMATS):
-        raise FalseCliError(f"--format {fmt}: expected npy or segy")
+        raise FalseCliError(f"--format {fmt}: expected npy, segy or zarr")
+    if fmt == "zarr":
+        from falsecli.data.zarrstore import require_zarr
+
+        require_zarr()
     out = Path(out)
     check_out(out, force, SUMMARY_JSON, "predict")
     model, payload, model_path, device = _model(cfg, workdir)
@@ -229,12 +251,14 @@ def predict(cfg: Config, workdir: Path, out: Path, *, input_path: Path | None = 
             files = list(paths.values())
             if fmt == "segy" or (fmt is None and is_segy):
                 files += _write_segy(paths, vol, cfg)
+            if fmt == "zarr":
+                files.append(_write_zarr(paths, vol, classes, cfg["predict"]["run"]))
             files.append(_preview(paths, vol, classes))
             shape = tuple(vol.seismic.shape)
             results.append({
                 "name": vol.name, "input": vol.source, "labels": vol.labels_origin
                 if vol.labels is not None else None, "shape": list(shape),
-                "predict_seconds": round(seconds, 3),
+                "geometry": vol.geometry.describe(), "predict_seconds": round(seconds, 3),
                 "voxels_per_s": round(float(np.prod(shape)) / max(seconds, 1e-9)),
                 "outputs": [str(out / vol.name / p.name) for p in files],
                 **_statistics(paths, vol, classes, ignore)})

@@ -21,6 +21,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_json, write_json, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import NUMBERS, Geometry, recorded, section_numbers
 from falsecli.method.history import (CONFIDENCE, CONFIDENCE_STATS, TRACKING, Tracking,
                                      load_confidence, load_tracking)
 from falsecli.method.query import Choice, PoolStats, check_strategy, choose, switch_counts
@@ -72,7 +73,7 @@ def query(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
         raise FalseCliError(f"{name}: {exc} (--budget, query.budget)") from None
     chosen = [pool.names[i] for i in choice.chosen]
     with stage_run(workdir, name, cfg, upstream=[source], force=force) as out:
-        write_text(out.out(POOL_CSV), _pool_csv(pool, choice))
+        write_text(out.out(POOL_CSV), _pool_csv(pool, choice, recorded(manifest)))
         record = {"run": run, "strategy": q["strategy"], "budget": q["budget"],
                   "min_gap": q["min_gap"], "seed": q["seed"], "epochs": tracking.epochs,
                   "pool": len(pool), "labelled": len(labelled),
@@ -90,20 +91,22 @@ def query(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
             "record": record, "outputs": [str(out.path / rel) for rel in out.outputs]}
 
 
-def _pool_csv(pool: PoolStats, choice: Choice) -> str:
+def _pool_csv(pool: PoolStats, choice: Choice, geometries: dict[str, Geometry]) -> str:
+    """pool.csv: every pool section with its survey line numbers, scores and order."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["section", "axis", "index", "switch", *CONFIDENCE_STATS, "score", "order",
-                     "chosen"])
+    writer.writerow(["section", *NUMBERS, "axis", "index", "switch", *CONFIDENCE_STATS,
+                     "score", "order", "chosen"])
     place = np.empty(len(pool), dtype=np.int64)
     place[choice.order] = np.arange(len(pool))
     taken = dict(zip(choice.chosen, range(1, len(choice.chosen) + 1)))
     for i, name in enumerate(pool.names):
         conf = ([f"{v:.6g}" for v in pool.confidence[i]] if pool.confidence is not None
                 else [""] * len(CONFIDENCE_STATS))
-        writer.writerow([name, pool.axes[i], int(pool.indices[i]), f"{pool.switch[i]:.6g}",
-                         *conf, f"{choice.scores[i]:.6g}", int(place[i]) + 1,
-                         taken.get(i, "")])
+        numbers = section_numbers(geometries, "pool", pool.axes[i], int(pool.indices[i]))
+        writer.writerow([name, *numbers.values(), pool.axes[i], int(pool.indices[i]),
+                         f"{pool.switch[i]:.6g}", *conf, f"{choice.scores[i]:.6g}",
+                         int(place[i]) + 1, taken.get(i, "")])
     return buf.getvalue()
 
 
@@ -124,7 +127,9 @@ def _figure(path: Path, ds: Any, tracking: Tracking, choice: Choice, pool: PoolS
         switch[name] = bits.sum(0, dtype=np.uint16).reshape(section.shape)
         seismic[name] = np.asarray(ds.raw(by_name[name]), dtype=np.float32)
         captions[name] = f"score {choice.scores[i]:.3g}, gap {gap}"
-    save_figure(query_figure(seismic, switch, captions,
+    frames = {name: ds.train.geometry.frame(by_name[name].axis, by_name[name].index)
+              for name in seismic}
+    save_figure(query_figure(seismic, switch, captions, frames=frames,
                              title=f"{strategy}: the {len(seismic)} sections chosen from the "
                                    f"pool of {run}"), path)
 

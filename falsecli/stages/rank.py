@@ -18,6 +18,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, write_csv, write_json
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import NUMBERS, recorded, section_numbers
 from falsecli.method.forgetting import SectionStats
 from falsecli.stages import Step
 from falsecli.stages.heatmap import load_heatmap
@@ -27,6 +28,9 @@ RANKING_JSON = "ranking.json"
 #: the columns of ranking.csv and the type of each
 COLUMNS = {"class": str, "rank": int, "section": str, "density": float, "events": int,
            "class_pixels": int}
+#: the columns ranking.csv is written with: the section's survey line numbers beside its name
+#: (read back as text; an inline section's crossline is blank)
+WRITTEN = [*list(COLUMNS)[:3], *NUMBERS, *list(COLUMNS)[3:]]
 
 
 def ranking(stats: SectionStats, cls: int, by: str = "forgetting", min_pixels: int = 50,
@@ -70,12 +74,15 @@ def rank(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
         raise FalseCliError(f"data.classes {cfg['data']['classes']} differ from the classes "
                             f"{tracking.classes} of {tracking.path} — use the training config")
     rows = ranking(maps.stats(), cls, opts["by"], opts["min_pixels"], str(tracking.path))
+    geometries = recorded(Stage(Path(workdir), "train").manifest() or {})
+    numbered = [{**row, **section_numbers(geometries, s.split, s.axis, s.index)}
+                for row in rows for s in [tracking.section(row["section"])]]
     options = {"class": rows[0]["class"], "class_id": cls, "by": opts["by"],
                "min_pixels": opts["min_pixels"], "epochs": maps.epochs,
                "never_learned": maps.never_learned_mode, "run": "train",
                "sections": len(tracking.sections)}
     with stage_run(workdir, "rank", cfg, upstream=[upstream], force=force) as out:
-        write_csv(out.out(RANKING_CSV), COLUMNS, rows)
+        write_csv(out.out(RANKING_CSV), WRITTEN, numbered)
         write_json(out.out(RANKING_JSON), {**options, "rows": rows})
         out.extra.update(options)
     return _summary(options, rows, opts["top"], [out.path / rel for rel in out.outputs])

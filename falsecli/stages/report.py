@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from falsecli.core import console
+from falsecli.core import console, layout
 from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import read_csv, read_json, save_with, write_csv, write_json, write_text
 from falsecli.core.manifest import Stage, StageRun
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import SectionFrame
 from falsecli.method import comparison
 from falsecli.method.comparison import Measured, Run, Selection, collect_runs, select_runs
 from falsecli.present import captions
@@ -75,10 +76,13 @@ def report(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]
     by_method = chosen.by_method()
     with stage_run(workdir, "report", cfg, upstream=_upstream(workdir, found),
                    force=force) as out:
-        shown = _ranked(workdir)[:rep["sections"]]
-        measured = comparison.measure(by_method, classes, target, window, rep, shown)
-        claims = comparison.claims(measured, classes, target, rep["surroundings_tolerance"],
-                                   *_changes(workdir))
+        changes = _changes(workdir)
+        sources = list(dict.fromkeys(row["source"] for row in changes[0]))
+        shown = [s for s in _ranked(workdir) if s not in sources][:rep["sections"]]
+        chooser = next((r for r in found if r.name == layout.TRAIN), None)
+        measured = comparison.measure(by_method, classes, target, window, rep, shown,
+                                      sources, chooser)
+        claims = comparison.claims(measured, classes, target, rep, *changes)
         write_csv(out.out(TABLE_CSV), TABLE_COLUMNS, measured.rows)
         compared = comparison.comparisons(measured.results, classes, target)
         write_csv(out.out(COMPARISON_CSV), COMPARISON_COLUMNS, compared)
@@ -120,31 +124,42 @@ def _figures(workdir: Path, out: StageRun, chosen: Selection, measured: Measured
     from falsecli.present import figures
 
     drawn, name = [], classes[target]
-    if shown:
+    context, frames = _context(chosen.runs[0], shown) if shown else ({}, {})
+    if shown and measured.heat:  # no method has a run other than train/'s seed: no Fig. 5
         figures.save_figure(figures.heatmap_grid(
-            measured.heat, context=_context(chosen.runs[0], shown), classes=classes,
-            outline=target,
-            label="forgetting events (mean over runs)",
+            measured.heat, context=context, classes=classes, outline=target,
+            label="forgetting events (mean over runs)", frames=frames,
             title="Forgetting events per method, mean over its runs, one colour scale"),
             out.out(FIG5))
-        drawn.append(captions.fig5(FIG5, len(shown), name, chosen.window, measured.heat_runs))
-    drawn += _borrowed_figures(workdir, out, name)
+        drawn.append(captions.fig5(FIG5, [_named(n, frames) for n in shown], name,
+                                   chosen.window, measured.heat_runs, measured.sources))
+    drawn += _borrowed_figures(workdir, out, name, frames)
     figures.save_figure(figures.training_curves(
         {m: [r.curve() for r in rs] for m, rs in chosen.by_method().items()}), out.out(CURVES))
     drawn.append(captions.training_curves(CURVES))
     return drawn
 
 
-def _context(run: Run, sections: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Seismic and annotation of the shown tracked sections, from the run's data."""
+def _context(run: Run, sections: list[str]
+             ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, SectionFrame]]:
+    """Seismic and annotation of the shown tracked sections, from the run's data, and the
+    survey axes of every tracked section (by name)."""
     from falsecli.data.dataset import load_dataset
 
     ds = load_dataset(run.manifest["config"])
     known = {s.name: s for s in ds.tracked(run.manifest["config"]["train"]["track"])}
-    return {n: (ds.image(known[n]), ds.label(known[n])) for n in sections}
+    frames = {n: ds.volumes[s.volume].geometry.frame(s.axis, s.index) for n, s in known.items()}
+    return {n: (ds.image(known[n]), ds.label(known[n])) for n in sections}, frames
 
 
-def _borrowed_figures(workdir: Path, out: StageRun, name: str) -> list[FigureRef]:
+def _named(section: str, frames: dict[str, SectionFrame]) -> str:
+    """A section as the report names it: by its survey line (``inline 116 (inline_0005)``)."""
+    frame = frames.get(section)
+    return section if frame is None else f"{frame.title} ({section})"
+
+
+def _borrowed_figures(workdir: Path, out: StageRun, name: str,
+                      frames: dict[str, SectionFrame]) -> list[FigureRef]:
     """The heat-map figure of the top-ranked section (from heatmap/) and the style
     transfer's Fig. 3 and its style measures (from transfer/), copied into report/ when those stages have drawn
     them, so that report.md's links and report.html stand alone."""
@@ -156,7 +171,7 @@ def _borrowed_figures(workdir: Path, out: StageRun, name: str) -> list[FigureRef
     if Stage(workdir, "heatmap").is_complete() and section is not None:
         rel = f"{SECTION_FIGURE}{section}.png"
         _copy(drawn / figure_path(section), out.out(rel))
-        found.append(captions.most_forgotten(rel, section, name))
+        found.append(captions.most_forgotten(rel, _named(section, frames), name))
     transfer = Stage(workdir, "transfer")
     if transfer.is_complete():
         from falsecli.stages.transfer import FIG3, FIG3_STYLE
@@ -180,6 +195,8 @@ def _active_learning(workdir: Path, out: StageRun, doc: Document) -> None:
     figures.save_figure(figures.learning_curves(found.bands, found.titles),
                         out.out(AL_FIGURE))
     doc.extra.append(captions.learning_areas(found.header, found.body, found.last))
+    if found.paired[1]:
+        doc.extra.append(captions.learning_differences(*found.paired, found.last))
     doc.figures.append(captions.learning_curves(AL_FIGURE))
 
 

@@ -18,46 +18,20 @@ from typing import Any
 import numpy as np
 
 from falsecli.core import console, layout
-from falsecli.core.config import Config, class_id
+from falsecli.core.config import Config
 from falsecli.core.errors import FalseCliError
 from falsecli.core.files import write_csv, write_json, write_text
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
-from falsecli.data.volumes import read_npy
+from falsecli.data.geometry import NUMBERS, Geometry
 from falsecli.stages import Step
+from falsecli.stages.tracequery import (EPOCHS_PNG, OPPONENTS_PNG, PROPONENTS_PNG, QUERY_JSON,
+                                        query_region, section_name, tracked_section,
+                                        trained_on)
 
 INFLUENCE_CSV = "influence.csv"
 #: per checkpoint and class, summed over the training sections (the epoch-by-class plot)
 EPOCHS_CSV = "epochs.csv"
-QUERY_JSON = "query.json"
-PROPONENTS_PNG = "proponents.png"
-OPPONENTS_PNG = "opponents.png"
-EPOCHS_PNG = "epochs.png"
-
-
-def _query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
-    """The region (bool, the section's shape) of ``trace.class`` or ``trace.mask``, else every
-    pixel; and a few words naming it."""
-    if opts["class"] is not None and opts["mask"] is not None:
-        raise FalseCliError("trace: give --class or --mask, not both")
-    if opts["class"] is not None:
-        cid = class_id(cfg, opts["class"])
-        return labels == cid, f"class {cfg['data']['classes'][cid]}"
-    if opts["mask"] is None:
-        return np.ones(labels.shape, bool), "every labelled pixel"
-    path = Path(opts["mask"])
-    mask = np.asarray(read_npy(path, "--mask"))
-    if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)
-            or np.issubdtype(mask.dtype, np.floating)):
-        raise FalseCliError(f"--mask {path}: dtype {mask.dtype}, not a mask; save a bool "
-                            "array, e.g. np.save(path, events >= 2)")
-    if mask.shape != labels.shape:
-        raise FalseCliError(f"--mask {path}: shape {list(mask.shape)}, but section "
-                            f"{opts['section']} is {list(labels.shape)} (depth, width)")
-    if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
-        raise FalseCliError(f"--mask {path}: values other than 0/1 ({mask.dtype}); save a bool "
-                            "array, e.g. np.save(path, events >= 2)")
-    return mask.astype(bool), f"mask {path.name}"
 
 
 def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
@@ -77,8 +51,16 @@ def _checkpoints(run_path: Path, run: str, workdir: Path) -> list[Any]:
 
 
 def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Score every training section of ``trace.run`` by its influence on ``trace.section``'s
-    query region."""
+    """Explain ``trace.section``'s query region by ``trace.method``."""
+    if cfg["trace"]["method"] == "representation":
+        from falsecli.stages.representation import representation
+        return representation(cfg, workdir, force=force)
+    return _tracin(cfg, workdir, force=force)
+
+
+def _tracin(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Score every trained-on section of ``trace.run`` by its influence on
+    ``trace.section``'s query region."""
     from falsecli.core.runtime import resolve_device
     from falsecli.data.dataset import load_dataset
     from falsecli.method import influence
@@ -86,10 +68,7 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     from falsecli.method.pool import by_shape
 
     opts = cfg["trace"]
-    run, name = opts["run"], opts["section"]
-    if not name:
-        raise FalseCliError("trace: which tracked section? give --section, e.g. "
-                            "--section inline_0005")
+    run, name = opts["run"], section_name(opts)
     workdir = Path(workdir)
     source = Stage(workdir, run)
     source.require(layout.trace_folder(run, name))
@@ -98,12 +77,12 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
     model, payload = load_model(source.path / MODEL, device)
     run_cfg = payload["config"]
     ds = load_dataset(run_cfg)
-    section = _tracked_section(ds, run_cfg, run, name)
+    section = tracked_section(ds, run_cfg, run, name)
     labels = ds.label(section)
-    region, what = _query_region(opts, run_cfg, labels)
+    region, what = query_region(opts, run_cfg, labels)
     query = influence.Query(ds.image(section), labels, region)
     names = influence.parameter_names(model, opts["layers"])
-    sections = ds.sections("train")
+    sections = trained_on(ds)
     n_params = sum(p.numel() for n, p in model.named_parameters() if n in names)
     n_batches = len(checkpoints) * sum(
         -(-len(g) // opts["batch_size"]) for g in by_shape(sections).values())
@@ -116,15 +95,18 @@ def trace(cfg: Config, workdir: Path, *, force: bool = False) -> dict[str, Any]:
                     f"({pixels} pixels)")
         task = bar.add_task("trace", total=n_batches, info="")
         scores = influence.class_scores(model, checkpoints, names, query, ds, sections,
-                                        opts["batch_size"], lambda: bar.advance(task))
-        rows = _rows(scores, sections, ds.classes)
+                                        opts["batch_size"], lambda: bar.advance(task),
+                                        normalize=opts["normalize"])
+        rows = _rows(scores, sections, ds.classes, ds.train.geometry)
         top = opts["top"]
         maps = _top_maps(model, checkpoints, names, query, ds, sections, rows, opts)
-        write_csv(out.out(INFLUENCE_CSV), ["section", "score", "rank", *ds.classes], rows)
+        write_csv(out.out(INFLUENCE_CSV), ["section", *NUMBERS, "score", "rank", *ds.classes],
+                  rows)
         per_epoch = scores.sum(0)  # (checkpoints, classes)
         epochs = [c.epoch for c in checkpoints]
         write_text(out.out(EPOCHS_CSV), _epochs_csv(per_epoch, epochs, ds.classes))
-        options = {"run": run, "section": name, "query": what, "layers": opts["layers"],
+        options = {"run": run, "section": name, "query": what, "method": "tracin",
+                   "normalize": opts["normalize"], "layers": opts["layers"],
                    "parameters": n_params, "epochs": epochs,
                    "lr": [c.lr for c in checkpoints], "query_pixels": pixels}
         write_json(out.out(QUERY_JSON), options)
@@ -149,24 +131,19 @@ def _top_maps(model: Any, checkpoints: list[Any], names: list[str], query: Any, 
     by_name = {s.name: s for s in sections}
     return dict(zip(chosen, influence.influence_maps(
         model, checkpoints, names, query, ds, [by_name[c] for c in chosen],
-        opts["batch_size"])))
+        opts["batch_size"], normalize=opts["normalize"])))
 
 
-def _tracked_section(ds: Any, run_cfg: Config, run: str, name: str) -> Any:
-    """The tracked section ``name`` of the run's data, or one line naming a few valid ones."""
-    tracked = {s.name: s for s in ds.tracked(run_cfg["train"]["track"])}
-    if name not in tracked:
-        some = ", ".join(list(tracked)[:4])
-        raise FalseCliError(f"trace: {name} is not a tracked section of {run} (e.g. {some})")
-    return tracked[name]
-
-
-def _rows(scores: np.ndarray, sections: list[Any], classes: list[str]) -> list[dict[str, Any]]:
-    """Rows of influence.csv, most positive first (ties: section order)."""
+def _rows(scores: np.ndarray, sections: list[Any], classes: list[str], geometry: Geometry
+          ) -> list[dict[str, Any]]:
+    """Rows of influence.csv (with the training sections' line numbers), most positive first
+    (ties: section order)."""
     totals = scores.sum((1, 2))
     order = np.lexsort((np.arange(len(totals)), -totals))
     per_class = scores.sum(1)
-    return [{"section": sections[i].name, "score": float(totals[i]), "rank": r + 1,
+    return [{"section": sections[i].name,
+             **geometry.numbers(sections[i].axis, sections[i].index),
+             "score": float(totals[i]), "rank": r + 1,
              **{c: float(per_class[i, k]) for k, c in enumerate(classes)}}
             for r, i in enumerate(order)]
 
@@ -181,13 +158,17 @@ def _epochs_csv(per_epoch: np.ndarray, epochs: list[int], classes: list[str]) ->
 
 
 def load_influence(path: Path) -> list[dict[str, Any]]:
-    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, score, rank
-    and one float per class."""
+    """The rows of a trace's ``influence.csv`` (``path``) in rank order: section, its line
+    numbers (int, or '' where blank), score, rank and one float per class."""
+    def value(key: str, text: str) -> Any:
+        if key == "section" or (key in NUMBERS and not text):
+            return text
+        return int(text) if key in ("rank", *NUMBERS) else float(text)
+
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        out = [{k: v if k == "section" else int(v) if k == "rank" else float(v)
-                for k, v in row.items()} for row in rows]
+        out = [{k: value(k, v) for k, v in row.items()} for row in rows]
     except (OSError, ValueError, TypeError) as exc:
         raise FalseCliError(f"{path}: missing or unreadable ({exc}) — redo the trace with "
                             "--force") from None
@@ -201,17 +182,21 @@ def _draw(out: Any, ds: Any, section: Any, query: Any, rows: list[dict[str, Any]
     from falsecli.present.trace_figures import epoch_class_figure, influence_figure
 
     by_name = {s.name: s for s in ds.sections("train")}
-    title = (f"{options['section']} ({options['query']}, {options['query_pixels']} px): "
+    frame = ds.volumes[section.volume].geometry.frame(section.axis, section.index)
+    title = (f"{frame.title} ({options['section']}; {options['query']}, "
+             f"{options['query_pixels']} px): "
              f"{{}} of {options['run']} ({options['layers']} layers, epochs "
              f"{', '.join(map(str, epochs))})")
     for kind, chosen, png in (("proponents", rows[:top], PROPONENTS_PNG),
                               ("opponents", rows[::-1][:top], OPPONENTS_PNG)):
         panels = [{"name": r["section"], "score": r["score"],
-                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]]}
+                   "labels": ds.label(by_name[r["section"]]), "map": maps[r["section"]],
+                   "frame": ds.train.geometry.frame(by_name[r["section"]].axis,
+                                                    by_name[r["section"]].index)}
                   for r in chosen]
         fig = influence_figure(query.image, query.labels, query.region, panels,
                                classes=ds.classes, ignore_index=ds.ignore_index,
-                               title=title.format(kind))
+                               title=title.format(kind), frame=frame)
         save_figure(fig, out.out(png))
     fig = epoch_class_figure(per_epoch, epochs, ds.classes,
                              title=title.format("influence by epoch and class"))
@@ -222,6 +207,10 @@ def print_trace(summary: dict[str, Any]) -> None:
     """Top proponents and opponents as tables on stdout."""
     from rich.table import Table
 
+    if summary["method"] == "representation":
+        from falsecli.stages.representation import print_representation
+        print_representation(summary)
+        return
     classes = list(summary["class_totals"])
     for kind in ("proponents", "opponents"):
         table = Table(title=f"{summary['section']} ({summary['query']}): {kind} among "

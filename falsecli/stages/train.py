@@ -25,14 +25,17 @@ from falsecli.core.checkpoint import CHECKPOINT, FORCE, BackgroundSaver
 from falsecli.core.config import Config, run_signature
 from falsecli.core.distributed import Ranks
 from falsecli.core.errors import FalseCliError
+from falsecli.core.files import save_npy
 from falsecli.core.manifest import Stage, StageRun
 from falsecli.core.swap import stage_run
+from falsecli.data.geometry import MANIFEST_KEY, record
 from falsecli.data.provenance import run_fingerprint
 from falsecli.method.datamaptrack import DataMapTracker
 from falsecli.method.history import CONFIDENCE, TRACKING, write_confidence
 from falsecli.method.metrics import scores
 from falsecli.method.model import MODEL, kept_epochs, kept_path, save_kept, save_model
 from falsecli.method.runfolder import EVAL, METRICS, write_eval, write_metrics
+from falsecli.method.tracing import save_snapshot, snapshot_epochs, snapshot_path
 from falsecli.method.tracking import Tracker
 from falsecli.method.training import (Session, chunked_confusion, evaluate_tests, prepare,
                                       section_confidence)
@@ -208,10 +211,14 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None,
                     "epoch": epoch, "config": cfg, "history": list(history),
                     "val": val_scores, "previous": tracker.previous,
                     "datamap": datamap.state(),
-                    "rng": checkpoint.capture_rng(s.device, s.gens)})
+                    "rng": checkpoint.capture_rng(s.device, s.gens),
+                    "tracing": None if s.tracer is None else s.tracer.state_dict()})
             if tc["keep_every"] and epoch % tc["keep_every"] == 0:
                 kept = save_kept(run.path, epoch, s.model.state_dict(), tc["lr"])
                 run.out(str(kept.relative_to(run.path)))
+            if s.tracer is not None and (epoch % tc["trace"]["every"] == 0 or epoch == epochs):
+                shares = save_snapshot(run.path, s.tracer, epoch)
+                run.out(str(shares.relative_to(run.path)))
             acc = val_scores["pixel_acc"]
             bar.update(task, info=f"epoch {epoch}/{epochs} loss {train_loss:.3f} val acc "
                                   f"{'n/a' if acc is None else f'{acc:.3f}'}")
@@ -221,14 +228,16 @@ def _epochs(cfg: Config, stage: str, s: Session, run: StageRun | None,
 
 
 def _keep_kept(run: StageRun, done: int) -> None:
-    """A resumed run keeps the weights it kept up to its checkpoint at epoch ``done`` (they
-    join the outputs again) and drops any kept after it (those epochs are trained again)."""
-    for epoch in kept_epochs(run.path):
-        path = kept_path(run.path, epoch)
-        if epoch <= done:
-            run.out(str(path.relative_to(run.path)))
-        else:
-            path.unlink()
+    """A resumed run keeps the weights and shares it kept up to its checkpoint at epoch
+    ``done`` (they join the outputs again) and drops any kept after it (those epochs are
+    trained again)."""
+    for epochs, path_of in ((kept_epochs, kept_path), (snapshot_epochs, snapshot_path)):
+        for epoch in epochs(run.path):
+            path = path_of(run.path, epoch)
+            if epoch <= done:
+                run.out(str(path.relative_to(run.path)))
+            else:
+                path.unlink()
 
 
 # ---------------------------------------------------------------- the artifacts
@@ -242,6 +251,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     write_metrics(run.out(METRICS), history)
     tracker.finish()
     _write_confidence(s, run)
+    _write_margins(s, run)
     mean, std = ds.stats
     save_model(run.out(MODEL), {"state_dict": s.model.state_dict(), "config": cfg,
                                 "classes": ds.classes, "norm": {"mean": mean, "std": std},
@@ -251,6 +261,7 @@ def _finish(cfg: Config, stage: str, s: Session, run: StageRun, tracker: Tracker
     write_eval(run.out(EVAL), results)
     # what the report compares runs by, and how much optimisation each method got
     run.extra.update(fingerprint=run_fingerprint(ds, s.tracked, tc["epochs"]),
+                     **{MANIFEST_KEY: record({n: v.geometry for n, v in ds.volumes.items()})},
                      steps_per_epoch=s.n_batches, train_samples=s.pool.n_samples)
     return {"stage": stage, "outputs": [], "epochs": tc["epochs"], "processes": s.ranks.world,
             "train_samples": s.pool.n_samples, "final_train_loss": history[-1]["train_loss"],
@@ -265,6 +276,15 @@ def _write_confidence(s: Session, run: StageRun) -> None:
         s.model.eval()
         values = section_confidence(s.model, s.ds, pool, s.tc["eval_batch_size"], s.amp)
         write_confidence(run.out(f"{TRACKING}/{CONFIDENCE}"), [t.name for t in pool], values)
+
+
+def _write_margins(s: Session, run: StageRun) -> None:
+    """Each tracked pixel's final softmax margin (claim C1 at the decision boundary)."""
+    from falsecli.method.margin import MARGIN, label_margins
+
+    s.model.eval()
+    save_npy(run.out(f"{TRACKING}/{MARGIN}"),
+             label_margins(s.model, s.ds, s.tracked, s.tc["eval_batch_size"], s.amp))
 
 
 def _metric_lines(results: dict[str, dict[str, Any]]) -> list[str]:

@@ -65,6 +65,7 @@ from falsecli.core.rules import GENERATED
 from falsecli.core.runtime import bf16_autocast, resolve_device, seed_everything
 from falsecli.core.swap import stage_run
 from falsecli.data.dataset import Dataset, Section, load_dataset
+from falsecli.data.geometry import role_numbers
 from falsecli.method import perceptual, style, stylemeasure
 from falsecli.method.transfermethod import (NO_TRAINING, Made, backbone_stages, sean_samples,
                                             statistics_samples, summary_lines)
@@ -91,6 +92,9 @@ CHANGE_COLUMNS = {"method": str, "source": str, "target": str, "change_inside": 
                   "change_outside_vs_target": float, "amplitude_outside": float,
                   "style_moved": float, "style_to_source": float,
                   "style_target_to_source": float}
+#: the columns changes.csv is written with: each section's survey line numbers beside it
+CHANGE_WRITTEN = ["method", "source", "source_inline", "source_crossline", "target",
+                  "target_inline", "target_crossline", *list(CHANGE_COLUMNS)[3:]]
 #: paper Fig. 3 for all style sources together (the report shows it)
 FIG3 = "figures/fig3.png"
 #: Fig. 3's style: the class region's amplitude distribution and depth spectrum of target,
@@ -316,8 +320,10 @@ def _write_samples(run: StageRun, cfg: Config, ds: Dataset, k: int, sources: Seq
     samples, identity = made.samples, made.identity
     _save_samples(run.out(SAMPLES), samples)
     _save_samples(run.out(IDENTITY_SAMPLES), identity)
-    write_csv(run.out(CHANGES), CHANGE_COLUMNS,
-              [row for method, done in zip(GENERATED, (samples, identity))
+    known = {x.name: x for x in [*ds.sections("train"), *ds.sections("val")]}
+    write_csv(run.out(CHANGES), CHANGE_WRITTEN,
+              [{**row, **role_numbers(ds.train.geometry, known, row, ("source", "target"))}
+               for method, done in zip(GENERATED, (samples, identity))
                for row in _change_rows(method, done)])
     metrics = {"class": ds.classes[k], "class_id": k, "method": cfg["transfer"]["method"],
                "samples": len(samples.source), "shape": list(samples.images[0].shape),
