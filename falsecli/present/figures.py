@@ -17,12 +17,12 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
-from matplotlib.legend import Legend
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator
 
 from falsecli.core.files import save_with
 from falsecli.data.geometry import SectionFrame
+from falsecli.present.legends import legend_outside
 
 #: F3 facies benchmark palette (Alaudah et al. 2019), in class order: upper, middle and lower
 #: North Sea, Rijnland/chalk, scruff (orange), Zechstein (red)
@@ -64,21 +64,6 @@ def facies_legend(fig: Figure, classes: Sequence[str]) -> None:
     fig.legend(handles=[Patch(color=colors[i], label=name) for i, name in enumerate(classes)],
                loc="outside lower center", ncol=min(len(classes), 6), fontsize=8,
                title="facies (annotation)", title_fontsize=8, frameon=False)
-
-
-def legend_outside(fig: Figure, *, title: str | None = None, below: bool = False) -> Legend:
-    """One legend for the whole figure, to the right of every panel (``below``: under them,
-    in one row, for figures whose panel titles reach the right edge), where it covers no data
-    (the figure's constrained layout makes room for it): each label of the panels' artists
-    once, in the order first drawn."""
-    entries: dict[str, Any] = {}
-    for ax in fig.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-    where = {"loc": "outside lower center", "ncol": len(entries)} if below else {
-        "loc": "outside right upper"}
-    return fig.legend(list(entries.values()), list(entries), fontsize=8, title=title,
-                      title_fontsize=8, **where)
 
 
 def section_axes(ax: Any, *, x: bool = True, y: bool = True,

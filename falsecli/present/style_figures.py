@@ -12,7 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from falsecli.method import stylemeasure as sm
-from falsecli.present.figures import DPI, legend_outside
+from falsecli.present.figures import DPI
+from falsecli.present.legends import legend_outside
 
 #: target, source, transfer: line colour and style (the transfer should land on the source)
 CURVES = (("target", "tab:blue", "-"), ("style source", "tab:orange", "-"),
