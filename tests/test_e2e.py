@@ -355,3 +355,22 @@ def test_report_is_stale_when_anything_it_reads_changes(own) -> None:
     finally:
         shutil.rmtree(work / "al")
     assert Stage(work, "report").is_fresh(report.STEP.upstream(cfg, work))
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_report_page_fits_the_screen_in_a_browser(chain, tmp_path, width) -> None:
+    """Laid out by headless Chromium at a wide and a narrow window: nothing is wider than the
+    window (a table wider than the page scrolls in its own box), the claims table's prose
+    wraps so its verdicts stay in view, and every image loads and shrinks to fit."""
+    from browser import measure
+
+    work, _ = chain
+    page = measure(work / "report" / "report.html", width, tmp_path)
+    assert page["width"] == width
+    assert page["scroll"] <= width, page["wide"]
+    assert page["wide"] == []
+    assert page["tables"] and all(t["overflow"] == "auto" for t in page["tables"])
+    claims = [t for t in page["tables"] if "claims" in t["title"]]
+    assert claims and not any(t["scrolls"] for t in claims)
+    assert page["images"] and all(i["complete"] and i["natural"] > 100 for i in page["images"])
+    assert all(i["shown"] <= width for i in page["images"])

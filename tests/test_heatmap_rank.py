@@ -266,7 +266,7 @@ def test_heatmap_grid_shares_one_scale(tmp_path: Path) -> None:
     curves = training_curves({"baseline": [run, run], "flip": [run]})
     # one line per run in each panel, the legend names each method once
     assert [len(ax.get_lines()) for ax in curves.axes] == [3, 3]
-    assert [t.get_text() for t in curves.axes[1].get_legend().get_texts()] == ["baseline", "flip"]
+    assert [t.get_text() for t in curves.legends[0].get_texts()] == ["baseline", "flip"]
 
 
 def test_figures_of_the_most_forgotten_sections(cli, tmp_path: Path) -> None:

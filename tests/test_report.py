@@ -14,7 +14,7 @@ from falsecli.core.errors import FalseCliError
 from falsecli.core.manifest import Stage
 from falsecli.core.swap import stage_run
 from falsecli.method import comparison, statistics
-from falsecli.present.document import cell_class
+from falsecli.present.document import cell_class, table_cell
 from falsecli.stages import report
 
 DATA = {"classes": ["a", "scruff"], "ignore_index": 255, "val_every": 5,
@@ -191,3 +191,14 @@ def test_report_page_wraps_prose_and_keeps_numbers_on_one_line() -> None:
     assert cell_class("holds") == " class='text'"
     assert cell_class("events per pixel within 2 px of a label boundary / in class "
                       "interiors") == " class='text long'"
+
+
+def test_a_difference_breaks_before_its_interval_and_note_never_inside() -> None:
+    """Table 4's cells may wrap onto three lines (value, interval, note) in a narrow window,
+    each piece kept whole; other cells are one piece."""
+    assert table_cell("+0.014 [-0.210, +0.238] (paired, n=2)") == (
+        "<td class='parts'><span>+0.014</span> <span>[-0.210, +0.238]</span> "
+        "<span>(paired, n=2)</span></td>")
+    assert table_cell("0.683 ± 0.075") == "<td>0.683 ± 0.075</td>"
+    assert table_cell("holds (n=2)") == "<td class='text'>holds (n=2)</td>"
+    assert table_cell("a < b") == "<td class='text'>a &lt; b</td>"

@@ -50,3 +50,17 @@ def test_the_pipeline_offers_resume_only_to_steps_that_resume(tmp_path: Path,
                      ("resumable", {"force": False, "resume": True})]
     assert {name: s["status"] for name, s in summary["stages"].items()} == {
         "plain": "done", "resumable": "done"}
+
+
+@pytest.mark.parametrize("profile", sorted(pipeline.PROFILES))
+def test_every_profile_trains_the_transfer_identity_control_beside_transfer(
+        profile: str, tmp_path: Path) -> None:
+    """C3 and C4 judge transfer against its identity control: the demo (what most users read)
+    and the study must train it, over the same seeds as transfer."""
+    from falsecli.stages import retrain
+
+    cfg = pipeline.demo_config(profile)
+    folders = set(retrain.STEP.folders(cfg, tmp_path))
+    seeds = cfg["retrain"]["seeds"]
+    for method in ("transfer", "transfer-identity"):
+        assert {f"retrain/{method}/seed{s}" for s in seeds} <= folders, (method, folders)

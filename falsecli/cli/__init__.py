@@ -247,8 +247,8 @@ def demo_cmd(
     ctx: Context,
     profile: Annotated[Profile, typer.Option(  # type: ignore[valid-type]
         metavar="|".join(p.value for p in Profile),
-        help="demo: 2 seeds, minutes; study: 4 seeds of every method and the "
-        "transfer-identity control, ~12 min on 2 CPU cores")] = "demo",
+        help="demo: every method and the transfer-identity control, 2 seeds, minutes; "
+        "study: the same at 4 seeds on a smaller volume, ~12 min on 2 CPU cores")] = "demo",
     force: Force = False,
     jobs: Jobs = "auto",
     executor: Executor = "local",

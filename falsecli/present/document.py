@@ -234,11 +234,11 @@ class Document:
         parts += [f"<li>{esc(t)}</li>" for t in self._runs_text()]
         parts.append("</ul>")
         for title, header, body, caption in self.tables():
-            parts.append(f"<h2>{esc(title)}</h2><table><tr>"
+            # the box scrolls a table wider than the page, never the page itself
+            parts.append(f"<h2>{esc(title)}</h2><div class='table'><table><tr>"
                          + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td{cell_class(c)}>{esc(c)}</td>" for c in row)
-                      + "</tr>" for row in body]
-            parts.append(f"</table><p class='caption'>{esc(caption)}</p>")
+            parts += ["<tr>" + "".join(table_cell(c) for c in row) + "</tr>" for row in body]
+            parts.append(f"</table></div><p class='caption'>{esc(caption)}</p>")
         for fig in self.figures:
             data = base64.b64encode((folder / fig.rel).read_bytes()).decode()
             parts.append(f"<h2>{esc(fig.title)}</h2><figure><img alt='{esc(fig.title)}' "
@@ -247,6 +247,18 @@ class Document:
         parts.append("<details><summary>Configuration and versions</summary>"
                      f"<pre>{esc(self._settings())}</pre></details></body></html>")
         return "\n".join(parts)
+
+
+def table_cell(cell: str) -> str:
+    """One ``<td>``. A number with its interval and a note ("+0.01 [-0.2, +0.2] (paired, n=2)")
+    may break before the interval and before the note, never inside either, so that a table
+    of many such columns fits a narrow page."""
+    klass = cell_class(cell)
+    parts = re.split(r" (?=[\[(])", cell)
+    if klass or len(parts) == 1:
+        return f"<td{klass}>{html.escape(cell)}</td>"
+    return ("<td class='parts'>" + " ".join(f"<span>{html.escape(p)}</span>" for p in parts)
+            + "</td>")
 
 
 def cell_class(cell: str) -> str:

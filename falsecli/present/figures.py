@@ -22,6 +22,7 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter, MaxNL
 
 from falsecli.core.files import save_with
 from falsecli.data.geometry import SectionFrame
+from falsecli.present.legends import legend_outside
 
 #: F3 facies benchmark palette (Alaudah et al. 2019), in class order: upper, middle and lower
 #: North Sea, Rijnland/chalk, scruff (orange), Zechstein (red)
@@ -324,7 +325,7 @@ def training_curves(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
-        acc_ax.legend(fontsize=8, title="method (one line per seed)", title_fontsize=8)
+        legend_outside(fig, title="method (one line per seed)")
     return fig
 
 
@@ -379,11 +380,15 @@ def learning_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarr
                title=titles[key])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize=8, title="strategy (mean ± std over seeds)", title_fontsize=8)
+    legend_outside(fig, title="strategy (mean ± std over seeds)")
     return fig
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend)."""
+    """Write ``fig`` as PNG atomically, rendered by Agg (no display, whatever the backend).
+    The layout is settled first: one pass of constrained layout leaves panels of fixed aspect
+    (sections) where the figure's title overlaps their titles; the save's draw is the second."""
     FigureCanvasAgg(fig)
+    if (engine := fig.get_layout_engine()) is not None:
+        engine.execute(fig)
     save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from falsecli.method import stylemeasure as sm
 from falsecli.present.figures import DPI
+from falsecli.present.legends import legend_outside
 
 #: target, source, transfer: line colour and style (the transfer should land on the source)
 CURVES = (("target", "tab:blue", "-"), ("style source", "tab:orange", "-"),
@@ -61,7 +62,7 @@ def style_figure(rows: Sequence[dict[str, Any]], k: int, class_name: str) -> Fig
                 ylabel="correlation", title="lateral coherence of neighbouring traces")
         for ax in (cdf, spec, coh):
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    legend_outside(fig, below=True)
     fig.suptitle(f"the style of '{class_name}': the transfer (dashed) should lie on the style "
                  "source, away from the target\nstyle moved: 1 = the source's style, "
                  "0 = the target's, < 0 = further from the source")

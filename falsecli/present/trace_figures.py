@@ -8,10 +8,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from falsecli.data.geometry import SectionFrame
-from falsecli.present.figures import (DPI, MISSING, REGION_COLOR, label_cmap, label_colors,
+from falsecli.present.figures import (DPI, MISSING, REGION_COLOR, facies_legend, label_cmap,
                                       mask_ignored, section_axes, seismic_limits)
 
 
@@ -64,10 +63,7 @@ def influence_figure(image: np.ndarray, labels: np.ndarray, region: np.ndarray,
                                       vmin=-top, vmax=top, aspect="auto",
                                       interpolation="nearest")
         axes[1, c].set_title(panel.get("map_title", "influence per pixel"), fontsize=8)
-    colors = label_colors(n)
-    axes[0, -1].legend(handles=[Patch(color=colors[i], label=name)
-                                for i, name in enumerate(classes)],
-                       fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    facies_legend(fig, classes)
     if image_map is not None:
         fig.colorbar(image_map, ax=axes[1, -1], label=unit, shrink=0.9)
     fig.suptitle(title, fontsize=9)
