@@ -52,7 +52,7 @@ def representation(cfg: Config, workdir: Path, *, force: bool = False) -> dict[s
     ds = load_dataset(payload["config"])
     section = tracked_section(ds, payload["config"], run, name)
     labels = ds.label(section)
-    region, what = query_region(opts, payload["config"], labels)
+    region, what = query_region(cfg, payload["config"], labels)
     margin = layer == rep.CLASSIFIER
     x = rep.layer_input(model, layer, ds.image(section))
     module = dict(model.named_modules())[layer]

@@ -27,14 +27,15 @@ def section_name(opts: dict[str, Any]) -> str:
     return opts["section"]
 
 
-def query_region(opts: dict[str, Any], cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
-    """The region (bool, the section's shape) of ``trace.class`` or ``trace.mask``, else every
-    pixel; and a few words naming it."""
+def query_region(cfg: Config, run_cfg: Config, labels: np.ndarray) -> tuple[np.ndarray, str]:
+    """The region (bool, the section's shape) of ``cfg``'s ``trace.class`` (a class of the
+    run's data, ``run_cfg``) or ``trace.mask``, else every pixel; and a few words naming it."""
+    opts = cfg["trace"]
     if opts["class"] is not None and opts["mask"] is not None:
         raise FalseCliError("trace: give --class or --mask, not both")
     if opts["class"] is not None:
-        cid = class_id(cfg, opts["class"])
-        return labels == cid, f"class {cfg['data']['classes'][cid]}"
+        cid = class_id(run_cfg, opts["class"])
+        return labels == cid, f"class {run_cfg['data']['classes'][cid]}"
     if opts["mask"] is None:
         return np.ones(labels.shape, bool), "every labelled pixel"
     path = Path(opts["mask"])
