@@ -11,7 +11,6 @@ boundary.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,17 @@ def label_margins(model: Any, ds: Dataset, sections: list[Section], batch_size: 
     section by section in order (NaN where the label is ``ds.ignore_index``)."""
     import torch
 
-    from falsecli.method.training import logits
+    from falsecli.method.training import softmax_batches
 
     out = []
-    for _, group in itertools.groupby(sections, key=lambda s: s.shape):
-        group = list(group)
-        for i in range(0, len(group), batch_size):
-            images, labels = ds.stack(group[i:i + batch_size])
-            p = logits(model, torch.from_numpy(images), amp).float().softmax(1)
-            y = torch.from_numpy(labels.astype(np.int64)).to(p.device)
-            known = y != ds.ignore_index
-            index = torch.where(known, y, 0)[:, None]
-            own = p.gather(1, index)[:, 0]
-            other = p.scatter(1, index, -1.0).max(1).values
-            margin = torch.where(known, own - other, torch.nan)
-            out.append(margin.reshape(len(margin), -1).to(torch.float16).cpu().numpy())
+    for p, labels in softmax_batches(model, ds, sections, batch_size, amp):
+        y = torch.from_numpy(labels.astype(np.int64)).to(p.device)
+        known = y != ds.ignore_index
+        index = torch.where(known, y, 0)[:, None]
+        own = p.gather(1, index)[:, 0]
+        other = p.scatter(1, index, -1.0).max(1).values
+        margin = torch.where(known, own - other, torch.nan)
+        out.append(margin.reshape(len(margin), -1).to(torch.float16).cpu().numpy())
     return np.concatenate([m.ravel() for m in out]) if out else np.zeros(0, np.float16)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,17 +205,24 @@ def section_confidence(model: torch.nn.Module, ds: Dataset, sections: list[Secti
     margin queries rank the pool by. Computed on the device, copied to the host once."""
     n_classes = len(ds.classes)
     out = []
+    for p, _ in softmax_batches(model, ds, sections, batch_size, amp):
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(max(n_classes, 2))
+        top = p.topk(min(2, n_classes), dim=1).values
+        second = top[:, 1] if n_classes > 1 else torch.zeros_like(top[:, 0])
+        out.append(torch.stack([entropy.mean((1, 2)), (1 - top[:, 0]).mean((1, 2)),
+                                (top[:, 0] - second).mean((1, 2))], 1))
+    return torch.cat(out).double().cpu().numpy()
+
+
+def softmax_batches(model: torch.nn.Module, ds: Dataset, sections: list[Section],
+                    batch_size: int, amp: bool) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """The softmax (N, C, depth, width) of ``sections``, in order, ``batch_size`` sections of
+    one shape at a time, with their labels."""
     for _, run in itertools.groupby(sections, key=lambda s: s.shape):
         run = list(run)
         for i in range(0, len(run), batch_size):
-            images, _ = ds.stack(run[i:i + batch_size])
-            p = logits(model, torch.from_numpy(images), amp).float().softmax(1)
-            entropy = -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(max(n_classes, 2))
-            top = p.topk(min(2, n_classes), dim=1).values
-            second = top[:, 1] if n_classes > 1 else torch.zeros_like(top[:, 0])
-            out.append(torch.stack([entropy.mean((1, 2)), (1 - top[:, 0]).mean((1, 2)),
-                                    (top[:, 0] - second).mean((1, 2))], 1))
-    return torch.cat(out).double().cpu().numpy()
+            images, labels = ds.stack(run[i:i + batch_size])
+            yield logits(model, torch.from_numpy(images), amp).float().softmax(1), labels
 
 
 def evaluate_tests(model: torch.nn.Module, ds: Dataset, batch_size: int, amp: bool
