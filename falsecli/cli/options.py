@@ -205,7 +205,7 @@ Jobs = Annotated[str, typer.Option(
     "of the cluster).")]
 Executor = Annotated[str, typer.Option(
     "--executor", metavar="local|ray", help="Where the runs go: here, or Ray tasks "
-    "(pip install 'falsecli[ray]'; the workdir must be on a filesystem every node shares).")]
+    "(pip install 'falsecli\\[ray]'; the workdir must be on a filesystem every node shares).")]
 Address = Annotated[Optional[str], typer.Option(
     "--address", metavar="ADDR", help="With --executor ray: the cluster (default: "
     "RAY_ADDRESS, else a Ray instance started here).")]
