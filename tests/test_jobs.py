@@ -26,7 +26,7 @@ def _stamp(folder: str, name: str, seconds: float) -> dict[str, float]:
     t0 = time.time()
     time.sleep(seconds)
     out = {"start": t0, "end": time.time(), "threads": torch.get_num_threads(),
-           "omp": int(os.environ["OMP_NUM_THREADS"])}
+           "omp": int(os.environ["OMP_NUM_THREADS"]), "pid": os.getpid()}
     (Path(folder) / f"{name}.json").write_text(json.dumps(out))
     return out
 
@@ -62,10 +62,10 @@ def test_jobs_run_side_by_side_and_after_what_they_wait_for(tmp_path: Path) -> N
     a, b, c = (results[k] for k in "abc")
     assert b["start"] < a["end"]  # side by side
     assert c["start"] >= a["end"]  # after the job it waits for
-    # a and b started together share the cores; c, alone by then, has them all
+    # every run has its share of the cores, c too though it runs alone: a run's numbers
+    # depend on its thread count, and must not depend on what ran beside it
     half = max(1, jobs.cores() // 2)
-    assert a["threads"] == b["threads"] == a["omp"] == b["omp"] == half
-    assert c["threads"] == c["omp"] == jobs.cores()
+    assert all(r["threads"] == r["omp"] == half for r in (a, b, c))
 
 
 def test_a_failed_run_is_one_line_and_the_others_finish(tmp_path: Path) -> None:
@@ -78,6 +78,29 @@ def test_a_failed_run_is_one_line_and_the_others_finish(tmp_path: Path) -> None:
     assert "2 of 3 runs failed" in text and "\n" not in text
     assert "bad: config key 'x' is wrong; use y" in text and "later: not run: bad failed" in text
     assert (tmp_path / "good.json").is_file() and not (tmp_path / "later.json").exists()
+
+
+def test_workers_are_kept_for_the_next_run_and_retired_by_a_failure(tmp_path: Path) -> None:
+    """A batch pays a worker's start once, not once per run; a failed run's worker (whose
+    state may be broken) is not reused."""
+    planned = [Job("a", _stamp, (str(tmp_path), "a", 0.1)),
+               Job("b", _stamp, (str(tmp_path), "b", 0.1), after=("a",)),
+               Job("c", _stamp, (str(tmp_path), "c", 0.1), after=("b",))]
+    results = run_jobs(planned, Parallel("2"), "test")
+    assert results["a"]["pid"] == results["b"]["pid"] == results["c"]["pid"] != os.getpid()
+    runner = jobs.LocalRunner(1, "cpu")
+    try:
+        failed = runner.start(Job("bad", _fail, ("wrong",)))
+        assert runner.wait([failed]) == [failed]
+        first = runner.workers[0][0].pid
+        assert runner.outcome(failed) == ("failed", "wrong") and 0 not in runner.workers
+        good = runner.start(Job("good", _stamp, (str(tmp_path), "good", 0.1)))
+        runner.wait([good])
+        status, value = runner.outcome(good)
+        assert status == "done" and value["pid"] != first
+    finally:
+        runner.close()
+    assert runner.workers == {}
 
 
 def test_a_killed_run_takes_no_other_with_it(tmp_path: Path) -> None:

@@ -64,3 +64,19 @@ def test_every_profile_trains_the_transfer_identity_control_beside_transfer(
     seeds = cfg["retrain"]["seeds"]
     for method in ("transfer", "transfer-identity"):
         assert {f"retrain/{method}/seed{s}" for s in seeds} <= folders, (method, folders)
+
+
+def test_each_workflow_folder_waits_for_what_it_reads_and_no_more(tmp_path: Path) -> None:
+    """With --jobs, the baseline, flip and rotate runs go beside heatmap, rank and the
+    generator's training; the runs on generated samples wait for transfer/; the report for
+    every run."""
+    planned, folders = pipeline.plan(pipeline.demo_config(), tmp_path)
+    after = {job.name: set(job.after) for job in planned}
+    assert after["train"] == set()
+    assert after["heatmap"] == {"train"} and after["rank"] == {"train", "heatmap"}
+    for run in ("retrain/none/seed1", "retrain/flip/seed0", "retrain/rotate/seed1"):
+        assert after[run] == {"train"}, run
+    for run in ("retrain/transfer/seed0", "retrain/transfer-identity/seed1"):
+        assert after[run] == {"train", "transfer"}, run
+    assert after["report"] == set(after) - {"report"}
+    assert folders["retrain"] == [job.name for job in planned if job.name.startswith("retrain/")]

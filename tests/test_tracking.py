@@ -144,6 +144,16 @@ def test_label_probs_by_hand() -> None:
     assert torch.allclose(out, torch.tensor([[0.7, 0.6, 0.5], [0.2, 0.3, 0.3]]))
 
 
+def test_label_probs_match_a_plain_loop_over_pixels() -> None:
+    rng = np.random.default_rng(5)
+    scores = torch.from_numpy(rng.normal(0, 3, (2, 4, 3, 5)).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 4, (2, 3, 5)).astype(np.uint8))
+    out = label_probs(scores, labels, 255).numpy()
+    p = torch.softmax(scores, 1).numpy().transpose(0, 2, 3, 1).reshape(-1, 4)
+    for k, (row, lab) in enumerate(zip(p, labels.numpy().ravel())):
+        assert out[0, k] == row[lab] and out[1, k] == max(np.delete(row, lab)), k
+
+
 def test_datamap_tracker_matches_the_whole_history_and_resumes(tmp_path) -> None:
     """Welford's running mean and variance, the late minimum margin and the late window's
     one class equal those of the full history; a tracker rebuilt from its checkpoint state

@@ -32,13 +32,12 @@ class Job:
 
 
 class Runner(Protocol):
-    """Where jobs run: ``slots`` at a time; ``start`` gives a handle (``share``: how many
-    runs divide the cores now), ``wait`` the handles that finished, ``outcome`` ("done",
-    result) or ("failed", one line)."""
+    """Where jobs run: ``slots`` at a time; ``start`` gives a handle, ``wait`` the handles
+    that finished, ``outcome`` ("done", result) or ("failed", one line)."""
 
     slots: int
 
-    def start(self, job: Job, share: int) -> Any: ...
+    def start(self, job: Job) -> Any: ...
     def wait(self, handles: list[Any]) -> list[Any]: ...
     def outcome(self, handle: Any) -> tuple[str, Any]: ...
     def stop(self, handles: list[Any]) -> None: ...
@@ -87,11 +86,9 @@ def schedule(jobs: list[Job], runner: Runner, what: str) -> dict[str, Any]:
                 waiting.remove(job)
                 failed[job.name] = f"not run: {next(a for a in job.after if a in failed)} failed"
             ready = [j for j in waiting if all(a in results for a in j.after)]
-            # a run alone (train before the grid) gets every core; a full grid, its share
-            share = min(runner.slots, len(running) + len(ready))
             for job in ready[:runner.slots - len(running)]:
                 waiting.remove(job)
-                running[runner.start(job, share)] = (job, time.time())
+                running[runner.start(job)] = (job, time.time())
                 console.log(f"{what}: {job.name} started")
             if not running:
                 break
@@ -141,58 +138,87 @@ def _end_with_parent() -> None:
         pass
 
 
-def _child(job: Job, threads: int, gpu: str | None, quiet: bool, pipe: Connection,
-           parent: int) -> None:
-    """A local job's process (its GPU set before torch starts): result or error sent back."""
+def _serve(pipe: Connection, gpu: str | None, quiet: bool, parent: int) -> None:
+    """A local worker: runs the jobs it is sent, one at a time, each result or error sent
+    back, until the pipe closes. Kept between jobs, so that a batch pays torch's start once
+    per worker (3 s here) rather than once per run; a failed job retires its worker."""
     _end_with_parent()
     if os.getppid() != parent:  # the parent died before the line above
         return
-    if gpu is not None:
+    if gpu is not None:  # before torch starts
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    try:
-        pipe.send(("done", in_worker(job, threads, quiet)))
-    except BaseException as exc:  # noqa: BLE001 - every failure goes back in one line
-        pipe.send(("failed", one_line(exc)))
-        if not isinstance(exc, FalseCliError):
-            raise  # the worker's traceback on stderr: a bug to report
+    while True:
+        try:
+            job, threads = pipe.recv()
+        except EOFError:
+            return
+        try:
+            pipe.send(("done", in_worker(job, threads, quiet)))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back in one line
+            pipe.send(("failed", one_line(exc)))
+            if not isinstance(exc, FalseCliError):
+                raise  # the worker's traceback on stderr: a bug to report
+            return
 
 
 class LocalRunner:
-    """``slots`` processes here (``spawn``: no state of the parent's torch is shared), the
-    cores split between the runs started together, slot k on GPU k mod the count."""
+    """``slots`` worker processes here (``spawn``: no state of the parent's torch is shared),
+    each kept for the next job, slot k on GPU k mod the count. Each run has ``cores //
+    slots`` threads, also when it happens to run alone: a CPU's results depend on the thread
+    count (the generator's samples visibly), so a run's numbers must not depend on what ran
+    beside it."""
 
     def __init__(self, slots: int, device: str) -> None:
         self.slots, self.gpus = slots, gpus(device)
+        self.threads = max(1, cores() // slots)
         self.context = multiprocessing.get_context("spawn")
-        self.procs: dict[Connection, tuple[Any, int]] = {}
-        console.log(f"up to {slots} runs at a time here, {cores()} cores between them")
+        self.workers: dict[int, tuple[Any, Connection]] = {}  # slot -> (process, pipe)
+        self.busy: dict[Connection, int] = {}  # a running job's pipe -> its slot
+        console.log(f"up to {slots} runs at a time here, {self.threads} thread(s) each")
 
-    def start(self, job: Job, share: int) -> Connection:
-        slot = min(set(range(self.slots)) - {s for _, s in self.procs.values()})
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = visible.split(",") if visible else [str(i) for i in range(self.gpus)]
-        gpu = ids[slot % self.gpus] if self.gpus > 1 else None
-        mine, theirs = self.context.Pipe(duplex=False)
-        threads = max(1, cores() // max(1, share))
-        proc = self.context.Process(target=_child,
-                                    args=(job, threads, gpu, console.is_quiet(), theirs,
-                                          os.getpid()))
-        proc.start()
-        theirs.close()
-        self.procs[mine] = (proc, slot)
-        return mine
+    def _worker(self, slot: int) -> Connection:
+        """Slot ``slot``'s worker, started when it has none."""
+        if slot not in self.workers:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            ids = visible.split(",") if visible else [str(i) for i in range(self.gpus)]
+            gpu = ids[slot % self.gpus] if self.gpus > 1 else None
+            mine, theirs = self.context.Pipe()
+            proc = self.context.Process(target=_serve, args=(
+                theirs, gpu, console.is_quiet(), os.getpid()))
+            proc.start()
+            theirs.close()
+            self.workers[slot] = (proc, mine)
+        return self.workers[slot][1]
+
+    def _retire(self, slot: int) -> None:
+        proc, pipe = self.workers.pop(slot)
+        pipe.close()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+    def start(self, job: Job) -> Connection:
+        slot = min(set(range(self.slots)) - set(self.busy.values()))
+        pipe = self._worker(slot)
+        pipe.send((job, self.threads))
+        self.busy[pipe] = slot
+        return pipe
 
     def wait(self, handles: list[Connection]) -> list[Connection]:
-        # a result arrives, or the end of the pipe when a process died without one
+        # a result arrives, or the end of the pipe when a worker died without one
         return list(connection.wait(handles))
 
     def outcome(self, handle: Connection) -> tuple[str, Any]:
-        proc, _ = self.procs.pop(handle)
+        slot = self.busy.pop(handle)
         try:
             message = handle.recv()
         except EOFError:
             message = None
-        proc.join()
+        if message is not None and message[0] == "done":
+            return message
+        proc = self.workers[slot][0]
+        self._retire(slot)
         if message is not None:
             return message
         code = proc.exitcode
@@ -201,9 +227,10 @@ class LocalRunner:
 
     def stop(self, handles: list[Connection]) -> None:
         for handle in handles:
-            proc, _ = self.procs.pop(handle)
-            proc.terminate()
-            proc.join()
+            slot = self.busy.pop(handle)
+            self.workers[slot][0].terminate()
+            self._retire(slot)
 
     def close(self) -> None:
-        pass
+        for slot in list(self.workers):
+            self._retire(slot)  # an idle worker ends when its pipe closes

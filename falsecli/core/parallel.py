@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from falsecli.core import console
 from falsecli.core.jobs import Job, LocalRunner, Runner, cores, count, gpus, schedule
 
 #: ``--jobs auto`` on a CPU: at most this many processes (two 1-thread runs finish 1.3x the
@@ -59,7 +60,11 @@ def run_jobs(jobs: list[Job], parallel: Parallel, what: str, device: str = "cpu"
     else:
         n = resolve_jobs(parallel.jobs, device)
         if n <= 1 or len(jobs) <= 1:
-            return {job.name: job.fn(*job.args, **job.kwargs) for job in jobs}
+            results = {}
+            for job in jobs:
+                console.log(f"{what}: {job.name}")
+                results[job.name] = job.fn(*job.args, **job.kwargs)
+            return results
         runner = LocalRunner(min(n, len(jobs)), device)
     try:
         return schedule(jobs, runner, what)

@@ -50,8 +50,8 @@ class RayRunner:
         console.log(f"ray: {self.slots} runs at a time on {cpus} CPUs and {n_gpus} GPUs, "
                     f"{self.threads} thread(s) each")
 
-    def start(self, job: Job, share: int) -> Any:
-        """``share`` is not used: a task's CPUs are reserved when the runner starts."""
+    def start(self, job: Job) -> Any:
+        """A task with the CPUs (and GPU) reserved when the runner started."""
         # paths relative to this shell mean nothing on another node
         args = tuple(a.resolve() if isinstance(a, Path) else a for a in job.args)
         return self.remote.remote(Job(job.name, job.fn, args, job.kwargs, job.after),

@@ -30,7 +30,8 @@ class Step:
     that writes exactly that folder (retrain: one per method and seed). ``upstream(cfg,
     workdir)``: the stage folders it reads; a result that read another set is stale (a report
     that has not seen a new run). ``after(cfg)``: the steps whose folders must be complete
-    before one of this step's starts (retrain's baseline runs need train/, not transfer/).
+    before a folder of this step starts, given that folder's config from ``plan`` (retrain's
+    baseline runs need train/, not transfer/).
     """
 
     name: str
@@ -38,8 +39,8 @@ class Step:
     upstream: Callable[[Config, Path], list[str]]
     plan: Callable[[Config, Path], dict[str, Config]] | None = None
     resumes: bool = False
-    #: the steps a folder of this one waits for when runs go in parallel (``--jobs``);
-    #: None: every step before it
+    #: the steps a folder of this one (its config from ``plan``) waits for when runs go in
+    #: parallel (``--jobs``); None: every step before it
     after: Callable[[Config], list[str]] | None = None
 
     def folders(self, cfg: Config, workdir: Path) -> dict[str, Config]:

@@ -76,16 +76,7 @@ def run(cfg: Config, workdir: Path, *, force: bool = False, parallel: Parallel =
     workdir = Path(workdir)
     cfg = copy.deepcopy(cfg)
     cfg["heatmap"]["run"] = "train"
-    planned: list[Job] = []
-    folders: dict[str, list[str]] = {}
-    for k, step in enumerate(steps()):
-        before = [s.name for s in steps()[:k]] if step.after is None else step.after(cfg)
-        wait_for = tuple(name for s in before for name in folders.get(s, []))
-        folders[step.name] = []
-        for name, step_cfg in step.folders(cfg, workdir).items():
-            folders[step.name].append(name)
-            planned.append(Job(name, run_folder, (step.name, name, step_cfg, workdir, force),
-                               after=wait_for))
+    planned, folders = plan(cfg, workdir, force)
     results = run_jobs(planned, parallel, "run", cfg["train"]["device"])
     done: dict[str, Any] = {}
     for step in steps():
@@ -99,6 +90,25 @@ def run(cfg: Config, workdir: Path, *, force: bool = False, parallel: Parallel =
     return {"stage": "run", "workdir": str(workdir), "stages": done, "outputs": outputs}
 
 
+def plan(cfg: Config, workdir: Path, force: bool = False
+         ) -> tuple[list[Job], dict[str, list[str]]]:
+    """The workflow's folders as jobs, each after the folders it reads, and each step's
+    folders."""
+    planned: list[Job] = []
+    folders: dict[str, list[str]] = {}
+    for k, step in enumerate(steps()):
+        folders[step.name] = []
+        for name, step_cfg in step.folders(cfg, workdir).items():
+            # each folder waits for what it reads: retrain's baseline runs for train/ alone
+            before = ([s.name for s in steps()[:k]] if step.after is None
+                      else step.after(step_cfg))
+            wait_for = tuple(f for s in before for f in folders.get(s, []))
+            folders[step.name].append(name)
+            planned.append(Job(name, run_folder, (step.name, name, step_cfg, workdir, force),
+                               after=wait_for))
+    return planned, folders
+
+
 def run_folder(step_name: str, name: str, cfg: Config, workdir: Path, force: bool
                ) -> list[dict[str, Any]]:
     """One stage folder of the workflow: skipped when fresh, else run (continued when its
@@ -108,7 +118,6 @@ def run_folder(step_name: str, name: str, cfg: Config, workdir: Path, force: boo
     if not force and stage.is_fresh(step.upstream(cfg, workdir)):
         console.log(f"run: {name} is complete, skipped")
         return [{"run": name, "status": "skipped"}]
-    console.log(f"run: {name}")
     resume = {"resume": True} if step.resumes else {}
     summary = step.run(cfg, workdir, force=force or stage.is_complete(), **resume)
     # a stage that writes several folders reports each one under "runs"
