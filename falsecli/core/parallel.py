@@ -1,9 +1,11 @@
 """Independent runs in parallel: ``--jobs N``, here or on a Ray cluster (``--executor ray``).
 
 A study is a grid of independent runs (methods x seeds, strategies x seeds). On a CPU the
-network's threads scale poorly at these sizes (1 -> 2 threads: 1.5x on this project's
-2-core machine), so N processes with the cores split between them finish more runs per hour
-than one process with them all; with several GPUs each process gets its own. Each run writes
+network's threads scale poorly at these sizes, so N processes with the cores split between
+them finish more runs per hour than one process with them all (1.05-1.15x on this project's
+2-core machine, where the two runs also contend for memory bandwidth; docs/speed.md), and in
+``run`` and ``demo`` runs that wait for nothing go beside the chain heat maps -> rank ->
+generator; with several GPUs each process gets its own. Each run writes
 its own stage folder under its own lock, exactly as it would alone, so a killed batch resumes
 like a killed run. :mod:`falsecli.core.jobs` schedules and runs them here,
 :mod:`falsecli.core.rayrun` as Ray tasks.
@@ -18,8 +20,8 @@ from typing import Any
 from falsecli.core import console
 from falsecli.core.jobs import Job, LocalRunner, Runner, cores, count, gpus, schedule
 
-#: ``--jobs auto`` on a CPU: at most this many processes (two 1-thread runs finish 1.3x the
-#: runs per hour of one 2-thread run here, docs/speed.md; more need memory: ~1.4 GB per run)
+#: ``--jobs auto`` on a CPU: at most this many processes (each needs its own memory: ~1.4 GB
+#: for a demo-sized run, 3 GB for F3's; docs/speed.md)
 AUTO_CPU_JOBS = 4
 #: ``--executor``: here, or one Ray task per run
 EXECUTORS = ("local", "ray")
