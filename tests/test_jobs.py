@@ -80,9 +80,14 @@ def test_a_failed_run_is_one_line_and_the_others_finish(tmp_path: Path) -> None:
     assert (tmp_path / "good.json").is_file() and not (tmp_path / "later.json").exists()
 
 
-def test_workers_are_kept_for_the_next_run_and_retired_by_a_failure(tmp_path: Path) -> None:
-    """A batch pays a worker's start once, not once per run; a failed run's worker (whose
-    state may be broken) is not reused."""
+def _bug() -> None:
+    raise ZeroDivisionError("a bug")
+
+
+def test_workers_are_kept_for_the_next_run_and_retired_by_a_bug(tmp_path: Path) -> None:
+    """A batch pays a worker's start once, not once per run; a run refused by falsecli's own
+    checks keeps its worker, one that failed otherwise (a bug: its state may be broken) does
+    not."""
     planned = [Job("a", _stamp, (str(tmp_path), "a", 0.1)),
                Job("b", _stamp, (str(tmp_path), "b", 0.1), after=("a",)),
                Job("c", _stamp, (str(tmp_path), "c", 0.1), after=("b",))]
@@ -90,17 +95,29 @@ def test_workers_are_kept_for_the_next_run_and_retired_by_a_failure(tmp_path: Pa
     assert results["a"]["pid"] == results["b"]["pid"] == results["c"]["pid"] != os.getpid()
     runner = jobs.LocalRunner(1, "cpu")
     try:
-        failed = runner.start(Job("bad", _fail, ("wrong",)))
-        assert runner.wait([failed]) == [failed]
-        first = runner.workers[0][0].pid
-        assert runner.outcome(failed) == ("failed", "wrong") and 0 not in runner.workers
+        pids = []
+        for job, outcome in ((Job("refused", _fail, ("wrong",)), ("failed", "wrong")),
+                             (Job("bug", _bug), ("failed", "ZeroDivisionError: a bug"))):
+            pipe = runner.start(job)
+            pids.append(runner.workers[0][0].pid)
+            assert runner.wait([pipe]) == [pipe] and runner.outcome(pipe) == outcome
         good = runner.start(Job("good", _stamp, (str(tmp_path), "good", 0.1)))
         runner.wait([good])
         status, value = runner.outcome(good)
-        assert status == "done" and value["pid"] != first
+        assert status == "done"
+        assert pids[0] == pids[1] != value["pid"]  # kept after the refusal, not after the bug
     finally:
         runner.close()
     assert runner.workers == {}
+
+
+def test_a_batch_error_names_the_first_failures_in_one_line(tmp_path: Path) -> None:
+    planned = [Job(f"r{k}", _fail, (f"reason {k}",)) for k in range(5)]
+    with pytest.raises(FalseCliError) as err:
+        run_jobs(planned, Parallel("2"), "test")
+    text = str(err.value)
+    assert text.startswith("5 of 5 runs failed (r0: reason 0; r1: reason 1; r2: reason 2; "
+                           "and 2 more); ") and "\n" not in text
 
 
 def test_a_killed_run_takes_no_other_with_it(tmp_path: Path) -> None:
@@ -117,10 +134,12 @@ def test_one_job_or_one_process_runs_here_in_order(tmp_path: Path) -> None:
     assert not (tmp_path / "b.json").exists()
 
 
-def test_retrain_in_two_processes_writes_what_one_at_a_time_writes(cli, tmp_path: Path
-                                                                     ) -> None:
-    """Each run trains with the same data, seed and one thread either way: the models and
+def test_retrain_in_two_processes_writes_what_one_at_a_time_writes(
+        cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run trains with the same data, seed and one thread either way (the tests' one
+    thread here; two workers share two cores, whatever the machine has): the models and
     tracking records must be the same bytes."""
+    monkeypatch.setattr(jobs, "cores", lambda: 2)
     base = tmp_path / "base"
     assert cli("train", "-w", base, *sets_args(TINY), "--quiet").exit_code == 0
     args = [*sets_args(TINY), "--aug", "none", "--aug", "flip", "--seeds", "1", "--quiet"]

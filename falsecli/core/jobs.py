@@ -19,6 +19,10 @@ from typing import Any, Callable, Protocol
 from falsecli.core import console
 from falsecli.core.errors import FalseCliError
 
+#: failed runs the batch's error names (the log told each failure in a line as it came)
+SHOWN = 3
+
+
 @dataclass(frozen=True)
 class Job:
     """One independent run: ``fn(*args, **kwargs)`` after the jobs named in ``after``.
@@ -104,9 +108,12 @@ def schedule(jobs: list[Job], runner: Runner, what: str) -> dict[str, Any]:
     finally:
         runner.stop(list(running))  # interrupted: the others stop too
     if failed:
-        listed = "; ".join(f"{name}: {why}" for name, why in failed.items())
-        raise FalseCliError(f"{len(failed)} of {len(jobs)} runs failed ({listed}); the others "
-                            "are complete: run the same command again to redo the failed ones")
+        order = [j.name for j in jobs if j.name in failed]  # the plan's order, not the clock's
+        listed = "; ".join(f"{name}: {failed[name]}" for name in order[:SHOWN])
+        more = f"; and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
+        raise FalseCliError(f"{len(failed)} of {len(jobs)} runs failed ({listed}{more}); the "
+                            "others are complete: run the same command again to redo the failed "
+                            "ones")
     return results
 
 
@@ -141,7 +148,8 @@ def _end_with_parent() -> None:
 def _serve(pipe: Connection, gpu: str | None, quiet: bool, parent: int) -> None:
     """A local worker: runs the jobs it is sent, one at a time, each result or error sent
     back, until the pipe closes. Kept between jobs, so that a batch pays torch's start once
-    per worker (3 s here) rather than once per run; a failed job retires its worker."""
+    per worker (3 s here) rather than once per run; a job that fails other than by a
+    :class:`FalseCliError` (a bug, an interrupt) ends its worker, whose state may be broken."""
     _end_with_parent()
     if os.getppid() != parent:  # the parent died before the line above
         return
@@ -154,11 +162,11 @@ def _serve(pipe: Connection, gpu: str | None, quiet: bool, parent: int) -> None:
             return
         try:
             pipe.send(("done", in_worker(job, threads, quiet)))
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back in one line
+        except FalseCliError as exc:  # refused by falsecli's own checks: the worker is sound
             pipe.send(("failed", one_line(exc)))
-            if not isinstance(exc, FalseCliError):
-                raise  # the worker's traceback on stderr: a bug to report
-            return
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back in one line
+            pipe.send(("crashed", one_line(exc)))
+            raise  # the worker's traceback on stderr: a bug to report; the worker ends
 
 
 class LocalRunner:
@@ -215,12 +223,12 @@ class LocalRunner:
             message = handle.recv()
         except EOFError:
             message = None
-        if message is not None and message[0] == "done":
+        if message is not None and message[0] != "crashed":
             return message
         proc = self.workers[slot][0]
         self._retire(slot)
         if message is not None:
-            return message
+            return "failed", message[1]
         code = proc.exitcode
         return "failed", (f"killed by signal {-code}" if code is not None and code < 0
                           else f"exited with code {code} before its result")
