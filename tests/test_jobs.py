@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,7 +114,9 @@ def test_workers_are_kept_for_the_next_run_and_retired_by_a_bug(tmp_path: Path) 
 
 
 def test_a_batch_error_names_the_first_failures_in_one_line(tmp_path: Path) -> None:
-    planned = [Job(f"r{k}", _fail, (f"reason {k}",)) for k in range(5)]
+    # a stage's error names its run already: the batch's names it once
+    planned = [Job(f"r{k}", _fail, (f"r{k}: reason {k}" if k % 2 else f"reason {k}",))
+               for k in range(5)]
     with pytest.raises(FalseCliError) as err:
         run_jobs(planned, Parallel("2"), "test")
     text = str(err.value)
@@ -209,4 +213,26 @@ def test_runs_end_with_a_killed_parent(tmp_path: Path) -> None:
     deadline = time.time() + 10
     while any(_alive(pid) for pid in runs) and time.time() < deadline:
         time.sleep(0.2)
+    assert not any(_alive(pid) for pid in runs)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+def test_ctrl_c_stops_the_runs_without_a_traceback_from_each(tmp_path: Path) -> None:
+    """Ctrl-C goes to the whole process group; the parent stops its workers, which print
+    nothing of their own."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from test_jobs import _parent; _parent(sys.argv[1])",
+         str(tmp_path)], stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    pids = [tmp_path / f"{name}.pid" for name in ("a", "b")]
+    deadline = time.time() + 60
+    while not all(p.is_file() and p.read_text() for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    runs = [int(p.read_text()) for p in pids]
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "SpawnProcess" not in err and err.count("Traceback") == 1, err  # the parent's alone
     assert not any(_alive(pid) for pid in runs)

@@ -103,8 +103,8 @@ def schedule(jobs: list[Job], runner: Runner, what: str) -> dict[str, Any]:
                     results[job.name] = value
                     console.log(f"{what}: {job.name} done in {time.time() - t0:.0f} s")
                 else:
-                    failed[job.name] = value
-                    console.log(f"{what}: {job.name} failed: {value}")
+                    failed[job.name] = value.removeprefix(f"{job.name}: ")  # named once
+                    console.log(f"{what}: {job.name} failed: {failed[job.name]}")
     finally:
         runner.stop(list(running))  # interrupted: the others stop too
     if failed:
@@ -153,6 +153,9 @@ def _serve(pipe: Connection, gpu: str | None, quiet: bool, parent: int) -> None:
     _end_with_parent()
     if os.getppid() != parent:  # the parent died before the line above
         return
+    # Ctrl-C reaches the whole process group: the parent's to handle, which stops the workers
+    # (one line), rather than each worker's traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:  # before torch starts
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     while True:
