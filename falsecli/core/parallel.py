@@ -3,7 +3,7 @@
 A study is a grid of independent runs (methods x seeds, strategies x seeds). On a CPU the
 network's threads scale poorly at these sizes, so N processes with the cores split between
 them finish more runs per hour than one process with them all (1.05-1.15x on this project's
-2-core machine, where the two runs also contend for memory bandwidth; docs/speed.md), and in
+2-core machine, where each run slows beside the other; docs/speed.md), and in
 ``run`` and ``demo`` runs that wait for nothing go beside the chain heat maps -> rank ->
 generator; with several GPUs each process gets its own. Each run writes
 its own stage folder under its own lock, exactly as it would alone, so a killed batch resumes
